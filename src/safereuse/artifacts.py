@@ -1,0 +1,225 @@
+"""Model artifacts: a directory with ``model.safetensors`` + ``manifest.json`` (+ ``extras.safetensors``).
+
+A derived model is a *recipe*: its manifest names the architecture, the classes, the input spec,
+the parent teacher's hash, the method and its resolved configuration, the data spec, the seed and
+the metrics. Tensors never travel as pickles. A directory is written under a temporary name and
+renamed into place, so a crash never leaves a half-written artifact.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from safereuse.models import create_model
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "m"
+    >>> _ = save_model(create_model("smallcnn", 3), out, {"classes": ["a", "b", "c"]})
+    >>> load_model(out).model.num_classes
+    3
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import SafeReuseError
+from .models import InputSpec, ModelInfo, ReusableModel, create_model
+from .utils import sha256_file
+
+MODEL_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+EXTRAS_FILE = "extras.safetensors"
+FORMAT = "safereuse-model/1"
+
+
+@dataclass
+class Artifact:
+    """A loaded model directory."""
+
+    path: Path
+    model: ReusableModel
+    manifest: dict[str, Any]
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return str(self.manifest.get("hash", ""))
+
+
+def _tensors_of(model: ReusableModel) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage; clone so tied or viewed tensors save cleanly
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_model(
+    model: ReusableModel,
+    out: str | Path,
+    manifest: dict[str, Any] | None = None,
+    extras: dict[str, torch.Tensor] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write ``model`` to the directory ``out`` atomically.
+
+    Args:
+        model: a model built by :func:`safereuse.models.create_model` (its ``info`` says how to rebuild it).
+        out: target directory; must not exist unless ``overwrite``.
+        manifest: extra manifest fields (classes, data, method, config, metrics, ...).
+        extras: named tensors stored beside the weights (masks, triggers, slices).
+        overwrite: replace an existing directory.
+
+    Returns:
+        The manifest as written (with ``hash`` = SHA-256 of ``model.safetensors``).
+    """
+    out = Path(out)
+    if model.info is None:
+        raise SafeReuseError(
+            f"{type(model).__name__} has no architecture record", fix="build it with create_model()"
+        )
+    if out.exists() and not overwrite:
+        raise SafeReuseError(f"output directory {out} already exists", fix="choose a new --out or delete it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the artifact should get normal permissions
+    try:
+        save_file(_tensors_of(model), str(tmp / MODEL_FILE))
+        if extras:
+            save_file(
+                {k: v.detach().cpu().contiguous().clone() for k, v in extras.items()}, str(tmp / EXTRAS_FILE)
+            )
+        full = {
+            "format": FORMAT,
+            "safereuse_version": __version__,
+            "arch": model.info.arch,
+            "arch_kwargs": model.info.kwargs,
+            "num_classes": model.num_classes,
+            "input": model.input_spec.to_dict(),
+            **(manifest or {}),
+            "hash": sha256_file(tmp / MODEL_FILE),
+            "extras": sorted(extras) if extras else [],
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return full
+
+
+def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read weights from a ``.safetensors`` file or a PyTorch ``.pth`` (with ``weights_only=True``).
+
+    A pickle that needs code to load is refused, never executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SafeReuseError(f"{path} does not exist", fix="check the path")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8:
+        raise SafeReuseError(f"{path} is truncated or empty", fix="re-create or re-download it")
+    is_torch = head[:2] in (b"PK", b"\x80\x02") or head[:1] == b"\x80"
+    if is_torch:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user problem
+            raise SafeReuseError(
+                f"{path} is a pickle that cannot be loaded safely ({type(exc).__name__})",
+                fix="convert it to safetensors, or save a plain state_dict with torch.save",
+            ) from None
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise SafeReuseError(
+                f"{path} does not hold a state_dict of tensors", fix="save model.state_dict()"
+            )
+        return obj
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SafeReuseError(
+            f"{path} is not a valid safetensors file ({' '.join(str(exc).split())[:80]})",
+            fix="re-create or re-download it",
+        ) from None
+
+
+def load_state(model: ReusableModel, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """``load_state_dict(strict=True)`` with a one-line error on missing, extra or mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    arch = model.info.arch if model.info else type(model).__name__
+    fix = "use the architecture and class count the checkpoint was trained with"
+    if shaped:
+        k = shaped[0]
+        raise SafeReuseError(
+            f"{source} does not fit {arch}: {k} has shape {tuple(state[k].shape)}, "
+            f"expected {tuple(own[k].shape)} ({len(shaped)} mismatched)",
+            fix=fix,
+        )
+    if missing or extra:
+        raise SafeReuseError(
+            f"{source} does not fit {arch}: {len(missing)} missing keys (e.g. {missing[:1]}), "
+            f"{len(extra)} unexpected (e.g. {extra[:1]})",
+            fix=fix,
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Artifact:
+    """Load a model directory written by :func:`save_model`.
+
+    Args:
+        path: the directory.
+        device: where to put the model.
+
+    Returns:
+        An :class:`Artifact` with the model (eval mode), manifest and extras.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        if path.is_file():
+            raise SafeReuseError(f"{path} is a file, not a model directory", fix="pass the directory")
+        raise SafeReuseError(f"model directory {path} does not exist", fix="check the path")
+    mfile = path / MANIFEST_FILE
+    if not mfile.is_file():
+        raise SafeReuseError(f"{path} has no {MANIFEST_FILE}", fix="pass a directory written by safereuse")
+    try:
+        manifest = json.loads(mfile.read_text())
+        arch, kwargs, spec = (
+            manifest["arch"],
+            dict(manifest["arch_kwargs"]),
+            InputSpec.from_dict(manifest["input"]),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SafeReuseError(
+            f"{mfile} is corrupt ({type(exc).__name__}: {exc})", fix="re-create the model"
+        ) from None
+    state = read_state_file(path / MODEL_FILE)
+    model = create_model(arch, **kwargs)
+    model.set_normalization(spec.mean, spec.std)
+    load_state(model, state, str(path / MODEL_FILE))
+    expected = manifest.get("hash")
+    if expected and sha256_file(path / MODEL_FILE) != expected:
+        raise SafeReuseError(
+            f"{path / MODEL_FILE} does not match its manifest hash", fix="re-create the model"
+        )
+    extras = read_state_file(path / EXTRAS_FILE) if (path / EXTRAS_FILE).is_file() else {}
+    model.info = ModelInfo(arch, kwargs)
+    model.to(device).eval()
+    return Artifact(path, model, manifest, extras)

@@ -1,0 +1,295 @@
+"""Dataset specs, splits and the in-memory bundle every method consumes.
+
+All images are held as ``float32`` tensors ``[N, C, H, W]`` in ``[0, 1]`` pixel space; normalisation
+is the model's job (see :mod:`safereuse.models.contract`). The small datasets this project targets
+fit comfortably in memory, which keeps the training loop free of per-sample Python work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import SafeReuseError
+
+
+@dataclass
+class RawData:
+    """A dataset as its source provides it: pixel tensors in [0, 1] and integer labels."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: list[str]
+    source: str = ""
+
+
+@dataclass
+class DataSpec:
+    """What slice of a dataset to use; saved in every manifest so a result can be re-made.
+
+    Args:
+        name: registry name (``fashion-mnist``, ``digits``, ``imagefolder:PATH``).
+        classes: original class ids to keep, relabelled 0..k-1 in the given order (None = all).
+        train_size: limit on training examples (total, stratified) or per class (``per_class``).
+        per_class: read ``train_size`` as a per-class count.
+        val_fraction: share of the (limited) training set carved out for validation.
+        seed: seed of the subsampling and the validation split.
+        data_dir: extra folder to look in first.
+    """
+
+    name: str
+    classes: list[int] | None = None
+    train_size: int | None = None
+    per_class: bool = False
+    val_fraction: float = 0.1
+    seed: int = 0
+    data_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("data_dir")
+        return d
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataBundle:
+    """Train / validation / test splits of one dataset slice plus its metadata."""
+
+    spec: DataSpec
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    mean: tuple[float, ...] = field(default_factory=tuple)
+    std: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.x.shape[-1])
+
+
+def parse_classes(text: str | int | list[int] | tuple[int, ...] | None) -> list[int] | None:
+    """Parse a class list as the CLI and specs write it.
+
+    Args:
+        text: ``"0-4"`` → [0..4]; ``"1,3,5"`` → [1, 3, 5]; ``"0-2,7"`` → [0, 1, 2, 7]; a list, tuple
+            or single int is checked and passed through; None means all classes.
+
+    Returns:
+        The class ids in the given order, or None.
+
+    Raises:
+        SafeReuseError: the text is malformed, names no class, repeats one or is negative.
+    """
+    if text is None:
+        return None
+    out: list[int] = []
+    if isinstance(text, (list, tuple, int)) and not isinstance(text, bool):
+        items = [text] if isinstance(text, int) else list(text)
+        for v in items:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise SafeReuseError(f"classes {text!r} must be integers", fix="write e.g. [0, 1, 2] or 0-2")
+            out.append(int(v))
+    else:
+        try:
+            for part in str(text).split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                if "-" in part:
+                    lo, hi = (int(v) for v in part.split("-", 1))
+                    if hi < lo:
+                        raise ValueError
+                    out += list(range(lo, hi + 1))
+                else:
+                    out.append(int(part))
+        except ValueError:
+            raise SafeReuseError(
+                f"--classes {text!r} is not a class list", fix="write e.g. 0-4 or 1,3,5"
+            ) from None
+    if not out:
+        raise SafeReuseError("the class set is empty", fix="name at least one class, e.g. --classes 0-4")
+    if any(c < 0 for c in out):
+        raise SafeReuseError(f"classes {text!r} include a negative id", fix="class ids start at 0")
+    if len(set(out)) != len(out):
+        raise SafeReuseError(f"--classes {text!r} repeats a class", fix="name each class once")
+    return out
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise when ``x`` holds NaN or Inf.
+
+    Args:
+        x: a batch ``[N, ...]``.
+        what: how the error names the data, e.g. ``"digits training data"``.
+
+    Raises:
+        SafeReuseError: naming the number of bad images and the first one.
+    """
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad_rows = (~torch.isfinite(x)).reshape(len(x), -1).any(1)
+        first = int(torch.nonzero(bad_rows)[0])
+        raise SafeReuseError(
+            f"{what} contains NaN or Inf in {int(bad_rows.sum())} images (first: index {first})",
+            fix="clean or drop those inputs",
+        )
+
+
+def _check_raw(raw: RawData, name: str) -> None:
+    n_all = len(raw.class_names)
+    for x, y, split in ((raw.train_x, raw.train_y, "training"), (raw.test_x, raw.test_y, "test")):
+        if x.dim() != 4 or len(x) != len(y):
+            raise SafeReuseError(
+                f"{name} {split} data has images {tuple(x.shape)} and labels {tuple(y.shape)}",
+                fix="images must be [N, C, H, W] with one label each",
+            )
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_all):
+            raise SafeReuseError(
+                f"{name} {split} labels span {int(y.min())}-{int(y.max())} but there are {n_all} class names",
+                fix="labels must be 0..(number of classes - 1)",
+            )
+        check_finite(x, f"{name} {split} data")
+
+
+_SHUFFLE_STREAM = 2**32 - 1  # the order of the training split; class streams use the class id
+
+
+def _seed_rng(seed: int, stream: int) -> np.random.Generator:
+    # One independent stream per (seed, purpose): the sample of a class does not depend on which other
+    # classes are selected, nor on their order.
+    return np.random.default_rng([seed & 0xFFFF_FFFF_FFFF_FFFF, stream])
+
+
+def _stratified_quotas(sizes: list[int], want: int) -> list[int]:
+    """Split ``want`` over classes in proportion to ``sizes``, summing exactly to ``want``.
+
+    Largest-remainder rounding (ties to the lower class index), then every class gets at least one
+    example, taken from the classes with the most.
+    """
+    total = sum(sizes)
+    exact = [want * n / total for n in sizes]
+    quotas = [int(e) for e in exact]
+    order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - quotas[i]), i))
+    for i in order[: want - sum(quotas)]:
+        quotas[i] += 1
+    for i, q in enumerate(quotas):
+        if q == 0:
+            donor = max(range(len(quotas)), key=lambda j: (quotas[j], -j))
+            quotas[donor] -= 1
+            quotas[i] = 1
+    return quotas
+
+
+def build_bundle(raw: RawData, spec: DataSpec) -> DataBundle:
+    """Apply class subset, size limit and the validation split to ``raw`` (deterministic).
+
+    * ``classes`` keeps those original classes, relabelled 0..k-1 in the given order.
+    * ``train_size`` limits the training pool (train + validation): a total spread over the classes in
+      proportion to their sizes (exact total, at least one per class), or with ``per_class`` a
+      per-class cap. Each class is shuffled with its own stream of ``seed``, so the examples drawn for
+      a class depend only on (seed, class), and a smaller ``train_size`` takes a subset of a larger one.
+    * ``val_fraction`` of each class's pool goes to validation (at least one when the class has two or
+      more examples and the fraction is positive; at least one always stays in train).
+    * The test split is the source's test split restricted to ``classes``: it never depends on
+      ``seed``, ``train_size`` or ``val_fraction``.
+    * ``mean``/``std`` are per-channel statistics of the training split only.
+
+    Args:
+        raw: the source data (images in [0, 1]).
+        spec: the slice to take.
+
+    Returns:
+        The :class:`DataBundle`.
+
+    Raises:
+        SafeReuseError: classes out of range, empty or repeated; a class without training images; a bad
+            ``train_size``/``val_fraction``/``seed``; NaN or Inf in the data; malformed raw tensors.
+    """
+    n_all = len(raw.class_names)
+    classes = parse_classes(spec.classes)
+    if classes is None:
+        classes = list(range(n_all))
+    bad = [c for c in classes if not 0 <= c < n_all]
+    if bad:
+        raise SafeReuseError(
+            f"classes {bad} are out of range for {spec.name} ({n_all} classes: 0-{n_all - 1})",
+            fix=f"choose classes between 0 and {n_all - 1}",
+        )
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, (int, np.integer)):
+        raise SafeReuseError(f"seed {spec.seed!r} is not an integer", fix="pass e.g. --seed 0")
+    size = spec.train_size
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise SafeReuseError(
+            f"train_size {size!r} must be a positive integer", fix="pass e.g. --train-size 1000"
+        )
+    if not 0.0 <= float(spec.val_fraction) < 1.0:
+        raise SafeReuseError(f"val_fraction {spec.val_fraction} must be in [0, 1)", fix="use e.g. 0.1")
+    _check_raw(raw, spec.name)
+
+    train_y = raw.train_y.numpy()
+    per_cls: list[np.ndarray] = []
+    for c in classes:
+        idx = np.flatnonzero(train_y == c)
+        per_cls.append(idx[_seed_rng(int(spec.seed), c).permutation(len(idx))])
+    empty = [classes[i] for i, idx in enumerate(per_cls) if len(idx) == 0]
+    if empty:
+        raise SafeReuseError(f"classes {empty} have no training images in {spec.name}", fix="drop them")
+    if spec.train_size is not None:
+        if spec.per_class:
+            quotas = [min(int(spec.train_size), len(i)) for i in per_cls]
+        else:
+            sizes = [len(i) for i in per_cls]
+            want = min(int(spec.train_size), sum(sizes))
+            if want < len(classes):
+                raise SafeReuseError(
+                    f"train_size {spec.train_size} is smaller than the {len(classes)} classes",
+                    fix=f"use --train-size ≥ {len(classes)}, or --per-class",
+                )
+            quotas = _stratified_quotas(sizes, want)
+        per_cls = [idx[:q] for idx, q in zip(per_cls, quotas, strict=True)]
+    tr_idx, va_idx = [], []
+    for idx in per_cls:
+        n_val = int(round(len(idx) * spec.val_fraction))
+        if spec.val_fraction > 0 and len(idx) >= 2:
+            n_val = max(1, n_val)
+        n_val = min(n_val, len(idx) - 1)
+        va_idx.append(idx[:n_val])
+        tr_idx.append(idx[n_val:])
+    tr = np.concatenate(tr_idx)
+    tr = torch.from_numpy(tr[_seed_rng(int(spec.seed), _SHUFFLE_STREAM).permutation(len(tr))])
+    va = torch.from_numpy(np.concatenate(va_idx))
+
+    remap = torch.full((n_all,), -1, dtype=torch.long)
+    remap[torch.tensor(classes)] = torch.arange(len(classes))
+    train_split = Split(raw.train_x[tr].contiguous(), remap[raw.train_y[tr]])
+    val_split = Split(raw.train_x[va].contiguous(), remap[raw.train_y[va]])
+    keep = torch.from_numpy(np.flatnonzero(np.isin(raw.test_y.numpy(), classes)))
+    test = Split(raw.test_x[keep].contiguous(), remap[raw.test_y[keep]])
+
+    dims = [0, 2, 3]
+    mean = tuple(float(v) for v in train_split.x.mean(dim=dims))
+    std = tuple(max(float(v), 1e-6) for v in train_split.x.std(dim=dims, correction=0))
+    names = [raw.class_names[c] for c in classes]
+    return DataBundle(spec, train_split, val_split, test, names, mean, std)

@@ -1,0 +1,26 @@
+"""Device selection: ``auto`` picks CUDA (then Apple MPS) when present, else the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import SafeReuseError
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Map ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:1"``/``"mps"`` to a usable ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SafeReuseError(f"unknown device {device!r}", fix="use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SafeReuseError("CUDA was requested but is not available", fix="use --device auto or cpu")
+    return dev

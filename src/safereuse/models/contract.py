@@ -1,0 +1,286 @@
+"""The model contract every method in safereuse relies on.
+
+A :class:`ReusableModel` takes images in ``[0, 1]`` pixel space (it applies its own normalisation, so
+attacks, triggers and ε are always expressed in pixels) and exposes:
+
+- ``features(x)`` — the penultimate vector (input of the classifier head);
+- ``head`` / ``head_name`` — the final ``nn.Linear`` and its dotted path;
+- ``reset_head(n)`` — a fresh head with ``n`` outputs;
+- ``blocks()`` — ordered ``(name, module)`` pairs from input to head, for "fine-tune the last k";
+- ``input_spec`` — channels, size, normalisation.
+
+Normalisation constants are non-persistent buffers, so ``state_dict()`` keys stay identical to
+torchvision's for the architectures torchvision has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SafeReuseError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects as input: ``[N, channels, *size]`` floats in ``pixel_range``.
+
+    ``mean``/``std`` are applied inside the model (per channel).
+    """
+
+    channels: int = 1
+    size: tuple[int, int] = (28, 28)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    pixel_range: tuple[float, float] = (0.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        return cls(
+            channels=int(d["channels"]),
+            size=tuple(d["size"]),  # type: ignore[arg-type]
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            pixel_range=tuple(d.get("pixel_range", (0.0, 1.0))),  # type: ignore[arg-type]
+        )
+
+    def with_stats(self, mean: tuple[float, ...], std: tuple[float, ...]) -> InputSpec:
+        return InputSpec(self.channels, self.size, tuple(mean), tuple(std), self.pixel_range)
+
+
+@dataclass
+class ModelInfo:
+    """How to rebuild a model: registry name plus constructor arguments."""
+
+    arch: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class ReusableModel(nn.Module):
+    """Base class implementing the contract; subclasses define ``forward_features``.
+
+    Subclasses set ``head_name`` (dotted path of the final ``nn.Linear``) and implement
+    ``forward_features(x)`` on *normalised* input and ``block_names()``.
+    """
+
+    head_name: str = "fc"
+
+    def __init__(self, input_spec: InputSpec) -> None:
+        super().__init__()
+        self.input_spec = input_spec
+        self.info: ModelInfo | None = None
+        mean, std = _norm_tensors(input_spec.channels, input_spec.mean, input_spec.std)
+        self.register_buffer("_norm_mean", mean, persistent=False)
+        self.register_buffer("_norm_std", std, persistent=False)
+
+    # -- input ------------------------------------------------------------------------------
+    def set_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Replace the per-channel normalisation (e.g. ``(0,), (1,)`` for a checkpoint trained on raw
+        pixels); the buffers keep their device and dtype."""
+        m, s = _norm_tensors(self.input_spec.channels, mean, std)
+        old = self._norm_mean
+        self.input_spec = self.input_spec.with_stats(tuple(mean), tuple(std))
+        self._norm_mean = m.to(device=old.device, dtype=old.dtype)
+        self._norm_std = s.to(device=old.device, dtype=old.dtype)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._norm_mean) / self._norm_std
+
+    # -- contract ---------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate representation of pixel-space input ``x`` (``[N, D]``)."""
+        return self.forward_features(self.normalize(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.get_submodule(self.head_name)  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    @property
+    def feature_dim(self) -> int:
+        return self.head.in_features
+
+    def reset_head(self, num_classes: int, seed: int | None = None) -> nn.Linear:
+        """Replace the head with a freshly initialised ``Linear(feature_dim, num_classes)``."""
+        old = self.head
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        # built on "meta" so that constructing it does not draw from the global RNG when a seed is given
+        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, device="meta")
+        new = new.to_empty(device="cpu")
+        bound = 1.0 / old.in_features**0.5
+        with torch.no_grad():
+            new.weight.uniform_(-bound, bound, generator=gen)
+            if new.bias is not None:
+                new.bias.zero_()
+        new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        self.set_submodule(self.head_name, new)
+        if self.info is not None:
+            self.info.kwargs["num_classes"] = num_classes
+        return new
+
+    def block_names(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- submodule paths ----------------------------------------------------------------------
+    # torchvision's VGG / MobileNet call their convolutional trunk ``features``, which is also the
+    # name of the contract method above. ``getattr(model, "features")`` is therefore the *method*
+    # and ``nn.Module.get_submodule("features.0")`` would fail; these overrides resolve children
+    # through ``_modules`` first, so dotted paths from ``named_modules()`` / ``state_dict()`` always
+    # work (and with them ``get_parameter``/``get_buffer``). Tools that walk paths with plain
+    # ``getattr`` (``torch.func.functional_call``, ``torch.fx``) still cannot reach ``features.*``.
+    def get_submodule(self, target: str) -> nn.Module:
+        if target == "":
+            return self
+        first, _, rest = target.partition(".")
+        child = self._modules.get(first)
+        if child is None:
+            return super().get_submodule(target)
+        return child.get_submodule(rest) if rest else child
+
+    def set_submodule(self, target: str, module: nn.Module, strict: bool = False) -> None:
+        if target == "":
+            raise ValueError("Cannot set the submodule without a target name!")
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"`module` is not an nn.Module, found {type(module)}")
+        parent_name, _, leaf = target.rpartition(".")
+        parent = self.get_submodule(parent_name)
+        if leaf not in parent._modules and (strict or hasattr(parent, leaf)):
+            raise AttributeError(f"{parent._get_name()} has no submodule `{leaf}`")
+        parent.add_module(leaf, module)
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """Ordered ``(name, module)`` from the input to the head (the head is the last block).
+
+        A block name may join several sibling modules with ``+`` (e.g. ``"conv1+bn1"``); its module
+        is then an unregistered ``nn.ModuleList`` view, so parameter names are unchanged.
+        """
+        out: list[tuple[str, nn.Module]] = []
+        for name in self.block_names():
+            parts = name.split("+")
+            mod = (
+                self.get_submodule(parts[0])
+                if len(parts) == 1
+                else nn.ModuleList([self.get_submodule(p) for p in parts])
+            )
+            out.append((name, mod))
+        return out
+
+
+def last_k_parameters(model: ReusableModel, k: int) -> list[str]:
+    """Names of the parameters inside the last ``k`` blocks (k = 1: only the head)."""
+    blocks = model.blocks()
+    if not 0 <= k <= len(blocks):
+        raise SafeReuseError(
+            f"k={k} is out of range for {type(model).__name__} with {len(blocks)} blocks",
+            fix=f"choose k between 0 and {len(blocks)}",
+        )
+    chosen = [part for n, _ in blocks[len(blocks) - k :] for part in n.split("+")]
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if any(name == c or name.startswith(c + ".") for c in chosen)
+    ]
+
+
+def check_contract(model: nn.Module) -> ReusableModel:
+    if not isinstance(model, ReusableModel):
+        raise SafeReuseError(
+            f"{type(model).__name__} does not implement the safereuse model contract",
+            fix="wrap it with safereuse.models.adapt(module, head='fc', blocks=[...])",
+        )
+    return model
+
+
+class AdaptedModel(ReusableModel):
+    """Any ``nn.Module`` with a final ``nn.Linear`` behind the contract (see :func:`adapt`)."""
+
+    def __init__(self, module: nn.Module, input_spec: InputSpec, head: str, blocks: list[str] | None) -> None:
+        super().__init__(input_spec)
+        self.module = module
+        self.head_name = f"module.{head}"
+        if not isinstance(self.head, nn.Linear):
+            raise SafeReuseError(f"{head!r} is not an nn.Linear", fix="name the final Linear layer")
+        self._block_names = [f"module.{b}" for b in (blocks or [n for n, _ in module.named_children()])]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def grab(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            captured.append(args[0])
+
+        handle = self.head.register_forward_pre_hook(grab)
+        try:
+            self.module(x)
+        finally:
+            handle.remove()
+        return captured[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(self.normalize(x))
+
+    def block_names(self) -> list[str]:
+        return self._block_names
+
+
+def adapt(
+    module: nn.Module,
+    input_spec: InputSpec | None = None,
+    head: str = "fc",
+    blocks: list[str] | None = None,
+) -> ReusableModel:
+    """Put a foreign ``nn.Module`` (e.g. a torchvision model) behind the model contract.
+
+    Args:
+        module: the network; its ``head`` must be the final ``nn.Linear``.
+        input_spec: input channels/size/normalisation (default: 3×224×224, ImageNet statistics).
+        head: dotted name of the final linear layer.
+        blocks: ordered child names for last-k freezing (default: the top-level children).
+
+    Returns:
+        A :class:`ReusableModel` sharing ``module``'s parameters.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> m = adapt(net, InputSpec(1, (2, 2), (0.0,), (1.0,)), head="3")
+        >>> m.features(torch.zeros(1, 1, 2, 2)).shape
+        torch.Size([1, 8])
+    """
+    spec = input_spec or InputSpec(3, (224, 224), IMAGENET_MEAN, IMAGENET_STD)
+    return AdaptedModel(module, spec, head, blocks)
+
+
+def _norm_tensors(
+    channels: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(mean) not in (1, channels) or len(std) not in (1, channels):
+        raise SafeReuseError(
+            f"normalisation has {len(mean)} means / {len(std)} stds for {channels} channels",
+            fix="give one value per input channel",
+        )
+    if any(float(v) <= 0 for v in std):
+        raise SafeReuseError(f"normalisation std {tuple(std)} must be positive", fix="check the std values")
+    m = torch.tensor([float(v) for v in mean], dtype=torch.float32).reshape(1, -1, 1, 1)
+    s = torch.tensor([float(v) for v in std], dtype=torch.float32).reshape(1, -1, 1, 1)
+    return m, s
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ModelFactory = Callable[..., ReusableModel]

@@ -1,0 +1,122 @@
+"""Name → factory registries, so that CLI, YAML and Python name the same things.
+
+``--method remos --param ratio=0.1`` == ``{method: remos, ratio: 0.1}`` == ``ReMoS(ratio=0.1)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .errors import SafeReuseError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    summary: str
+
+
+class Registry(Generic[T]):
+    """A named collection of factories (classes or functions).
+
+    Args:
+        kind: what the registry holds ("model", "dataset", ...), used in error messages.
+        list_command: the CLI command that lists the names, quoted in error messages.
+
+    Example:
+        >>> reg = Registry("widget", "safereuse list widgets")
+        >>> @reg.register("box", summary="a box")
+        ... def make_box(size=1):
+        ...     return ("box", size)
+        >>> reg.create("box", size=3)
+        ('box', 3)
+    """
+
+    def __init__(self, kind: str, list_command: str) -> None:
+        self.kind = kind
+        self.list_command = list_command
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, summary: str | None = None) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            doc = summary or (inspect.getdoc(obj) or "").split("\n")[0]
+            self._entries[name] = Entry(name, obj, doc)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, summary: str = "") -> None:
+        self.register(name, summary)(obj)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name].obj
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._entries), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SafeReuseError(
+                f"unknown {self.kind} {name!r}",
+                fix=f"{hint}run `{self.list_command}` for the choices",
+            ) from None
+
+    def create(self, name: str, /, **kwargs: Any) -> Any:
+        factory: Any = self.get(name)
+        check_kwargs(factory, kwargs, f"{self.kind} {name!r}")
+        return factory(**kwargs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+
+def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
+    """Raise a clear error when ``kwargs`` holds a name ``factory`` does not accept."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in kwargs:
+        if key not in accepted:
+            raise SafeReuseError(
+                f"{what} has no parameter {key!r}",
+                fix=f"use one of: {', '.join(a for a in accepted if a != 'self') or '(none)'}",
+            )
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--param key=value`` value the way YAML would (numbers, bools, lists)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["ratio=0.1", "reset=zero"]`` → ``{"ratio": 0.1, "reset": "zero"}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SafeReuseError(f"--param {item!r} is not key=value", fix="write e.g. --param lr=0.01")
+        out[key.strip().replace("-", "_")] = parse_value(value.strip())
+    return out

@@ -1,0 +1,153 @@
+"""The CLI contract: the command forms other work builds on, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from safereuse.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:") and "fix:" in lines[0], err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, err)
+
+
+def test_train_transfer_evaluate_round_trip(capsys, tmp_path):
+    code, out, err = run(capsys, "teacher", "train", "--arch", "smallcnn", "--data", "digits", "--classes", "0-4",
+                         "--epochs", "1", "--seed", "1", "--out", str(tmp_path / "t"), "-q", "-p", "width=8")  # fmt: skip
+    assert code == 0, err
+    assert "test acc" in out
+    man = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    assert man["role"] == "teacher" and man["arch_kwargs"]["width"] == 8 and man["data"]["classes"] == [0, 1, 2, 3, 4]
+    assert man["seed"] == 1 and man["method"]["config"]["epochs"] == 1 and "safereuse_version" in man
+    code, out, err = run(capsys, "transfer", "--teacher", str(tmp_path / "t"), "--data", "digits", "--classes", "5-9",
+                         "--train-size", "50", "--method", "finetune-last-k", "--param", "k=2", "--param",
+                         "epochs=1", "--seed", "2", "--out", str(tmp_path / "s"), "-q")  # fmt: skip
+    assert code == 0, err
+    sman = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert sman["parent"]["hash"] == man["hash"]
+    assert sman["method"]["name"] == "finetune-last-k" and sman["method"]["config"]["k"] == 2
+    assert sman["data"]["train_size"] == 50 and sman["seed"] == 2
+    code, out, err = run(capsys, "evaluate", "--model", str(tmp_path / "s"), "--json")
+    res = json.loads(out)
+    assert code == 0 and res["n"] == sman["metrics"]["n_test"]
+    assert res["acc"] == pytest.approx(sman["metrics"]["test_acc"])
+    code, out, err = run(capsys, "evaluate", "--model", str(tmp_path / "t"), "--data", "digits", "--classes", "0-4")
+    assert code == 0 and out.startswith("acc ")
+
+
+@pytest.mark.parametrize("what", ["models", "datasets", "methods", "defects"])
+def test_list(capsys, what):
+    code, out, _ = run(capsys, "list", what)
+    assert code == 0
+    expected = {"models": "resnet8", "datasets": "fashion-mnist", "methods": "finetune", "defects": ""}[what]
+    assert expected in out
+
+
+def test_bad_inputs_give_one_line_errors(capsys, tmp_path, digits_teacher_dir, digits_student_dir):
+    t = str(digits_teacher_dir)
+    cases = [
+        (["teacher", "train", "--arch", "resnt8", "--out", str(tmp_path / "x")], "unknown model 'resnt8'"),
+        (["teacher", "train", "--data", "mnist-foo", "--out", str(tmp_path / "x")], "unknown dataset"),
+        (["transfer", "--teacher", t, "--data", "digits", "--method", "nope", "--out", str(tmp_path / "x")],
+         "unknown method"),
+        (["transfer", "--teacher", t, "--data", "digits", "--classes", "8-12", "--out", str(tmp_path / "x")],
+         "out of range"),
+        (["transfer", "--teacher", t, "--data", "digits", "--classes", "a-b", "--out", str(tmp_path / "x")],
+         "not a class list"),
+        (["transfer", "--teacher", t, "--data", "digits", "--out", str(digits_student_dir)], "already exists"),
+        (["transfer", "--teacher", str(tmp_path / "missing"), "--data", "digits", "--out", str(tmp_path / "x")],
+         "does not exist"),
+        (["transfer", "--teacher", t, "--data", "imagefolder:" + str(tmp_path / "nothing"), "--out",
+          str(tmp_path / "x")], str(tmp_path / "nothing")),
+        (["transfer", "--teacher", t, "--data", "digits", "-p", "lr", "--out", str(tmp_path / "x")], "key=value"),
+        (["evaluate", "--model", t, "--classes", "0-2"], "classes"),
+    ]  # fmt: skip
+    for argv, needle in cases:
+        code, out, err = run(capsys, *argv)
+        assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "x").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no half-written artifacts
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_corrupt_pickled_and_mismatched_checkpoints(capsys, tmp_path, digits_student_dir):
+    bad = _copy(digits_student_dir, tmp_path / "trunc")
+    f = bad / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    assert_one_line_error(*run(capsys, "evaluate", "--model", str(bad))[::2], "not a valid safetensors")
+
+    pick = _copy(digits_student_dir, tmp_path / "pickle")
+    marker = tmp_path / "executed"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"fc.weight": Evil()}, pick / "model.safetensors")
+    assert_one_line_error(*run(capsys, "evaluate", "--model", str(pick))[::2], "pickle")
+    assert not marker.exists()
+
+    mis = _copy(digits_student_dir, tmp_path / "mismatch")
+    man = json.loads((mis / "manifest.json").read_text())
+    man["arch_kwargs"]["hidden"] = 32
+    (mis / "manifest.json").write_text(json.dumps(man))
+    assert_one_line_error(*run(capsys, "evaluate", "--model", str(mis))[::2], "does not fit smallcnn")
+
+
+def test_missing_fashion_mnist_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    import safereuse.data as D
+    import safereuse.data.sources as S
+
+    monkeypatch.setattr(S, "DEBIAN_FASHION_DIR", tmp_path / "none")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SAFEREUSE_DATA", raising=False)
+    monkeypatch.setenv("SAFEREUSE_FASHION_MNIST_URL", "http://127.0.0.1:9/")  # discard port: refused at once
+    D._RAW_CACHE.clear()
+    code, _, err = run(capsys, "teacher", "train", "--data", "fashion-mnist", "--out", str(tmp_path / "t"))
+    assert_one_line_error(code, err, "dataset-fashion-mnist")
+    D._RAW_CACHE.clear()
+    assert not (tmp_path / "t").exists()
+
+
+def test_nan_in_inputs_is_refused():
+    from safereuse.data import RawData, build_bundle
+    from safereuse.data.core import DataSpec
+    from safereuse.errors import SafeReuseError
+
+    x = torch.rand(20, 1, 8, 8)
+    x[3, 0, 2, 2] = float("nan")
+    raw = RawData(x, torch.arange(20) % 2, torch.rand(4, 1, 8, 8), torch.arange(4) % 2, ["a", "b"])
+    with pytest.raises(SafeReuseError, match="NaN"):
+        build_bundle(raw, DataSpec("toy"))
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("safereuse")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "safereuse.cli"]
+    r = subprocess.run([*cmd, "evaluate", "--model", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error:")
