@@ -147,27 +147,79 @@ def _small_spec(in_channels: int, image_size: int) -> InputSpec:
 
 
 def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
-    """ResNet-18 (ImageNet layout, torchvision keys)."""
+    """ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016), ImageNet layout.
+
+    Args:
+        num_classes: outputs of the head (``fc``).
+        in_channels: image channels (ImageNet statistics are used for 3, 0.5/0.5 otherwise).
+        image_size: side of the square input (224 for ImageNet; ≥ 32 works, total stride 32).
+
+    Returns:
+        A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet18``
+        (with ``in_channels=3``, ``num_classes=1000``).
+    """
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, _imagenet_spec(in_channels, image_size))
 
 
 def resnet34(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
-    """ResNet-34 (ImageNet layout, torchvision keys)."""
+    """ResNet-34 (He et al., CVPR 2016), ImageNet layout.
+
+    Args:
+        num_classes: outputs of the head (``fc``).
+        in_channels: image channels (ImageNet statistics are used for 3, 0.5/0.5 otherwise).
+        image_size: side of the square input (224 for ImageNet; ≥ 32 works, total stride 32).
+
+    Returns:
+        A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet34``
+        (with ``in_channels=3``, ``num_classes=1000``).
+    """
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, _imagenet_spec(in_channels, image_size))
 
 
 def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
-    """ResNet-50 (ImageNet layout, bottleneck blocks, torchvision keys)."""
+    """ResNet-50 (He et al., CVPR 2016), ImageNet layout with bottleneck blocks.
+
+    Args:
+        num_classes: outputs of the head (``fc``).
+        in_channels: image channels (ImageNet statistics are used for 3, 0.5/0.5 otherwise).
+        image_size: side of the square input (224 for ImageNet; ≥ 32 works, total stride 32).
+
+    Returns:
+        A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet50``
+        (with ``in_channels=3``, ``num_classes=1000``).
+    """
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, _imagenet_spec(in_channels, image_size))
 
 
 def resnet8(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16) -> ResNet:
-    """Small ResNet-8 for 28 px images: 3 stages of one basic block (widths w, 2w, 4w)."""
+    """Small ResNet-8 (after He et al., CVPR 2016) for 28 px images: 3 stages of one basic block
+    (widths w, 2w, 4w), 3×3 stride-1 stem, no max-pool.
+
+    Args:
+        num_classes: outputs of the head (``fc``).
+        in_channels: image channels.
+        image_size: side of the square input.
+        width: channels of the first stage (doubles every stage).
+
+    Returns:
+        A :class:`ResNet` with torchvision-style names (``conv1``, ``bn1``, ``layerK.0``, ``fc``).
+    """
     return ResNet(BasicBlock, [1, 1, 1], num_classes, _small_spec(in_channels, image_size), width, True)
 
 
 def resnet10(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16) -> ResNet:
-    """Small ResNet-10 for 28 px images: 4 stages of one basic block (widths w … 8w)."""
+    """Small ResNet-10 (after He et al., CVPR 2016) for 28 px images: 4 stages of one basic block
+    (widths w … 8w), 3×3 stride-1 stem, no max-pool.
+
+    Args:
+        num_classes: outputs of the head (``fc``).
+        in_channels: image channels.
+        image_size: side of the square input.
+        width: channels of the first stage (doubles every stage).
+
+    Returns:
+        A :class:`ResNet` with torchvision-style names (``conv1``, ``bn1``, ``layerK.0``, ``fc``).
+    """
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes, _small_spec(in_channels, image_size), width, True)
 
 

@@ -51,5 +51,16 @@ class SmallCNN(ReusableModel):
 def smallcnn(
     num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16, hidden: int = 64
 ) -> SmallCNN:
-    """Small CNN (2 conv + 2 fc) for 28 px images."""
+    """Small CNN (2 conv + 2 fc) for 28 px images (LeNet-style; a fast model for tests and demos).
+
+    Args:
+        num_classes: outputs of the head (``fc``).
+        in_channels: image channels.
+        image_size: side of the square input (a multiple of 4).
+        width: channels of the first conv (the second has ``2 * width``).
+        hidden: size of the penultimate layer (``fc1``).
+
+    Returns:
+        A :class:`SmallCNN` with 4 blocks (``conv1+bn1``, ``conv2+bn2``, ``fc1``, ``fc``).
+    """
     return SmallCNN(num_classes, in_channels, image_size, width, hidden)
