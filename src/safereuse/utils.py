@@ -72,9 +72,9 @@ def tensor_hash(tensors: dict[str, torch.Tensor], length: int = 16) -> str:
     """Content hash of named tensors (order-independent), for caching by content."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
         h.update(name.encode())
         h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
+        h.update(str(tuple(tensors[name].shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:length]

@@ -1,0 +1,494 @@
+"""Exploratory defects: adversarial inputs crafted against a fixed model.
+
+Everything works in ``[0, 1]`` pixel space (models normalise internally, see
+:mod:`safereuse.models.contract`), so ε and step sizes are pixel units.
+
+- :func:`pgd_attack` — batched L∞ / L2 projected gradient ascent on any per-sample loss (Madry et al.,
+  ICLR 2018); FGSM is its one-step case (Goodfellow et al., ICLR 2015). CARTL's adversarial training
+  calls it directly.
+- :class:`PGD`, :class:`FGSM` (``kind="whitebox"``) — crafted on the *student* itself; *Rob*.
+- :class:`Penultimate` (``kind="adversarial"``) — the task-agnostic penultimate-layer attack of
+  Rezaei & Liu (ICLR 2020), as used by ReMoS / SeaM: PGD on the teacher's ``features()``.
+- :class:`Mimic` (``kind="adversarial"``) — the feature-mimicking attack of Wang et al. (USENIX
+  Security 2018): move ``f(x')`` towards ``f(x_guide)`` of another class's image.
+
+All crafting runs the model in eval mode with every parameter's ``requires_grad`` switched off and
+restores both afterwards (:func:`attack_mode`); gradients are taken w.r.t. the input only, so no
+parameter's ``.grad`` is touched. Loops run over iterations, never over samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SafeReuseError
+from ..models import check_contract
+from .base import Defect
+
+AttackLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(model, x_adv, y) -> [N]`` per-sample loss (or a scalar) that the attack *maximises*."""
+
+Norm = Literal["linf", "l2"]
+
+
+# -- shared machinery ------------------------------------------------------------------------------
+@contextmanager
+def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters while crafting; the ``training`` flag and every parameter's
+    ``requires_grad`` are restored on exit (also on error)."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the first parameter (CPU for a parameter-free module)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def check_eps(eps: float, what: str = "eps", norm: str = "linf") -> float:
+    """Validate a pixel-space budget or step size.
+
+    L∞ values must lie in ``[0, 1]`` (the whole pixel range). L2 values must be finite and ≥ 0 but may
+    exceed 1 (a 28×28 image spans an L2 distance of up to 28; MNIST-style L2 budgets are 1–3).
+
+    Raises:
+        SafeReuseError: not a number, negative, non-finite, or (L∞) above 1.
+    """
+    try:
+        v = float(eps)
+    except (TypeError, ValueError):
+        raise SafeReuseError(f"{what}={eps!r} is not a number", fix="pass e.g. 0.03137 (8/255)") from None
+    if not math.isfinite(v) or v < 0 or (norm == "linf" and v > 1):
+        rng = "[0, 1]" if norm == "linf" else "[0, ∞)"
+        raise SafeReuseError(
+            f"{what}={eps!r} is outside {rng} for the {norm} norm",
+            fix="budgets are in [0, 1] pixel units, e.g. L∞ 8/255 ≈ 0.0314, L2 1.0",
+        )
+    return v
+
+
+def _check_positive_int(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise SafeReuseError(f"{what}={v!r} must be a positive integer", fix="pass e.g. 20")
+    return v
+
+
+def _check_norm(norm: str) -> str:
+    if norm not in ("linf", "l2"):
+        raise SafeReuseError(f"norm {norm!r} is not supported", fix="use linf or l2")
+    return norm
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norm, shaped ``[N, 1, 1, ...]`` for broadcasting."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project ``x_adv`` onto the ε-ball around ``x`` (L∞ or L2) and the pixel range [0, 1]."""
+    delta = x_adv - x
+    delta = delta.clamp(-eps, eps) if norm == "linf" else delta * (eps / _flat_norm(delta)).clamp(max=1.0)
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def random_init(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniform random point of the ε-ball (L∞: per pixel; L2: random direction, uniform radius).
+
+    Noise is drawn on the CPU with ``generator`` so results do not depend on the device.
+    """
+    if norm == "linf":
+        noise = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    else:
+        d = torch.randn(x.shape, generator=generator)
+        r = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator)
+        noise = d / _flat_norm(d) * r * eps
+    return (x + noise.to(device=x.device, dtype=x.dtype)).clamp(0.0, 1.0)
+
+
+def ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy of ``model(x)`` against ``y`` (the default attack loss)."""
+    return F.cross_entropy(model(x), y, reduction="none")
+
+
+def pgd_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: Norm = "linf",
+    random_start: bool = True,
+    loss: Literal["ce"] | AttackLoss = "ce",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected gradient ascent inside an ε-ball (Madry et al., ICLR 2018), batched.
+
+    Each step: ``x ← Π_{B(x0, ε) ∩ [0,1]}(x + α · d)`` with ``d = sign(∇)`` for L∞ or
+    ``∇ / ‖∇‖₂`` (per sample) for L2. The per-sample losses are summed, so every sample's trajectory
+    is independent of the others in the batch (BatchNorm runs in eval mode).
+
+    The model runs in eval mode with frozen parameters (:func:`attack_mode`); its ``training`` flag
+    and ``requires_grad`` flags are restored, and no parameter ``.grad`` is written. Safe to call
+    from inside a training loop (CARTL's adversarial training).
+
+    Args:
+        model: maps pixel-space images to logits (or whatever ``loss`` consumes).
+        x: clean images ``[N, C, H, W]`` in [0, 1], on the model's device.
+        y: labels ``[N]`` (passed to ``loss``).
+        eps: radius of the ball, pixel units (L∞: e.g. 8/255; L2: e.g. 1.0).
+        alpha: step size, pixel units.
+        steps: number of iterations (1 with ``alpha = eps`` and no random start is FGSM).
+        norm: ``linf`` or ``l2``.
+        random_start: start from a uniform random point of the ball.
+        loss: ``"ce"`` (untargeted cross-entropy) or ``loss(model, x_adv, y) -> [N]`` to maximise.
+        generator: CPU RNG for the random start (default: the global one).
+
+    Returns:
+        Adversarial images, same shape/device/dtype as ``x``, detached.
+    """
+    _check_norm(norm)
+    eps = check_eps(eps, norm=norm)
+    loss_fn: AttackLoss = ce_loss if loss == "ce" else loss  # type: ignore[assignment]
+    x = x.detach()
+    with attack_mode(model):
+        x_adv = random_init(x, eps, norm, generator) if random_start else x.clone()
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                obj = loss_fn(model, x_adv, y).sum()
+                (grad,) = torch.autograd.grad(obj, x_adv)
+            with torch.no_grad():
+                step = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
+                x_adv = project(x_adv.detach() + alpha * step, x, eps, norm)
+    return x_adv.detach()
+
+
+def fgsm_attack(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm = "linf",
+    loss: Literal["ce"] | AttackLoss = "ce",
+) -> torch.Tensor:  # fmt: skip
+    """Fast gradient (sign) method (Goodfellow et al., ICLR 2015): one step of size ε, no random start.
+
+    Args:
+        model, x, y, norm, loss: as in :func:`pgd_attack`.
+        eps: budget and step size.
+
+    Returns:
+        Adversarial images.
+    """
+    return pgd_attack(model, x, y, eps, eps, 1, norm, random_start=False, loss=loss)
+
+
+# -- defect base -----------------------------------------------------------------------------------
+@dataclass
+class ExploratoryDefect(Defect):
+    """An input-crafting defect: ``craft(model, x, y) -> x_adv``.
+
+    ``kind`` says on which model to craft and how to score: ``adversarial`` and ``nc-guided`` are
+    crafted on the teacher and transferred to the student; ``whitebox`` is crafted on the model
+    being evaluated itself.
+    """
+
+    def craft(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:  # pragma: no cover - abstract
+        """Craft defect inputs for the batch ``x`` (labels ``y``) against ``model``.
+
+        Args:
+            model: the model to attack (teacher for transferred defects, student for white-box ones).
+            x: images ``[N, C, H, W]`` in [0, 1] (any device: moved to the model's).
+            y: labels ``[N]`` in the label space of ``x``'s dataset.
+            generator: CPU RNG for random starts (default: one seeded with the defect's ``seed``).
+
+        Returns:
+            The crafted images, on ``x``'s device.
+        """
+        raise NotImplementedError
+
+    def _generator(self, generator: torch.Generator | None) -> torch.Generator:
+        if generator is not None:
+            return generator
+        return torch.Generator().manual_seed(int(getattr(self, "seed", 0)))
+
+
+def craft_batched(
+    defect: ExploratoryDefect,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 256,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Run ``defect.craft`` over ``x`` in chunks of ``batch_size`` with one RNG stream.
+
+    Args:
+        defect: the exploratory defect.
+        model: the model to craft on (inputs are moved to its device chunk by chunk).
+        x: images ``[N, C, H, W]`` (kept where they are; the result is on the CPU).
+        y: labels ``[N]``.
+        batch_size: images per craft call.
+        seed: RNG seed (default: the defect's ``seed`` field, else 0).
+
+    Returns:
+        Crafted images ``[N, C, H, W]`` on the CPU.
+    """
+    _check_positive_int(batch_size, "batch_size")
+    gen = torch.Generator().manual_seed(int(seed if seed is not None else getattr(defect, "seed", 0)))
+    dev = model_device(model)
+    outs = [
+        defect.craft(model, x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev), gen).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(outs) if outs else x.detach().cpu().clone()
+
+
+# -- white-box ---------------------------------------------------------------------------------------
+_DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
+
+
+@dataclass
+class PGD(ExploratoryDefect):
+    """White-box PGD on the model under evaluation (CARTL's *Rob*; Madry et al., ICLR 2018).
+
+    Args:
+        norm: ``linf`` or ``l2``.
+        eps: budget in pixel units; None → 8/255 for L∞ (CARTL's setting) or 1.0 for L2 (a 28×28
+            grey image's L∞ 8/255 corner has L2 norm 0.88, so 1.0 is a comparable budget).
+        alpha: step size; None → ε/4 for L∞ (= 2/255 at ε = 8/255, CARTL) or 2.5·ε/steps for L2
+            (Madry's rule of thumb).
+        steps: iterations (CARTL: 20 and 100).
+        random_start: uniform random start inside the ball.
+        seed: seed of the random start.
+    """
+
+    name: ClassVar[str] = "pgd"
+    kind: ClassVar[str] = "whitebox"
+
+    norm: str = "linf"
+    eps: float | None = None
+    alpha: float | None = None
+    steps: int = 20
+    random_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_norm(self.norm)
+        self.eps = check_eps(_DEFAULT_EPS[self.norm] if self.eps is None else self.eps, norm=self.norm)
+        self.steps = _check_positive_int(self.steps, "steps")
+        if self.alpha is None:
+            self.alpha = self.eps / 4 if self.norm == "linf" else 2.5 * self.eps / self.steps
+        self.alpha = check_eps(self.alpha, "alpha", self.norm)
+
+    def craft(self, model, x, y, generator=None):  # noqa: D102 - see ExploratoryDefect.craft
+        dev = model_device(model)
+        out = pgd_attack(
+            model, x.to(dev), y.to(dev), self.eps, self.alpha, self.steps, self.norm,  # type: ignore[arg-type]
+            self.random_start, "ce", self._generator(generator),
+        )  # fmt: skip
+        return out.to(x.device)
+
+
+@dataclass
+class FGSM(ExploratoryDefect):
+    """White-box fast gradient sign method (Goodfellow et al., ICLR 2015): one ε-step, deterministic.
+
+    Args:
+        norm: ``linf`` or ``l2`` (fast gradient method with a normalised step).
+        eps: budget = step, pixel units; None → 8/255 (L∞) or 1.0 (L2), as :class:`PGD`.
+    """
+
+    name: ClassVar[str] = "fgsm"
+    kind: ClassVar[str] = "whitebox"
+
+    norm: str = "linf"
+    eps: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_norm(self.norm)
+        self.eps = check_eps(_DEFAULT_EPS[self.norm] if self.eps is None else self.eps, norm=self.norm)
+
+    def craft(self, model, x, y, generator=None):  # noqa: D102
+        dev = model_device(model)
+        return fgsm_attack(model, x.to(dev), y.to(dev), self.eps, self.norm).to(x.device)  # type: ignore[arg-type]
+
+
+# -- transferred feature-space attacks -------------------------------------------------------------
+def penultimate_loss(neuron: int = 0, target: float = 1000.0, others: float = 0.1) -> AttackLoss:
+    """Rezaei & Liu's objective on ``features()``: ``−[(f_n − m)² + λ · mean_{k≠n} f_k²]`` per sample.
+
+    Maximising it drives feature unit ``n`` towards ``m`` and the others towards zero.
+    """
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        f = model.features(x).flatten(1)  # type: ignore[operator]
+        rest = torch.cat([f[:, :neuron], f[:, neuron + 1 :]], dim=1)
+        return -((f[:, neuron] - target) ** 2 + others * rest.pow(2).mean(1))
+
+    return loss
+
+
+@dataclass
+class Penultimate(ExploratoryDefect):
+    """Penultimate-layer guided, task-agnostic attack (Rezaei & Liu, ICLR 2020; ReMoS, SeaM).
+
+    White-box PGD-L∞ on the teacher's feature extractor only (no head), maximising
+    ``−[(f_n(x') − m)² + 0.1 · mean_{k≠n} f_k(x')²]``: one penultimate unit is driven to ``m`` and
+    the rest to zero, so any head fine-tuned on top sees an out-of-distribution feature vector.
+    Then transferred black-box to the student.
+
+    The artifact's settings are for ImageNet-normalised 224 px inputs: ε = 0.1, 40 iterations, step
+    0.01, random start. In pixel space ε = 0.1 · σ ≈ 0.023 for ImageNet's σ ≈ 0.226; for 28 px grey
+    images we use the conventional ε = 8/255 ≈ 0.031 and keep the artifact's ratios: step = ε/10
+    and 40 iterations (4 ε of travel).
+
+    Args:
+        eps: L∞ budget in pixel units (default 8/255).
+        alpha: step size; None → ε/10.
+        steps: iterations (default 40).
+        neuron: the feature unit driven high (the published code uses unit 0).
+        target: the value ``m`` it is driven to (1000).
+        others: weight λ of the other units' squared mean (0.1).
+        random_start: start from a uniform point of the ε-ball (artifact: yes).
+        seed: seed of the random start.
+    """
+
+    name: ClassVar[str] = "penultimate"
+    kind: ClassVar[str] = "adversarial"
+
+    eps: float = 8 / 255
+    alpha: float | None = None
+    steps: int = 40
+    neuron: int = 0
+    target: float = 1000.0
+    others: float = 0.1
+    random_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.eps = check_eps(self.eps)
+        self.steps = _check_positive_int(self.steps, "steps")
+        self.alpha = check_eps(self.eps / 10 if self.alpha is None else self.alpha, "alpha")
+        if isinstance(self.neuron, bool) or not isinstance(self.neuron, int) or self.neuron < 0:
+            raise SafeReuseError(f"neuron={self.neuron!r} must be a non-negative integer", fix="e.g. 0")
+
+    def craft(self, model, x, y, generator=None):  # noqa: D102
+        m = check_contract(model)
+        if self.neuron >= m.feature_dim:
+            raise SafeReuseError(
+                f"neuron {self.neuron} does not exist: the penultimate layer has {m.feature_dim} units",
+                fix=f"choose neuron between 0 and {m.feature_dim - 1}",
+            )
+        dev = model_device(m)
+        out = pgd_attack(
+            m, x.to(dev), y.to(dev), self.eps, self.alpha, self.steps, "linf", self.random_start,  # type: ignore[arg-type]
+            penultimate_loss(self.neuron, self.target, self.others), self._generator(generator),
+        )  # fmt: skip
+        return out.to(x.device)
+
+
+def guide_indices(y: torch.Tensor) -> torch.Tensor:
+    """For each sample, the next sample (cyclically, in batch order) with a different label.
+
+    Deterministic and vectorised (an ``[N, N]`` distance table). A sample whose label is the only one
+    in the batch gets its cyclic neighbour ``i + 1`` (itself when ``N = 1``).
+
+    Example:
+        >>> guide_indices(torch.tensor([0, 0, 1, 2, 2])).tolist()
+        [2, 2, 3, 0, 0]
+    """
+    n = len(y)
+    i = torch.arange(n, device=y.device)
+    dist = (i[None, :] - i[:, None]) % n  # dist[a, b]: steps from a forward to b
+    dist = torch.where(dist == 0, n, dist)
+    other = y[None, :] != y[:, None]
+    dist = torch.where(other, dist, 2 * n + dist)  # prefer another class, else the next sample
+    return dist.argmin(1)
+
+
+@dataclass
+class Mimic(ExploratoryDefect):
+    """Feature-mimicking attack (Wang et al., "With Great Training Comes Great Vulnerability",
+    USENIX Security 2018): minimise ``‖f(x') − f(x_guide)‖₂`` on the teacher's penultimate features,
+    so the student's head sees another class's representation.
+
+    Guides are chosen deterministically from the batch (:func:`guide_indices`: the next sample of a
+    different label). Budget and schedule as :class:`Penultimate`.
+
+    Args:
+        eps: L∞ budget, pixel units (8/255).
+        alpha: step; None → ε/10.
+        steps: iterations (40).
+        random_start: uniform random start (yes).
+        seed: seed of the random start.
+    """
+
+    name: ClassVar[str] = "mimic"
+    kind: ClassVar[str] = "adversarial"
+
+    eps: float = 8 / 255
+    alpha: float | None = None
+    steps: int = 40
+    random_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.eps = check_eps(self.eps)
+        self.steps = _check_positive_int(self.steps, "steps")
+        self.alpha = check_eps(self.eps / 10 if self.alpha is None else self.alpha, "alpha")
+
+    def craft(self, model, x, y, generator=None):  # noqa: D102
+        m = check_contract(model)
+        dev = model_device(m)
+        xd, yd = x.to(dev), y.to(dev)
+        with attack_mode(m), torch.no_grad():
+            goal = m.features(xd[guide_indices(yd)]).flatten(1)
+
+        def loss(model: nn.Module, xa: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+            return -(model.features(xa).flatten(1) - goal).norm(dim=1)  # type: ignore[operator]
+
+        out = pgd_attack(
+            m, xd, yd, self.eps, self.alpha, self.steps, "linf", self.random_start, loss,  # type: ignore[arg-type]
+            self._generator(generator),
+        )  # fmt: skip
+        return out.to(x.device)
+
+
+__all__ = [
+    "FGSM",
+    "PGD",
+    "AttackLoss",
+    "ExploratoryDefect",
+    "Mimic",
+    "Penultimate",
+    "attack_mode",
+    "ce_loss",
+    "check_eps",
+    "craft_batched",
+    "fgsm_attack",
+    "guide_indices",
+    "model_device",
+    "penultimate_loss",
+    "pgd_attack",
+    "project",
+    "random_init",
+]

@@ -1,0 +1,147 @@
+"""Metrics: hand-checked Wilson intervals, DIR / ASR on toy predictions, model-cost counters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from safereuse import metrics
+from safereuse.errors import SafeReuseError
+from safereuse.metrics import (
+    accuracy,
+    asr,
+    count_nonzero_weights,
+    count_params,
+    dir_adversarial,
+    dir_backdoor,
+    dir_nc,
+    flops,
+    latency,
+    mean_std,
+    robust_accuracy,
+    wilson_interval,
+)
+
+
+def test_wilson_interval_matches_hand_computation():
+    # p = 0.8, n = 10, z² = 3.8416: centre = (0.8 + 0.19208) / 1.38416 = 0.716738,
+    # half = 1.96 · sqrt(0.016 + 0.009604) / 1.38416 = 0.226584
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.490154, abs=1e-5)
+    assert hi == pytest.approx(0.943322, abs=1e-5)
+    # k = 0: lower end 0, upper end z² / (n + z²)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(3.8416 / 13.8416, abs=1e-9)
+    assert wilson_interval(10, 10)[1] == 1.0
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(SafeReuseError):
+        wilson_interval(3, 2)
+
+
+# Toy set: y, clean predictions, adversarial predictions.
+#            0  1  2  3  4  5  6  7
+Y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+S_CLEAN = torch.tensor([0, 1, 2, 0, 1, 0, 1, 1])  # C = {0, 1, 2, 3, 4, 7}, |C| = 6
+S_ADV = torch.tensor([1, 1, 0, 0, 2, 0, 0, 1])  # flips inside C at 0, 2, 4 → 3 of 6
+
+
+def test_accuracy_in_percent_with_count_and_interval():
+    r = accuracy(S_CLEAN, Y)
+    assert (r.k, r.n, r.value) == (6, 8, 75.0)
+    lo, hi = wilson_interval(6, 8)
+    assert r.ci_low == pytest.approx(100 * lo) and r.ci_high == pytest.approx(100 * hi)
+    assert r.fraction == 0.75
+    rob = robust_accuracy(Y, S_ADV)  # correct at 3, 5, 6, 7
+    assert (rob.k, rob.n, rob.value) == (4, 8, 50.0)
+
+
+def test_dir_forms_on_hand_computed_toy_set():
+    r = dir_adversarial(Y, S_CLEAN, S_ADV)
+    assert (r.k, r.n, r.value) == (3, 6, 50.0)
+    # on C, s(x) = y, so "s(x_adv) ≠ s(x)" and "s(x_adv) ≠ y" count the same inputs
+    assert dir_nc(Y, S_CLEAN, S_ADV) == r
+    # outside C nothing counts: sample 5 (wrong clean) and 6 (wrong clean) flip but are excluded
+    assert dir_backdoor(Y, S_CLEAN, S_ADV).value == 50.0
+    lo, hi = wilson_interval(3, 6)
+    assert (r.ci_low, r.ci_high) == pytest.approx((100 * lo, 100 * hi))
+
+
+def test_asr_over_non_target_samples():
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    s_trig = torch.tensor([0, 0, 0, 1, 0, 2])
+    r = asr(y, s_trig, target=0)  # non-target: 1, 2, 4, 5 → hits at 1, 2, 4
+    assert (r.k, r.n, r.value) == (3, 4, 75.0)
+    # target absent from the labels: every sample counts
+    assert asr(y, s_trig, target=7).n == 6
+
+
+def test_empty_clean_correct_set_gives_nan_with_zero_count():
+    y = torch.tensor([0, 1])
+    wrong = torch.tensor([1, 0])
+    r = dir_adversarial(y, wrong, y)
+    assert r.n == 0 and r.k == 0 and math.isnan(r.value) and math.isnan(r.ci_low)
+    assert r.to_dict()["value"] is None
+    assert str(r) == "n/a (n=0)"
+    e = accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
+    assert e.n == 0 and math.isnan(e.value)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(SafeReuseError, match="lengths differ"):
+        dir_adversarial(Y, S_CLEAN[:3], S_ADV)
+    with pytest.raises(SafeReuseError, match="1-D"):
+        accuracy(torch.zeros(4, 3), Y[:4])
+
+
+def test_mean_std_across_seeds():
+    assert mean_std([1.0, 2.0, 3.0]) == metrics.MeanStd(2.0, 1.0, 3)
+    r = mean_std([metrics.rate(1, 2), None, float("nan"), 70.0])  # 50 and 70
+    assert r.n == 2 and r.mean == 60.0 and r.std == pytest.approx(math.sqrt(200))
+    assert mean_std([5.0]).std == 0.0
+    assert mean_std([]).n == 0 and math.isnan(mean_std([]).mean)
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(50, 3))
+
+
+def test_param_and_nonzero_counts_follow_parametrized_masks():
+    m = _tiny()
+    assert count_params(m) == (2 * 9 + 2) + (50 * 3 + 3)
+    m[0].bias.requires_grad_(False)
+    assert count_params(m, trainable_only=True) == count_params(m) - 2
+    assert count_nonzero_weights(m, total=True) == 18 + 150
+
+    class Mask(nn.Module):
+        def __init__(self, mask: torch.Tensor) -> None:
+            super().__init__()
+            self.register_buffer("mask", mask)
+
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * self.mask
+
+    mask = torch.ones(3, 50)
+    mask[:, :10] = 0  # 30 weights masked out
+    parametrize.register_parametrization(m[2], "weight", Mask(mask))
+    assert count_nonzero_weights(m) == 18 + 150 - 30
+
+
+def test_flops_hand_counted_and_training_flag_restored():
+    m = _tiny().train()
+    # conv: 2·5·5 outputs × 9 MACs = 450 MACs; linear: 50·3 = 150 MACs; FLOPs = 2 × MACs
+    assert flops(m, (1, 5, 5)) == 2 * (450 + 150)
+    assert flops(m, (4, 1, 5, 5)) == 4 * 2 * (450 + 150)
+    assert m.training
+    with pytest.raises(SafeReuseError):
+        flops(m, (5, 5))
+
+
+def test_latency_reports_median_and_run_count():
+    m = _tiny().train()
+    lat = latency(m, (1, 5, 5), min_run_time=0.02)
+    assert lat.median > 0 and lat.runs >= 1 and lat.batch == 1 and lat.device == "cpu"
+    assert m.training
