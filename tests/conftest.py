@@ -36,3 +36,17 @@ def digits_student_dir(digits_teacher_dir: Path, tmp_path_factory: pytest.TempPa
         "finetune", {"epochs": 2}, out=out, seed=0, progress=False,
     )  # fmt: skip
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never write into the user's cache (crafted-defect cache, downloads)."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

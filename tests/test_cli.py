@@ -151,3 +151,25 @@ def test_console_script_prints_no_traceback(tmp_path):
     r = subprocess.run([*cmd, "evaluate", "--model", str(tmp_path / "nope")], capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.startswith("error:")
+
+
+def test_audit_command_table_json_and_errors(capsys, digits_teacher_dir, digits_student_dir):
+    t, s = str(digits_teacher_dir), str(digits_student_dir)
+    code, out, err = run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "penultimate",
+                         "--defect", "fgsm", "-p", "penultimate.steps=3", "--max-samples", "40", "--json")  # fmt: skip
+    assert code == 0, err
+    rep = json.loads(out)
+    rows = {r["defect"]: r for r in rep["rows"]}
+    assert set(rows) == {"penultimate", "fgsm"}
+    assert rows["penultimate"]["params"]["steps"] == 3
+    for r in rows.values():
+        assert {"defect", "acc", "dir", "n"} <= set(r)
+        assert r["n"] <= 40
+    code, out, err = run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "fgsm", "--max-samples", "20")
+    assert code == 0 and "fgsm" in out and "DIR" in out
+    assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "badnets")[::2],
+                          "no planted backdoor")  # fmt: skip
+    assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "nope")[::2],
+                          "unknown defect")  # fmt: skip
+    assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "-p", "eps=3")[::2], "eps=3")
+    assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "-p", "zzz=1")[::2], "zzz")

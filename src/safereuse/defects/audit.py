@@ -421,7 +421,7 @@ def audit(
         if not record:
             raise SafeReuseError(
                 f"teacher {teacher.path} has no planted backdoor to audit as {d.name!r}",
-                fix="plant one first (safereuse plant), or audit an adversarial defect",
+                fix="plant one with `safereuse teacher train --backdoor NAME`, or audit another defect",
             )
         planted = record.get("name") if isinstance(record, dict) else None
         if planted is not None and planted != d.name:
