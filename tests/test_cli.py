@@ -173,3 +173,27 @@ def test_audit_command_table_json_and_errors(capsys, digits_teacher_dir, digits_
                           "unknown defect")  # fmt: skip
     assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "-p", "eps=3")[::2], "eps=3")
     assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "-p", "zzz=1")[::2], "zzz")
+
+
+def test_backdoor_planted_through_cli_is_stored_and_audited(capsys, tmp_path):
+    bd, st = str(tmp_path / "bd"), str(tmp_path / "st")
+    code, out, err = run(capsys, "teacher", "train", "--arch", "smallcnn", "--data", "digits", "--classes", "0-4",
+                         "--epochs", "2", "--backdoor", "badnets", "-p", "poison_rate=0.2", "-p", "target=3",
+                         "-p", "width=8", "--out", bd, "-q")  # fmt: skip
+    assert code == 0, err
+    assert "ASR" in out
+    man = json.loads((tmp_path / "bd" / "manifest.json").read_text())
+    assert man["backdoor"]["name"] == "badnets" and man["backdoor"]["target"] == 3
+    assert man["arch_kwargs"]["width"] == 8
+    assert set(man["extras"]) >= {"backdoor.trigger", "backdoor.mask"}
+    code, _, err = run(capsys, "transfer", "--teacher", bd, "--data", "digits", "--classes", "0-4", "--train-size",
+                       "10", "--per-class", "-p", "epochs=1", "--out", st, "-q")  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(capsys, "audit", "--teacher", bd, "--student", st, "--json")
+    assert code == 0, err
+    rows = {r["defect"]: r for r in json.loads(out)["rows"]}
+    assert set(rows) == {"penultimate", "nc-guided", "badnets"}  # the planted backdoor joins the defaults
+    assert rows["badnets"]["asr"] is not None and rows["badnets"]["target"] is not None
+    code, _, err = run(capsys, "teacher", "train", "--data", "digits", "-p", "poison_rate=0.2", "--out",
+                       str(tmp_path / "x"))  # fmt: skip
+    assert_one_line_error(code, err, "poison_rate")

@@ -152,7 +152,7 @@ def train_teacher(
         names = dict(zip(bundle.spec.classes or range(bundle.num_classes), bundle.class_names, strict=False))
         manifest["class_names"] = [names[c] for c in pub]
         manifest["data"] = {**manifest["data"], "classes": pub}
-        manifest["metrics"] = {"test_acc_before_publish": test_metrics(model, bundle)["test_acc"]}
+        manifest["metrics"] = {"test_acc_before_publish": record.get("clean_acc")}
         eval_bundle = load_data(DataSpec(**{**data.__dict__, "classes": pub}))
         manifest["metrics"].update(test_metrics(model, eval_bundle))
     else:
