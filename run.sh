@@ -31,6 +31,7 @@ setup() {
     touch "$stamp"
   fi
   apt_install dataset-fashion-mnist
+  apt_install chromium  # headless rendering test of report.html (tests/test_report.py)
 }
 
 cmd=${1:-demo}

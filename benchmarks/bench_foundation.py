@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _common import write  # noqa: I001  (script-local module)
+
 from safereuse import api
 from safereuse.data import DataSpec, load_data
 from safereuse.models import create_model
@@ -56,9 +56,18 @@ def overhead(n_train: int = 6000, epochs: int = 2, rounds: int = 3) -> dict:
         r = fit(m, data.train, None, cfg)
         fit_t.append(r.seconds)
     b, f = min(bare_t), min(fit_t)
-    res = {"images": len(y), "epochs": epochs, "bare_s": b, "fit_s": f, "ratio": f / b,
-           "bare_all": bare_t, "fit_all": fit_t}  # fmt: skip
-    print(f"loop overhead: bare {b:.2f}s, fit {f:.2f}s, ratio {f / b:.3f} ({len(y)} images x {epochs} epochs)")
+    res = {
+        "images": len(y),
+        "epochs": epochs,
+        "bare_s": b,
+        "fit_s": f,
+        "ratio": f / b,
+        "bare_all": bare_t,
+        "fit_all": fit_t,
+    }
+    print(
+        f"loop overhead: bare {b:.2f}s, fit {f:.2f}s, ratio {f / b:.3f} ({len(y)} images x {epochs} epochs)"
+    )
     return res
 
 
@@ -69,8 +78,15 @@ def default_teacher() -> dict:
         secs = time.perf_counter() - t
     acc = man["metrics"]["test_acc"]
     print(f"default teacher: {secs:.1f}s wall, test acc {100 * acc:.2f}% (n={man['metrics']['n_test']})")
-    return {"arch": man["arch"], "arch_kwargs": man["arch_kwargs"], "data": man["data"],
-            "fit": man["method"]["config"], "seconds": secs, "test_acc": acc, "n_test": man["metrics"]["n_test"]}  # fmt: skip
+    return {
+        "arch": man["arch"],
+        "arch_kwargs": man["arch_kwargs"],
+        "data": man["data"],
+        "fit": man["method"]["config"],
+        "seconds": secs,
+        "test_acc": acc,
+        "n_test": man["metrics"]["n_test"],
+    }
 
 
 if __name__ == "__main__":

@@ -18,9 +18,13 @@ def digits_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("teacher") / "t"
     api.train_teacher(
-        "smallcnn", DataSpec("digits", classes=[0, 1, 2, 3, 4]), out=out,
-        fit_params={"epochs": 2, "lr": 0.05}, seed=0, progress=False,
-    )  # fmt: skip
+        "smallcnn",
+        DataSpec("digits", classes=[0, 1, 2, 3, 4]),
+        out=out,
+        fit_params={"epochs": 2, "lr": 0.05},
+        seed=0,
+        progress=False,
+    )
     return out
 
 
@@ -32,9 +36,14 @@ def digits_student_dir(digits_teacher_dir: Path, tmp_path_factory: pytest.TempPa
 
     out = tmp_path_factory.mktemp("student") / "s"
     api.transfer(
-        digits_teacher_dir, DataSpec("digits", classes=[5, 6, 7, 8, 9], train_size=10, per_class=True),
-        "finetune", {"epochs": 2}, out=out, seed=0, progress=False,
-    )  # fmt: skip
+        digits_teacher_dir,
+        DataSpec("digits", classes=[5, 6, 7, 8, 9], train_size=10, per_class=True),
+        "finetune",
+        {"epochs": 2},
+        out=out,
+        seed=0,
+        progress=False,
+    )
     return out
 
 

@@ -42,8 +42,18 @@ def test_student_manifest_is_a_recipe(digits_teacher_dir, digits_student_dir):
     t = load_model(digits_teacher_dir).manifest
     s = load_model(digits_student_dir).manifest
     assert s["parent"]["hash"] == t["hash"]
-    for key in ("arch", "arch_kwargs", "input", "class_names", "data", "seed", "method", "metrics",
-                "safereuse_version", "hash"):  # fmt: skip
+    for key in (
+        "arch",
+        "arch_kwargs",
+        "input",
+        "class_names",
+        "data",
+        "seed",
+        "method",
+        "metrics",
+        "safereuse_version",
+        "hash",
+    ):
         assert key in s, key
     assert s["class_names"] == ["5", "6", "7", "8", "9"]
     assert s["method"]["config"]["method"] == "finetune"

@@ -132,7 +132,9 @@ def test_tampered_weights_fail_the_hash_check(tmp_path):
 def test_torchvision_keyed_file_loads_into_zoo_resnet18(tmp_path):
     # A torchvision resnet18 .pth is a plain state_dict with these keys; ours must load it strictly.
     m = create_model("resnet18", num_classes=1000, in_channels=3, image_size=224)
-    torch.save({k: torch.randn_like(v) if v.is_floating_point() else v for k, v in m.state_dict().items()},
-               tmp_path / "resnet18.pth")  # fmt: skip
+    torch.save(
+        {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in m.state_dict().items()},
+        tmp_path / "resnet18.pth",
+    )
     fresh = create_model("resnet18", num_classes=1000, in_channels=3, image_size=224)
     fresh.load_state_dict(read_state_file(Path(tmp_path / "resnet18.pth")), strict=True)

@@ -33,10 +33,11 @@ def setup(tmp_path_factory):
     """A BadNets teacher on digits 0-2, a clean copy of it, and two students (same / other task)."""
     root = tmp_path_factory.mktemp("audit")
     torch.manual_seed(0)
-    t_data = load_data("digits", classes=[0, 1, 2], train_size=90)
+    t_data = load_data("digits", classes=[0, 1, 2])  # ~400 images: enough steps for the backdoor to take
     teacher = create_model("smallcnn", num_classes=3, width=8, hidden=32)
     bd = BadNets(poison_rate=0.2)
     res = bd.plant(teacher, t_data, FitConfig(epochs=10, **FAST))
+    assert res.record["teacher_asr"] > 0.9, res.record  # the fixture itself must hold a working backdoor
     save_model(teacher, root / "teacher", _manifest(t_data, "teacher", backdoor=res.record), res.extras)
     save_model(teacher, root / "clean_teacher", _manifest(t_data, "teacher"))
 

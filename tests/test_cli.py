@@ -32,16 +32,58 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
 
 
 def test_train_transfer_evaluate_round_trip(capsys, tmp_path):
-    code, out, err = run(capsys, "teacher", "train", "--arch", "smallcnn", "--data", "digits", "--classes", "0-4",
-                         "--epochs", "1", "--seed", "1", "--out", str(tmp_path / "t"), "-q", "-p", "width=8")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "teacher",
+        "train",
+        "--arch",
+        "smallcnn",
+        "--data",
+        "digits",
+        "--classes",
+        "0-4",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path / "t"),
+        "-q",
+        "-p",
+        "width=8",
+    )
     assert code == 0, err
     assert "test acc" in out
     man = json.loads((tmp_path / "t" / "manifest.json").read_text())
-    assert man["role"] == "teacher" and man["arch_kwargs"]["width"] == 8 and man["data"]["classes"] == [0, 1, 2, 3, 4]
+    assert (
+        man["role"] == "teacher"
+        and man["arch_kwargs"]["width"] == 8
+        and man["data"]["classes"] == [0, 1, 2, 3, 4]
+    )
     assert man["seed"] == 1 and man["method"]["config"]["epochs"] == 1 and "safereuse_version" in man
-    code, out, err = run(capsys, "transfer", "--teacher", str(tmp_path / "t"), "--data", "digits", "--classes", "5-9",
-                         "--train-size", "50", "--method", "finetune-last-k", "--param", "k=2", "--param",
-                         "epochs=1", "--seed", "2", "--out", str(tmp_path / "s"), "-q")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "transfer",
+        "--teacher",
+        str(tmp_path / "t"),
+        "--data",
+        "digits",
+        "--classes",
+        "5-9",
+        "--train-size",
+        "50",
+        "--method",
+        "finetune-last-k",
+        "--param",
+        "k=2",
+        "--param",
+        "epochs=1",
+        "--seed",
+        "2",
+        "--out",
+        str(tmp_path / "s"),
+        "-q",
+    )
     assert code == 0, err
     sman = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert sman["parent"]["hash"] == man["hash"]
@@ -51,7 +93,9 @@ def test_train_transfer_evaluate_round_trip(capsys, tmp_path):
     res = json.loads(out)
     assert code == 0 and res["n"] == sman["metrics"]["n_test"]
     assert res["acc"] == pytest.approx(sman["metrics"]["test_acc"])
-    code, out, err = run(capsys, "evaluate", "--model", str(tmp_path / "t"), "--data", "digits", "--classes", "0-4")
+    code, out, err = run(
+        capsys, "evaluate", "--model", str(tmp_path / "t"), "--data", "digits", "--classes", "0-4"
+    )
     assert code == 0 and out.startswith("acc ")
 
 
@@ -68,20 +112,82 @@ def test_bad_inputs_give_one_line_errors(capsys, tmp_path, digits_teacher_dir, d
     cases = [
         (["teacher", "train", "--arch", "resnt8", "--out", str(tmp_path / "x")], "unknown model 'resnt8'"),
         (["teacher", "train", "--data", "mnist-foo", "--out", str(tmp_path / "x")], "unknown dataset"),
-        (["transfer", "--teacher", t, "--data", "digits", "--method", "nope", "--out", str(tmp_path / "x")],
-         "unknown method"),
-        (["transfer", "--teacher", t, "--data", "digits", "--classes", "8-12", "--out", str(tmp_path / "x")],
-         "out of range"),
-        (["transfer", "--teacher", t, "--data", "digits", "--classes", "a-b", "--out", str(tmp_path / "x")],
-         "not a class list"),
-        (["transfer", "--teacher", t, "--data", "digits", "--out", str(digits_student_dir)], "already exists"),
-        (["transfer", "--teacher", str(tmp_path / "missing"), "--data", "digits", "--out", str(tmp_path / "x")],
-         "does not exist"),
-        (["transfer", "--teacher", t, "--data", "imagefolder:" + str(tmp_path / "nothing"), "--out",
-          str(tmp_path / "x")], str(tmp_path / "nothing")),
-        (["transfer", "--teacher", t, "--data", "digits", "-p", "lr", "--out", str(tmp_path / "x")], "key=value"),
+        (
+            [
+                "transfer",
+                "--teacher",
+                t,
+                "--data",
+                "digits",
+                "--method",
+                "nope",
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            "unknown method",
+        ),
+        (
+            [
+                "transfer",
+                "--teacher",
+                t,
+                "--data",
+                "digits",
+                "--classes",
+                "8-12",
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            "out of range",
+        ),
+        (
+            [
+                "transfer",
+                "--teacher",
+                t,
+                "--data",
+                "digits",
+                "--classes",
+                "a-b",
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            "not a class list",
+        ),
+        (
+            ["transfer", "--teacher", t, "--data", "digits", "--out", str(digits_student_dir)],
+            "already exists",
+        ),
+        (
+            [
+                "transfer",
+                "--teacher",
+                str(tmp_path / "missing"),
+                "--data",
+                "digits",
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            "does not exist",
+        ),
+        (
+            [
+                "transfer",
+                "--teacher",
+                t,
+                "--data",
+                "imagefolder:" + str(tmp_path / "nothing"),
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            str(tmp_path / "nothing"),
+        ),
+        (
+            ["transfer", "--teacher", t, "--data", "digits", "-p", "lr", "--out", str(tmp_path / "x")],
+            "key=value",
+        ),
         (["evaluate", "--model", t, "--classes", "0-2"], "classes"),
-    ]  # fmt: skip
+    ]
     for argv, needle in cases:
         code, out, err = run(capsys, *argv)
         assert_one_line_error(code, err, needle)
@@ -155,8 +261,23 @@ def test_console_script_prints_no_traceback(tmp_path):
 
 def test_audit_command_table_json_and_errors(capsys, digits_teacher_dir, digits_student_dir):
     t, s = str(digits_teacher_dir), str(digits_student_dir)
-    code, out, err = run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "penultimate",
-                         "--defect", "fgsm", "-p", "penultimate.steps=3", "--max-samples", "40", "--json")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "audit",
+        "--teacher",
+        t,
+        "--student",
+        s,
+        "--defect",
+        "penultimate",
+        "--defect",
+        "fgsm",
+        "-p",
+        "penultimate.steps=3",
+        "--max-samples",
+        "40",
+        "--json",
+    )
     assert code == 0, err
     rep = json.loads(out)
     rows = {r["defect"]: r for r in rep["rows"]}
@@ -165,35 +286,78 @@ def test_audit_command_table_json_and_errors(capsys, digits_teacher_dir, digits_
     for r in rows.values():
         assert {"defect", "acc", "dir", "n"} <= set(r)
         assert r["n"] <= 40
-    code, out, err = run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "fgsm", "--max-samples", "20")
+    code, out, err = run(
+        capsys, "audit", "--teacher", t, "--student", s, "--defect", "fgsm", "--max-samples", "20"
+    )
     assert code == 0 and "fgsm" in out and "DIR" in out
-    assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "badnets")[::2],
-                          "no planted backdoor")  # fmt: skip
-    assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "nope")[::2],
-                          "unknown defect")  # fmt: skip
+    assert_one_line_error(
+        *run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "badnets")[::2],
+        "no planted backdoor",
+    )
+    assert_one_line_error(
+        *run(capsys, "audit", "--teacher", t, "--student", s, "--defect", "nope")[::2], "unknown defect"
+    )
     assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "-p", "eps=3")[::2], "eps=3")
     assert_one_line_error(*run(capsys, "audit", "--teacher", t, "--student", s, "-p", "zzz=1")[::2], "zzz")
 
 
 def test_backdoor_planted_through_cli_is_stored_and_audited(capsys, tmp_path):
     bd, st = str(tmp_path / "bd"), str(tmp_path / "st")
-    code, out, err = run(capsys, "teacher", "train", "--arch", "smallcnn", "--data", "digits", "--classes", "0-4",
-                         "--epochs", "2", "--backdoor", "badnets", "-p", "poison_rate=0.2", "-p", "target=3",
-                         "-p", "width=8", "--out", bd, "-q")  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "teacher",
+        "train",
+        "--arch",
+        "smallcnn",
+        "--data",
+        "digits",
+        "--classes",
+        "0-4",
+        "--epochs",
+        "2",
+        "--backdoor",
+        "badnets",
+        "-p",
+        "poison_rate=0.2",
+        "-p",
+        "target=3",
+        "-p",
+        "width=8",
+        "--out",
+        bd,
+        "-q",
+    )
     assert code == 0, err
     assert "ASR" in out
     man = json.loads((tmp_path / "bd" / "manifest.json").read_text())
     assert man["backdoor"]["name"] == "badnets" and man["backdoor"]["target"] == 3
     assert man["arch_kwargs"]["width"] == 8
     assert set(man["extras"]) >= {"backdoor.trigger", "backdoor.mask"}
-    code, _, err = run(capsys, "transfer", "--teacher", bd, "--data", "digits", "--classes", "0-4", "--train-size",
-                       "10", "--per-class", "-p", "epochs=1", "--out", st, "-q")  # fmt: skip
+    code, _, err = run(
+        capsys,
+        "transfer",
+        "--teacher",
+        bd,
+        "--data",
+        "digits",
+        "--classes",
+        "0-4",
+        "--train-size",
+        "10",
+        "--per-class",
+        "-p",
+        "epochs=1",
+        "--out",
+        st,
+        "-q",
+    )
     assert code == 0, err
     code, out, err = run(capsys, "audit", "--teacher", bd, "--student", st, "--json")
     assert code == 0, err
     rows = {r["defect"]: r for r in json.loads(out)["rows"]}
     assert set(rows) == {"penultimate", "nc-guided", "badnets"}  # the planted backdoor joins the defaults
     assert rows["badnets"]["asr"] is not None and rows["badnets"]["target"] is not None
-    code, _, err = run(capsys, "teacher", "train", "--data", "digits", "-p", "poison_rate=0.2", "--out",
-                       str(tmp_path / "x"))  # fmt: skip
+    code, _, err = run(
+        capsys, "teacher", "train", "--data", "digits", "-p", "poison_rate=0.2", "--out", str(tmp_path / "x")
+    )
     assert_one_line_error(code, err, "poison_rate")

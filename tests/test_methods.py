@@ -19,6 +19,11 @@ TABLE = {
     "finetune-last-k": ({"k": 2}, ["conv1.", "bn1.", "conv2.", "bn2."]),
     "linear-probe": ({}, ["conv1.", "bn1.", "conv2.", "bn2.", "fc1."]),
     "retrain": ({}, []),
+    "remos": ({"ratio": 0.1}, []),
+    "mag-prune": ({"ratio": 0.5}, []),
+    "delta": ({}, []),
+    "delta-r": ({}, []),
+    "renofeation": ({}, []),
 }
 
 
@@ -54,7 +59,9 @@ def test_method_contract(name, digits_teacher_dir, student_data):
         assert not torch.equal(sd["conv1.weight"], before["conv1.weight"])
     if name == "retrain":
         # re-initialised, not derived from the teacher
-        corr = torch.corrcoef(torch.stack([sd["conv1.weight"].flatten(), before["conv1.weight"].flatten()]))[0, 1]
+        corr = torch.corrcoef(torch.stack([sd["conv1.weight"].flatten(), before["conv1.weight"].flatten()]))[
+            0, 1
+        ]
         assert abs(float(corr)) < 0.5
         assert m.input_spec.mean == pytest.approx(student_data.mean)
     assert all(not mod._forward_hooks for mod in m.modules())

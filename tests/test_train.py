@@ -147,5 +147,7 @@ def test_bad_settings_and_divergence_are_clear_errors(data):
 
 def test_adam_and_constant_schedule_run(data):
     m = _model()
-    r = fit(m, data.train, data.val, _cfg(optimizer="adam", lr=1e-3, schedule="constant", epochs=1, patience=1))
+    r = fit(
+        m, data.train, data.val, _cfg(optimizer="adam", lr=1e-3, schedule="constant", epochs=1, patience=1)
+    )
     assert r.epochs_run == 1

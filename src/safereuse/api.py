@@ -113,14 +113,23 @@ def train_teacher(
     params = {**TEACHER_FIT, **(fit_params or {})}
     check_kwargs(FitConfig, params, "teacher training")
     cfg = FitConfig(**params, seed=seed, device=device, progress=progress)
-    recipe = {"arch": arch, "arch_kwargs": arch_kwargs, "data": data.to_dict(), "fit": cfg.to_dict(),
-              "backdoor": backdoor, "backdoor_params": backdoor_params}  # fmt: skip
+    recipe = {
+        "arch": arch,
+        "arch_kwargs": arch_kwargs,
+        "data": data.to_dict(),
+        "fit": cfg.to_dict(),
+        "backdoor": backdoor,
+        "backdoor_params": backdoor_params,
+    }
     partial = _partial_dir(out, recipe)
     seed_everything(seed)
     model = create_model(
-        arch, num_classes=bundle.num_classes, in_channels=bundle.channels, image_size=bundle.image_size,
+        arch,
+        num_classes=bundle.num_classes,
+        in_channels=bundle.channels,
+        image_size=bundle.image_size,
         **(arch_kwargs or {}),
-    )  # fmt: skip
+    )
     model.set_normalization(bundle.mean, bundle.std)
     model.to(resolve_device(device))
     extras: dict[str, Any] = {}
@@ -198,19 +207,28 @@ def transfer(
     check_input_fits(art.model, bundle)
     recipe = {"teacher": art.hash, "data": data.to_dict(), "method": method_obj.config(), "seed": seed}
     partial = _partial_dir(out, recipe)
-    student = method_obj.transfer(art.model, bundle, seed=seed, device=device, progress=progress,
-                                  checkpoint_dir=partial)  # fmt: skip
+    student = method_obj.transfer(
+        art.model, bundle, seed=seed, device=device, progress=progress, checkpoint_dir=partial
+    )
     manifest = {
         "role": "student",
         **_data_manifest(bundle),
         "seed": seed,
-        "parent": {"hash": art.hash, "path": str(art.path), "arch": art.manifest.get("arch"),
-                   "data": art.manifest.get("data"), "backdoor": bool(art.manifest.get("backdoor"))},
+        "parent": {
+            "hash": art.hash,
+            "path": str(art.path),
+            "arch": art.manifest.get("arch"),
+            "data": art.manifest.get("data"),
+            "backdoor": bool(art.manifest.get("backdoor")),
+        },
         "method": {"name": method, "config": student.config},
         "fit_result": student.fit.to_dict() if student.fit is not None else None,
         "info": student.info,
-        "metrics": {"val_acc": student.fit.best_val_acc if student.fit else None, **test_metrics(student.model, bundle)},
-    }  # fmt: skip
+        "metrics": {
+            "val_acc": student.fit.best_val_acc if student.fit else None,
+            **test_metrics(student.model, bundle),
+        },
+    }
     written = save_model(student.model, out, manifest, student.extras or None, overwrite=overwrite)
     shutil.rmtree(partial, ignore_errors=True)
     return written

@@ -97,11 +97,20 @@ def teacher_train(
         )
     spec = _spec(data, classes, train_size, per_class, seed, data_dir)
     m = api.train_teacher(
-        arch, spec, out=out, arch_kwargs=arch_kwargs, fit_params=fit_params, backdoor=backdoor,
-        backdoor_params=bd_params, seed=seed, device=device, progress=not quiet,
-    )  # fmt: skip
+        arch,
+        spec,
+        out=out,
+        arch_kwargs=arch_kwargs,
+        fit_params=fit_params,
+        backdoor=backdoor,
+        backdoor_params=bd_params,
+        seed=seed,
+        device=device,
+        progress=not quiet,
+    )
     met = m["metrics"]
-    line = f"teacher {arch} on {data} {spec.classes or 'all classes'}: test acc {_pct(met['test_acc'])} (n={met['n_test']})"
+    what = spec.classes or "all classes"
+    line = f"teacher {arch} on {data} {what}: test acc {_pct(met['test_acc'])} (n={met['n_test']})"
     if m.get("backdoor"):
         line += f", backdoor {backdoor} ASR {_pct(m['backdoor'].get('teacher_asr'))}"
     typer.echo(line)
@@ -132,9 +141,8 @@ def transfer_cmd(
         teacher, spec, method, parse_params(param), out=out, seed=seed, device=device, progress=not quiet
     )
     met = m["metrics"]
-    typer.echo(
-        f"student ({method}) on {data} {spec.classes or 'all classes'}: test acc {_pct(met['test_acc'])} (n={met['n_test']})"
-    )
+    what = spec.classes or "all classes"
+    typer.echo(f"student ({method}) on {data} {what}: test acc {_pct(met['test_acc'])} (n={met['n_test']})")
     typer.echo(f"saved {out}")
 
 
@@ -149,6 +157,7 @@ def evaluate_cmd(
     """Clean test accuracy of a model (with a 95 % Wilson interval)."""
     from . import api
     from .artifacts import load_model
+    from .data import DataSpec, parse_classes
 
     art = load_model(model)
     spec = None
@@ -157,17 +166,95 @@ def evaluate_cmd(
         name = data or base.get("name")
         if not name:
             raise SafeReuseError(f"{model} records no dataset", fix="pass --data")
-        same = name == base.get("name")
-        spec = _spec(name, classes, base.get("train_size") if same else None, base.get("per_class", False) if same else False,
-                     base.get("seed", 0) if same else 0, data_dir)  # fmt: skip
-        if classes is None and same:
-            spec.classes = base.get("classes")
+        if name == base.get("name"):
+            spec = DataSpec(**base)
+            if classes is not None:
+                spec.classes = parse_classes(classes)
+        else:
+            spec = DataSpec(name, classes=parse_classes(classes))
+        spec.data_dir = data_dir
     res = api.evaluate(art, spec)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
     else:
         lo, hi = res["ci"]
         typer.echo(f"acc {_pct(res['acc'])} [{_pct(lo)}, {_pct(hi)}] on n={res['n']} test images")
+
+
+@app.command("audit")
+def audit_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="teacher artifact directory"),
+    student: Path = typer.Option(..., "--student", help="student artifact directory"),
+    data: str | None = typer.Option(None, "--data", help="dataset (default: the student's own)"),
+    classes: str | None = ClassesOpt,
+    defect: list[str] | None = typer.Option(
+        None,
+        "--defect",
+        "-d",
+        help="defect to audit (repeatable; default: penultimate, nc-guided, + the backdoor)",
+    ),
+    param: list[str] | None = typer.Option(
+        None, "--param", "-p", help="key=value for every defect that has `key`, or DEFECT.key=value"
+    ),
+    max_samples: int | None = typer.Option(None, "--max-samples", help="audit this many test images"),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="crafted-defect cache (default: user cache)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON report (schema: safereuse-audit)"),
+    seed: int = SeedOpt,
+    device: str = DeviceOpt,
+    data_dir: str | None = DataDirOpt,
+) -> None:
+    """How often defects crafted on (or planted in) the teacher fire on the student."""
+    from .artifacts import load_model
+    from .data import DataSpec, load_data, parse_classes
+    from .data.sources import cache_dir as user_cache
+    from .defects import DEFECTS
+    from .defects.audit import audit
+    from .registry import parse_params
+
+    t_art, s_art = load_model(teacher), load_model(student)
+    names = list(defect or [])
+    if not names:
+        names = ["penultimate", "nc-guided"]
+        if t_art.manifest.get("backdoor"):
+            names.append(str(t_art.manifest["backdoor"]["name"]))
+    params = parse_params(param)
+    per: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in params.items():
+        if "." in key:
+            target, _, sub = key.partition(".")
+            if target not in per:
+                raise SafeReuseError(
+                    f"--param {key}: {target!r} is not among the audited defects", fix="add --defect"
+                )
+            per[target][sub] = value
+            continue
+        takers = [n for n in names if key in DEFECTS.get(n).param_names()]
+        if not takers:
+            raise SafeReuseError(
+                f"no audited defect has a parameter {key!r}", fix="see `safereuse list defects`"
+            )
+        for n in takers:
+            per[n][key] = value
+    base = dict(s_art.manifest.get("data") or {})
+    if data is None and not base:
+        raise SafeReuseError(f"{student} records no dataset", fix="pass --data")
+    spec = DataSpec(**base) if data is None else DataSpec(data)
+    if classes is not None:
+        spec.classes = parse_classes(classes)
+    spec.data_dir = data_dir
+    report = audit(
+        t_art,
+        s_art,
+        load_data(spec),
+        [(n, per[n]) for n in names],
+        cache_dir=cache_dir or user_cache() / "defects",
+        max_samples=max_samples,
+        device=device,
+        seed=seed,
+    )
+    typer.echo(report.to_json() if as_json else report.table())
 
 
 @app.command("list")
@@ -193,40 +280,123 @@ def list_cmd(what: str = typer.Argument(..., help="models, datasets, methods or 
         typer.echo(f"{'imagefolder:PATH':<{width}}  your own images, one sub-folder per class")
 
 
-@app.command("demo")
-def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="where the teacher and student are written"),
-    quick: bool = typer.Option(False, "--quick", help="tiny, fast version (for CI)"),
+JobsOpt = typer.Option(None, "--jobs", "-j", help="cells at a time (local default 1; ray default: all CPUs)")
+ForceOpt = typer.Option(False, "--force", help="use a run directory made by a different spec")
+RetryOpt = typer.Option(False, "--retry-failed", help="run failed cells again")
+
+
+def _run_and_print(
+    spec, out: Path, *, jobs, executor, address, retry_failed, force, device, data_dir, quiet, report: bool
+) -> None:
+    from .report import build_report, summary_text
+    from .runner import run
+
+    summary = run(
+        spec,
+        out,
+        jobs=jobs,
+        executor=executor,
+        address=address,
+        retry_failed=retry_failed,
+        force=force,
+        device=device,
+        data_dir=data_dir,
+        progress=not quiet,
+    )
+    typer.echo(summary_text(out))
+    typer.echo(summary.line())
+    for cell_id, where, error in summary.failures[:5]:
+        typer.echo(f"failed {cell_id} {where}: {error}")
+    if report:
+        files = build_report(out)
+        typer.echo(f"report: {files.html}  (also {files.markdown.name}, {files.csv.name})")
+    else:
+        typer.echo(f"report: safereuse report {out}")
+    if summary.failures:
+        n = len(summary.failures)
+        typer.echo(f"{n} cells failed: fix the cause, then rerun with --retry-failed", err=True)
+        raise typer.Exit(3)
+
+
+@app.command("run")
+def run_cmd(
+    spec: Path = typer.Argument(..., help="experiment spec (YAML), e.g. examples/default.yaml"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (created; reused to resume)"),
+    jobs: int | None = JobsOpt,
+    executor: str = typer.Option("local", "--executor", help="local (processes) or ray"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster HOST:PORT (--executor ray)"),
+    retry_failed: bool = RetryOpt,
+    force: bool = ForceOpt,
     device: str = DeviceOpt,
     data_dir: str | None = DataDirOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """The default job: train the default teacher and fine-tune a student on held-back classes."""
-    from . import api
-    from .data import DataSpec
+    """Run (or resume) an experiment grid: scenario × method × seed, each audited for the spec's defects."""
+    from .runner import load_spec
 
-    teacher_dir, student_dir = out / "teacher", out / "student-finetune"
-    fit = {"epochs": 1} if quick else {}
-    tspec = DataSpec(
-        "fashion-mnist", classes=[0, 1, 2, 3, 4], train_size=3000 if quick else None, data_dir=data_dir
+    _run_and_print(
+        load_spec(spec),
+        out,
+        jobs=jobs,
+        executor=executor,
+        address=address,
+        retry_failed=retry_failed,
+        force=force,
+        device=device,
+        data_dir=data_dir,
+        quiet=quiet,
+        report=False,
     )
-    if not (teacher_dir / "manifest.json").is_file():
-        api.train_teacher(
-            "resnet8", tspec, out=teacher_dir, fit_params=fit, device=device, progress=not quiet
-        )
-    t = api.evaluate(teacher_dir)
-    typer.echo(f"teacher resnet8 on fashion-mnist classes 0-4: test acc {_pct(t['acc'])} (n={t['n']})")
-    sspec = DataSpec(
-        "fashion-mnist", classes=[5, 6, 7, 8, 9], train_size=20, per_class=True, data_dir=data_dir
+
+
+@app.command("report")
+def report_cmd(
+    rundir: Path = typer.Argument(..., help="run directory of `safereuse run`"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="where to write (default: RUNDIR)"),
+) -> None:
+    """Write report.md, results.csv and a self-contained report.html for a run directory."""
+    from .report import build_report, summary_text
+
+    files = build_report(rundir, out)
+    typer.echo(summary_text(rundir))
+    also = f"{files.markdown.name}, {files.csv.name}, {len(files.figures)} figures"
+    typer.echo(f"report: {files.html}  (also {also})")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path | None = typer.Option(None, "--out", "-o", help="run directory (default runs/demo[-quick])"),
+    quick: bool = typer.Option(False, "--quick", help="the same grid, tiny (minutes; for CI)"),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="cells at a time (default: cores, ≤ 4)"),
+    retry_failed: bool = RetryOpt,
+    force: bool = ForceOpt,
+    device: str = DeviceOpt,
+    data_dir: str | None = DataDirOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """The default job: every transfer method on the bundled spec; prints the summary and report path.
+
+    The spec (`safereuse/examples/default.yaml`): Fashion-MNIST teachers, students on digits, on
+    held-back Fashion-MNIST classes (few-shot) and, from a badnets teacher, on the same task; 2 seeds.
+    """
+    from .runner import bundled_spec
+
+    name = "quick" if quick else "default"
+    out = out or Path("runs") / ("demo-quick" if quick else "demo")
+    jobs = jobs or max(1, min(4, os.cpu_count() or 1))
+    _run_and_print(
+        bundled_spec(name),
+        out,
+        jobs=jobs,
+        executor="local",
+        address=None,
+        retry_failed=retry_failed,
+        force=force,
+        device=device,
+        data_dir=data_dir,
+        quiet=quiet,
+        report=True,
     )
-    if not (student_dir / "manifest.json").is_file():
-        api.transfer(teacher_dir, sspec, "finetune", {"epochs": 2 if quick else 20}, out=student_dir,
-                     device=device, progress=not quiet)  # fmt: skip
-    s = api.evaluate(student_dir)
-    typer.echo(
-        f"student (finetune, 20 images/class) on fashion-mnist classes 5-9: test acc {_pct(s['acc'])} (n={s['n']})"
-    )
-    typer.echo(f"artifacts in {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

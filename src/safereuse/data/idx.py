@@ -51,9 +51,7 @@ def read_idx(path: Path, expect_dims: int, expect_count: int | None = None) -> t
         raise SafeReuseError(f"{path} holds {dims[0]} items, expected {expect_count}", fix=fix)
     size = int(np.prod(dims))
     if len(data) - header != size:
-        raise SafeReuseError(
-            f"{path} has {len(data) - header} bytes of data, expected {size}", fix=fix
-        )
+        raise SafeReuseError(f"{path} has {len(data) - header} bytes of data, expected {size}", fix=fix)
     arr = np.frombuffer(data, dtype=_DTYPES[dtype_code], offset=header).reshape(dims)
     return torch.from_numpy(arr.copy())
 

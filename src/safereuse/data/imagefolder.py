@@ -60,8 +60,7 @@ def _images_in(folder: Path) -> list[Path]:
     files = [
         f
         for f in folder.rglob("*")
-        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-        and not _hidden_part(f.relative_to(folder))
+        if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not _hidden_part(f.relative_to(folder))
     ]
     return sorted(files, key=lambda f: f.relative_to(folder).as_posix())
 

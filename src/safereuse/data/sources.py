@@ -96,8 +96,12 @@ def load_fashion_mnist(
         if len(y) and int(y.max()) > 9:
             raise SafeReuseError(f"{folder} has {split} labels outside 0-9", fix=fix)
     return RawData(
-        tx.unsqueeze(1).float().div_(255), ty.long(), vx.unsqueeze(1).float().div_(255), vy.long(),
-        list(FASHION_CLASSES), str(folder),
+        tx.unsqueeze(1).float().div_(255),
+        ty.long(),
+        vx.unsqueeze(1).float().div_(255),
+        vy.long(),
+        list(FASHION_CLASSES),
+        str(folder),
     )
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from .base import METHODS, Student, TransferMethod, check_input_fits
+from .baselines import Delta, DeltaR, MagPrune, Renofeation
 from .basic import Finetune, FinetuneLastK, LinearProbe, Retrain
+from .remos import ReMoS
 
 __all__ = [
     "METHODS",
+    "Delta",
+    "DeltaR",
     "Finetune",
     "FinetuneLastK",
     "LinearProbe",
+    "MagPrune",
+    "ReMoS",
+    "Renofeation",
     "Retrain",
     "Student",
     "TransferMethod",

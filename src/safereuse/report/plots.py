@@ -1,0 +1,164 @@
+"""Report figures (matplotlib, Agg, no global pyplot state): PNG bytes.
+
+- :func:`tradeoff_figure` — per defect: ACC (y) vs DIR (x), one panel per scenario, each method label
+  at its mean over seeds with ± std error bars, and the Pareto front (low DIR, high ACC) as a line.
+- :func:`method_bars` — per scenario: bars of ACC and of each defect's DIR (and ASR for backdoors),
+  mean ± std over seeds, the pooled 95 % Wilson interval as a black tick range.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from .data import pareto_front
+
+_PALETTE = [
+    "#4477AA",
+    "#EE6677",
+    "#228833",
+    "#CCBB44",
+    "#66CCEE",
+    "#AA3377",
+    "#BBBBBB",
+    "#000000",
+    "#EE7733",
+    "#0077BB",
+    "#33BBEE",
+    "#EE3377",
+    "#CC3311",
+    "#009988",
+]
+
+
+def colors(labels: Sequence[str]) -> dict[str, str]:
+    """A stable colour per method label (Tol's colour-blind-safe palette, cycled)."""
+    return {lab: _PALETTE[i % len(_PALETTE)] for i, lab in enumerate(labels)}
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _finite(v: float) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def tradeoff_figure(
+    agg: pd.DataFrame, defect: str, scenarios: Sequence[str], palette: dict[str, str]
+) -> bytes | None:
+    """ACC-vs-DIR scatter with the Pareto front for one defect (None when nothing to draw)."""
+    from matplotlib.figure import Figure
+
+    sub = agg[agg["defect"] == defect]
+    panels = [s for s in scenarios if (sub["scenario"] == s).any()]
+    if not panels:
+        return None
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig = Figure(figsize=(4.6 * ncol, 3.9 * nrow))
+    for i, sc in enumerate(panels):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        g = sub[sub["scenario"] == sc].reset_index(drop=True)
+        pts = list(zip(g["dir_mean"].astype(float), g["acc_mean"].astype(float), strict=True))
+        for j, r in g.iterrows():
+            x, y = pts[j]
+            if not (_finite(x) and _finite(y)):
+                continue
+            ax.errorbar(
+                x,
+                y,
+                xerr=r["dir_std"] if _finite(r["dir_std"]) else None,
+                yerr=r["acc_std"] if _finite(r["acc_std"]) else None,
+                fmt="o",
+                ms=7,
+                color=palette.get(r["label"], "#444444"),
+                ecolor="#888888",
+                capsize=3,
+                label=r["label"],
+                zorder=3,
+            )
+            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        front = pareto_front(pts)
+        if front:
+            fx = [pts[k][0] for k in front]
+            fy = [pts[k][1] for k in front]
+            ax.step(fx, fy, where="post", color="#222222", lw=1.2, ls="--", zorder=2, label="Pareto front")
+        ax.set_title(sc, fontsize=10)
+        ax.set_xlabel(f"DIR {defect} (%) — lower is safer")
+        ax.set_ylabel("student ACC (%)")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Accuracy vs inheritance of {defect} (mean ± std over seeds)", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def method_bars(
+    agg: pd.DataFrame, methods: pd.DataFrame, scenario: str, labels: Sequence[str], palette: dict[str, str]
+) -> bytes | None:
+    """Per-method bars for one scenario: ACC, each defect's DIR, backdoor ASR (None when empty)."""
+    from matplotlib.figure import Figure
+
+    sub = agg[agg["scenario"] == scenario]
+    ms = methods[methods["scenario"] == scenario]
+    labs = [lab for lab in labels if (ms["label"] == lab).any()]
+    if not labs or sub.empty:
+        return None
+    panels: list[tuple[str, pd.DataFrame, str, str, bool]] = [("ACC (%)", sub, "acc_mean", "acc_std", False)]
+    for d in dict.fromkeys(sub["defect"]):
+        g = sub[sub["defect"] == d]
+        panels.append((f"DIR {d} (%)", g, "dir_mean", "dir_std", True))
+        if g["asr_mean"].notna().any():
+            panels.append((f"ASR {d} (%)", g, "asr_mean", "asr_std", False))
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    width = max(4.2, 0.55 * len(labs) + 1.5)
+    fig = Figure(figsize=(width * ncol, 3.6 * nrow))
+    for i, (title, g, mcol, scol, wilson) in enumerate(panels):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        if mcol == "acc_mean":  # one ACC per label (the same for every defect row)
+            g = g.drop_duplicates("label")
+        g = g.set_index("label")
+        xs = list(range(len(labs)))
+        vals = [float(g[mcol].get(lab, math.nan)) for lab in labs]
+        errs = [float(g[scol].get(lab, math.nan)) for lab in labs]
+        ax.bar(
+            xs,
+            [v if _finite(v) else 0 for v in vals],
+            color=[palette.get(lab, "#777") for lab in labs],
+            yerr=[e if _finite(e) else 0 for e in errs],
+            capsize=3,
+            ecolor="#333333",
+            alpha=0.9,
+        )
+        if wilson:
+            for x, lab in zip(xs, labs, strict=True):
+                lo, hi = g["wilson_low"].get(lab, math.nan), g["wilson_high"].get(lab, math.nan)
+                if _finite(lo) and _finite(hi):
+                    ax.vlines(x + 0.3, lo, hi, color="black", lw=2)
+        ns = [int(g["seeds"].get(lab, 0)) if "seeds" in g.columns else 0 for lab in labs]
+        ax.set_xticks(xs)
+        ax.set_xticklabels(
+            [f"{lab} (n={n})" for lab, n in zip(labs, ns, strict=True)], rotation=35, ha="right", fontsize=7
+        )
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 105)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        f"{scenario}: mean ± std over seeds (n = seeds; black range: pooled 95% Wilson)", fontsize=10
+    )
+    fig.tight_layout()
+    return _png(fig)
+
+
+__all__ = ["colors", "method_bars", "tradeoff_figure"]

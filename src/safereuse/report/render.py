@@ -1,0 +1,282 @@
+"""Write ``report.md``, ``results.csv``, ``report.html`` (self-contained) and ``figures/*.png``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import __version__
+from ..errors import SafeReuseError
+from ..utils import atomic_path
+from .data import RunData, aggregate, load_run, method_summary
+from .plots import colors, method_bars, tradeoff_figure
+
+
+@dataclass
+class ReportFiles:
+    """Paths of a written report."""
+
+    markdown: Path
+    html: Path
+    csv: Path
+    figures: list[Path]
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{float(v):.{digits}f}"
+
+
+def _ms(m: Any, s: Any) -> str:
+    if m is None or (isinstance(m, float) and not math.isfinite(m)):
+        return "-"
+    return f"{_f(m)} ± {_f(s)}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def summary_frame(data: RunData, agg: pd.DataFrame | None = None, detail: bool = True) -> pd.DataFrame:
+    """The summary table: one row per scenario × method; ACC and each defect's DIR (and ASR) as
+    ``mean ± std`` over seeds, with the pooled Wilson interval and ``k/n`` when ``detail``."""
+    agg = aggregate(data) if agg is None else agg
+    ms = method_summary(data)
+    rows = []
+    for _, m in ms.iterrows():
+        row: dict[str, Any] = {
+            "scenario": m["scenario"],
+            "method": m["label"],
+            "cells": f"{m['done']}" + (f" (+{m['failed']} failed)" if m["failed"] else ""),
+            "ACC %": _ms(m["acc_mean"], m["acc_std"]),
+        }
+        g = agg[(agg["scenario"] == m["scenario"]) & (agg["label"] == m["label"])] if not agg.empty else agg
+        for d in data.defects:
+            r = g[g["defect"] == d] if not g.empty else g
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            cell = _ms(r["dir_mean"], r["dir_std"])
+            if detail and r["n"]:
+                cell += f" [{_f(r['wilson_low'])}, {_f(r['wilson_high'])}] {r['k']}/{r['n']}"
+            row[f"DIR {d} %"] = cell
+            if not (isinstance(r["asr_mean"], float) and math.isnan(r["asr_mean"])):
+                row[f"ASR {d} %"] = _ms(r["asr_mean"], r["asr_std"])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.fillna("n/a") if not df.empty else df
+
+
+def text_table(df: pd.DataFrame) -> str:
+    """A plain aligned text table (for the terminal)."""
+    if df.empty:
+        return "(no results)"
+    cols = list(df.columns)
+    cells = [[str(v) for v in row] for row in df.itertuples(index=False)]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(out)
+
+
+def summary_text(rundir: str | Path) -> str:
+    """The summary table of a run (mean ± std over seeds), for printing."""
+    data = load_run(rundir)
+    return text_table(summary_frame(data, detail=False))
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_(none)_\n"
+    cols = [str(c) for c in df.columns]
+    esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    out = ["| " + " | ".join(esc(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(out) + "\n"
+
+
+def _html_table(df: pd.DataFrame, cls: str = "") -> str:
+    if df.empty:
+        return "<p><em>(none)</em></p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def cells_frame(data: RunData) -> pd.DataFrame:
+    """Every cell of the spec: id, scenario, method, seed, status, ACC, each defect's DIR, error."""
+    rows = []
+    recs = data.records
+    for c in data.cells:
+        r = recs[recs["cell_id"] == c["id"]]
+        row: dict[str, Any] = {
+            "cell": c["id"],
+            "scenario": c["scenario"],
+            "method": c["label"],
+            "seed": c["seed"],
+            "status": c["status"],
+            "ACC %": _f(r["acc"].iloc[0]) if len(r) else "-",
+        }
+        for d in data.defects:
+            rr = r[r["defect"] == d]
+            row[f"DIR {d} %"] = _f(rr["dir"].iloc[0]) if len(rr) else "-"
+        row["seconds"] = _f(c["seconds"], 0)
+        row["error"] = (c["error"] or "")[:300]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1150px;
+color:#222;background:#fff;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #4477AA;padding-bottom:3px;margin-top:1.6em}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:.82em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#eef3f9}tr:nth-child(even) td{background:#fafafa}
+img{max-width:100%;border:1px solid #ddd;margin:6px 0 14px}
+pre{background:#f6f8fa;border:1px solid #ddd;padding:10px;overflow-x:auto;font-size:.8em}
+.meta{color:#555;font-size:.9em}.failed td{background:#fff0f0 !important}
+"""
+
+
+def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFiles:
+    """Write the report of a run directory.
+
+    Args:
+        rundir: the run directory (``safereuse run --out``).
+        out: where to write (default: ``rundir``).
+
+    Returns:
+        The :class:`ReportFiles`.
+
+    Raises:
+        SafeReuseError: not a run directory; the output folder cannot be written.
+    """
+    data = load_run(rundir)
+    out = Path(out) if out is not None else Path(rundir)
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SafeReuseError(
+            f"cannot write the report to {out}: {exc.strerror or exc}", fix="pass another --out"
+        ) from None
+    agg = aggregate(data)
+    ms = method_summary(data)
+    palette = colors(data.labels)
+    figs: list[tuple[str, str, bytes]] = []  # (title, file name, png)
+    if not agg.empty:
+        for d in data.defects:
+            png = tradeoff_figure(agg, d, data.scenarios, palette)
+            if png:
+                figs.append((f"ACC vs DIR — {d}", f"tradeoff_{_slug(d)}.png", png))
+        for sc in data.scenarios:
+            png = method_bars(agg, ms, sc, data.labels, palette)
+            if png:
+                figs.append((f"Methods — {sc}", f"methods_{_slug(sc)}.png", png))
+    fig_paths = []
+    for _, name, png in figs:
+        p = out / "figures" / name
+        with atomic_path(p) as tmp:
+            tmp.write_bytes(png)
+        fig_paths.append(p)
+
+    summary = summary_frame(data, agg)
+    cells = cells_frame(data)
+    counts = data.records.drop_duplicates("cell_id")["status"].value_counts().to_dict()
+    count_line = ", ".join(
+        f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "pending", "running") if counts.get(s)
+    )
+    name = data.spec.get("name") or "experiment"
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    meta = (
+        f"run directory `{data.rundir}` · spec `{data.spec.get('source')}` "
+        f"(hash {data.spec.get('spec_hash')}) · "
+        f"{len(data.cells)} cells: {count_line or 'none'} · safereuse {__version__} · {when}"
+    )
+    failed = (
+        cells[cells["status"] == "failed"][["cell", "scenario", "method", "seed", "error"]]
+        if len(cells)
+        else cells
+    )
+    notes = (
+        "ACC: the student's clean accuracy on its whole test split. DIR: the share of the student's "
+        "clean-correct audited inputs on which the defect crafted on (or planted in) the teacher fires "
+        "(lower is safer). Cells are mean ± sample std over seeds; [low, high] is the 95% Wilson interval "
+        "of the pooled counts k/n over seeds. ASR: backdoor attack success rate on the student."
+    )
+
+    # results.csv
+    csv_path = out / "results.csv"
+    with atomic_path(csv_path) as tmp:
+        data.records.to_csv(tmp, index=False)
+
+    # report.md
+    md = [f"# safereuse report: {name}\n", meta + "\n", f"\n{notes}\n", "\n## Summary\n", _md_table(summary)]
+    md.append("\n## Figures\n")
+    for (title, fname, _), _p in zip(figs, fig_paths, strict=True):
+        md.append(f"\n### {title}\n\n![{title}](figures/{fname})\n")
+    if len(failed):
+        md += [
+            "\n## Failed cells\n",
+            _md_table(failed),
+            "\nRe-run them with `safereuse run SPEC --out RUNDIR --retry-failed`.\n",
+        ]
+    md += [
+        "\n## All cells\n",
+        _md_table(cells),
+        "\n## Configuration\n",
+        "```yaml\n" + data.spec_text.rstrip() + "\n```\n",
+    ]
+    md_path = out / "report.md"
+    with atomic_path(md_path) as tmp:
+        tmp.write_text("".join(md))
+
+    # report.html (self-contained)
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>safereuse report: {html.escape(name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>safereuse report: {html.escape(name)}</h1>",
+        f"<p class='meta'>{html.escape(meta).replace('`', '')}</p><p>{html.escape(notes)}</p>",
+        "<h2>Summary</h2>",
+        _html_table(summary, "summary"),
+        "<h2>Figures</h2>",
+    ]
+    for title, fname, png in figs:
+        b64 = base64.b64encode(png).decode()
+        parts.append(f"<h3>{html.escape(title)}</h3>")
+        parts.append(
+            f"<img alt='{html.escape(title)}' data-file='{fname}' src='data:image/png;base64,{b64}'>"
+        )
+    if not figs:
+        parts.append("<p><em>No finished cells to plot yet.</em></p>")
+    if len(failed):
+        parts += [
+            "<h2>Failed cells</h2>",
+            _html_table(failed, "failed"),
+            "<p>Re-run them with <code>safereuse run SPEC --out RUNDIR --retry-failed</code>.</p>",
+        ]
+    parts += [
+        "<h2>All cells</h2>",
+        _html_table(cells, "cells"),
+        "<h2>Configuration</h2>",
+        f"<pre>{html.escape(data.spec_text)}</pre>",
+        "</body></html>",
+    ]
+    html_path = out / "report.html"
+    with atomic_path(html_path) as tmp:
+        tmp.write_text("\n".join(parts))
+    return ReportFiles(md_path, html_path, csv_path, fig_paths)
+
+
+__all__ = ["ReportFiles", "build_report", "cells_frame", "summary_frame", "summary_text", "text_table"]

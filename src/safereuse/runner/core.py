@@ -1,0 +1,319 @@
+"""The driver: expand a spec, check the run directory, schedule teachers and cells, fill the ledger.
+
+``run(spec, out)`` is what ``safereuse run`` calls. Everything that can be wrong with the input (the
+spec, the run directory, the Ray address) is checked before the ledger is opened, so bad input
+leaves an existing run untouched.
+
+Run directory layout::
+
+    RUNDIR/spec.json          spec hash + normalised spec; a different spec is refused unless force
+    RUNDIR/spec.yaml          the spec text as given (shown in reports)
+    RUNDIR/ledger.sqlite      the results ledger (:mod:`safereuse.runner.ledger`)
+    RUNDIR/teachers/<key>/    cached teacher artifacts (key = hash of the recipe)
+    RUNDIR/students/<key>/    cached student artifacts
+    RUNDIR/defects/           cached crafted defect sets
+    RUNDIR/locks/, .run.lock  file locks (one run per directory at a time)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SafeReuseError
+from ..utils import atomic_path, write_json_atomic
+from .executors import Executor, make_executor
+from .ledger import LEDGER_FILE, Ledger
+from .spec import Cell, LoadedSpec, expand, teacher_key
+from .worker import TEACHERS
+
+SPEC_JSON, SPEC_YAML, RUN_LOCK = "spec.json", "spec.yaml", ".run.lock"
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        rundir: the run directory.
+        spec_hash: the spec's hash.
+        total: cells in the spec.
+        ran: cells run this time.
+        skipped: cells already done (or failed, without ``retry_failed``) and not run.
+        counts: ledger status counts for the spec's cells after the run.
+        failures: ``(cell id, label, error)`` of the spec's failed cells.
+        seconds: wall time.
+    """
+
+    rundir: Path
+    spec_hash: str
+    total: int
+    ran: int
+    skipped: int
+    counts: dict[str, int]
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        c = self.counts
+        return (
+            f"{self.total} cells: {c['done']} done, {c['failed']} failed"
+            + (f", {c['pending'] + c['running']} not run" if c["pending"] + c["running"] else "")
+            + f" ({self.ran} run now, {self.skipped} reused) in {self.seconds:.0f} s — {self.rundir}"
+        )
+
+
+# -- run directory checks --------------------------------------------------------------------------
+def read_run_spec(rundir: Path) -> dict[str, Any] | None:
+    """The ``spec.json`` of a run directory, or None when it has none."""
+    p = Path(rundir) / SPEC_JSON
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise SafeReuseError(f"{p} is unreadable or corrupt", fix="pass --force to replace it") from None
+
+
+def check_rundir(rundir: Path, spec_hash: str, force: bool) -> None:
+    """Refuse a run directory that cannot be written or holds another spec's run (unless ``force``).
+
+    Raises:
+        SafeReuseError: RUNDIR is a file, not writable, not a run directory, or made by a different spec.
+    """
+    rundir = Path(rundir)
+    if rundir.exists():
+        if not rundir.is_dir():
+            raise SafeReuseError(f"run directory {rundir} is a file", fix="pass another --out")
+        if not os.access(rundir, os.W_OK | os.X_OK):
+            raise SafeReuseError(
+                f"run directory {rundir} is not writable", fix="fix its permissions or pass another --out"
+            )
+        recorded = read_run_spec(rundir)
+        if recorded is None:
+            if (rundir / LEDGER_FILE).exists() or (any(rundir.iterdir()) and not force):
+                raise SafeReuseError(
+                    f"{rundir} is not empty and is not a safereuse run directory",
+                    fix="pass a new or empty --out (or --force to use it anyway)",
+                )
+        elif recorded.get("spec_hash") != spec_hash and not force:
+            raise SafeReuseError(
+                f"{rundir} holds a run of a different spec ({recorded.get('source', '?')}, "
+                f"hash {recorded.get('spec_hash')}; this one is {spec_hash})",
+                fix="pass another --out, or --force to add this spec's cells to that run",
+            )
+        return
+    anc = rundir.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise SafeReuseError(f"cannot create {rundir}: {anc} is not a directory", fix="pass another --out")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise SafeReuseError(f"cannot create {rundir}: {anc} is not writable", fix="pass another --out")
+
+
+def _make_rundir(rundir: Path) -> None:
+    try:
+        rundir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(rundir / ".write-test") as tmp:
+            tmp.write_text("ok")
+        (rundir / ".write-test").unlink()
+    except OSError as exc:
+        raise SafeReuseError(
+            f"cannot write to {rundir}: {exc.strerror or exc}", fix="pass another --out"
+        ) from None
+
+
+@contextmanager
+def run_lock(rundir: Path) -> Iterator[None]:
+    """One run per directory: a non-blocking ``flock`` on ``RUNDIR/.run.lock``."""
+    fd = os.open(rundir / RUN_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SafeReuseError(
+                    f"another `safereuse run` is using {rundir}",
+                    fix="wait for it to finish or pass another --out",
+                ) from None
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _record_spec(rundir: Path, spec: LoadedSpec, spec_hash: str) -> None:
+    write_json_atomic(
+        rundir / SPEC_JSON,
+        {
+            "spec_hash": spec_hash,
+            "source": spec.path,
+            "name": spec.spec.name,
+            "spec": spec.spec.model_dump(mode="json"),
+            "written_at": time.time(),
+        },
+    )
+    with atomic_path(rundir / SPEC_YAML) as tmp:
+        tmp.write_text(spec.text)
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def run(
+    spec: LoadedSpec,
+    out: str | Path,
+    *,
+    jobs: int | None = 1,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    retry_failed: bool = False,
+    force: bool = False,
+    device: str = "auto",
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Run (or resume) every cell of ``spec`` in the run directory ``out``.
+
+    Done cells are skipped; cells a killed run left ``running`` are run again; failed cells are run
+    again only with ``retry_failed``. Teachers are built first (each once, cached), then cells run as
+    their teacher becomes available.
+
+    Args:
+        spec: a loaded spec (:func:`~safereuse.runner.spec.load_spec`).
+        out: the run directory.
+        jobs: tasks at a time (local: 1 = in this process, N = N worker processes; ray: default all CPUs).
+        executor: ``local``, ``ray`` or an :class:`Executor`.
+        address: Ray cluster address.
+        retry_failed: run failed cells again.
+        force: accept a run directory made by a different spec (its cells stay in the ledger).
+        device: ``auto``, ``cpu``, ``cuda``...
+        data_dir: extra folder with dataset files.
+        progress: show a progress bar over cells (stderr).
+
+    Returns:
+        The :class:`RunSummary`.
+
+    Raises:
+        SafeReuseError: bad spec/run directory/executor (nothing is written then), or another run
+            holds the directory.
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    cells = expand(spec)
+    spec_hash = spec.spec.spec_hash()
+    check_rundir(out, spec_hash, force)
+    ex = executor if isinstance(executor, Executor) else make_executor(executor, jobs, address)
+    try:
+        _make_rundir(out)
+        with run_lock(out):
+            _record_spec(out, spec, spec_hash)
+            with Ledger(out / LEDGER_FILE) as ledger:
+                ledger.set_meta("spec_hash", spec_hash)
+                ledger.add_cells(cells, spec_hash)
+                ids = ledger.to_run([c.id for c in cells], retry_failed=retry_failed)
+                todo = [c for c in cells if c.id in set(ids)]
+                _schedule(todo, ex, ledger, out, device, data_dir, progress)
+                counts = ledger.status_counts(spec_hash)
+                failures = [
+                    (r["id"], f"{r['scenario']}/{r['label']}/seed {r['seed']}", r["error"] or "")
+                    for r in ledger.rows(spec_hash)
+                    if r["status"] == "failed"
+                ]
+    except BaseException:
+        ex.close(cancel=True)
+        raise
+    ex.close()
+    return RunSummary(
+        out,
+        spec_hash,
+        len(cells),
+        len(todo),
+        len(cells) - len(todo),
+        counts,
+        failures,
+        time.perf_counter() - t_start,
+    )
+
+
+def _schedule(
+    todo: list[Cell],
+    ex: Executor,
+    ledger: Ledger,
+    rundir: Path,
+    device: str,
+    data_dir: str | None,
+    progress: bool,
+) -> None:
+    """Keep ``ex.capacity`` tasks in flight: missing teachers first, then cells whose teacher exists."""
+    from tqdm import tqdm
+
+    base = {"rundir": str(rundir.resolve()), "device": device, "data_dir": data_dir, "threads": ex.threads}
+    by_teacher: dict[str, list[Cell]] = {}
+    recipes: dict[str, dict[str, Any]] = {}
+    for c in todo:
+        key = teacher_key(c.config["teacher"])
+        by_teacher.setdefault(key, []).append(c)
+        recipes[key] = c.config["teacher"]
+    missing = [k for k in by_teacher if not (rundir / TEACHERS / k / "manifest.json").is_file()]
+    teacher_queue = list(missing)
+    ready: list[Cell] = [c for k, cs in by_teacher.items() if k not in missing for c in cs]
+    ready.sort(key=lambda c: c.order)
+    in_flight: dict[Any, tuple[str, Any]] = {}
+    bar = tqdm(
+        total=len(todo), desc="cells", unit="cell", disable=not progress, file=sys.stderr, dynamic_ncols=True
+    )
+    n_failed = 0
+
+    def finish(cell: Cell, result: dict[str, Any]) -> None:
+        nonlocal n_failed
+        ledger.finish(cell.id, result)
+        n_failed += result.get("status") == "failed"
+        bar.update(1)
+        bar.set_postfix_str(f"{n_failed} failed" if n_failed else "", refresh=False)
+
+    try:
+        while teacher_queue or ready or in_flight:
+            while len(in_flight) < ex.capacity and (teacher_queue or ready):
+                if teacher_queue:
+                    key = teacher_queue.pop(0)
+                    h = ex.submit("teacher", {**base, "recipe": recipes[key]})
+                    in_flight[h] = ("teacher", key)
+                    bar.set_description_str(
+                        f"cells (training {len(missing)} teacher{'s' * (len(missing) > 1)})"
+                    )
+                else:
+                    cell = ready.pop(0)
+                    ledger.mark_running(cell.id)
+                    h = ex.submit("cell", {**base, "id": cell.id, "config": cell.config})
+                    in_flight[h] = ("cell", cell)
+            for h, result in ex.wait():
+                what, obj = in_flight.pop(h)
+                if what == "teacher":
+                    if result.get("status") == "done":
+                        ready.extend(by_teacher[obj])
+                        ready.sort(key=lambda c: c.order)
+                    else:
+                        for cell in by_teacher[obj]:
+                            ledger.mark_running(cell.id)
+                            finish(
+                                cell, {**result, "error": f"teacher training failed: {result.get('error')}"}
+                            )
+                    if not teacher_queue and not any(w == "teacher" for w, _ in in_flight.values()):
+                        bar.set_description_str("cells")
+                else:
+                    finish(obj, result)
+    finally:
+        bar.close()
+
+
+__all__ = ["RunSummary", "check_rundir", "read_run_spec", "run", "run_lock"]

@@ -1,0 +1,746 @@
+"""Experiment specs: a YAML file validated with pydantic, with errors that name the key and its line.
+
+A spec (see ``examples/*.yaml``)::
+
+    name: my-experiment                 # optional, shown in reports
+    scenarios:                          # one or more teacher → student settings
+      - name: fmnist-to-digits
+        teacher:
+          arch: resnet8                 # safereuse list models
+          arch_kwargs: {width: 16}
+          data: fashion-mnist           # safereuse list datasets (or imagefolder:PATH)
+          classes: 0-4                  # "0-4", "1,3,5" or a list
+          train_size: 10000             # optional limit (total, or per class with per_class: true)
+          epochs: 4                     # shorthand for fit: {epochs: 4}
+          fit: {lr: 0.1}                # any FitConfig field (defaults: api.TEACHER_FIT)
+          backdoor: badnets             # optional: plant a backdoor while training
+          backdoor_params: {poison_rate: 0.1}
+          seed: 0                       # fixed teacher seed (omit: the cell's seed)
+        student:
+          data: digits
+          classes: 0-9
+          train_size: 20
+          per_class: true
+    methods:                            # a list value in params is a sweep
+      - name: finetune
+        params: {lr: [0.01, 0.001]}
+      - name: all                       # every registered method (minus exclude), default params
+        params: {epochs: 5}             # ... given to the methods that accept them
+        exclude: [retrain]
+    defects:                            # audited in every cell (backdoors: where the teacher has one)
+      - name: penultimate
+      - name: nc-guided
+        params: {coverage: nc, strategy: dlfuzz}
+      - name: badnets
+    seeds: [0, 1]
+    audit: {max_samples: 500, batch_size: 256, seed: 0}
+
+**Seeds.** A cell's seed drives the student: its few-shot sample (the student ``DataSpec.seed``), its
+new head, its data order. The teacher uses ``teacher.seed`` when given (one teacher shared by every
+seed: the variance over seeds is then the variance of the transfer alone, which is what compares
+methods) and the cell's seed otherwise (teacher training is then part of the variance). Crafted
+defect sets use ``audit.seed`` (default 0; ``cell`` to use the cell's seed), so with a fixed value
+every method and seed is probed with the same adversarial inputs (a paired comparison, and one
+crafted set per scenario).
+
+**Sweeps.** A list value in ``params`` of a method or defect is a sweep over its items; the cells are
+the product of all sweeps. When the parameter itself takes a list (its annotation is a list or tuple),
+a flat list is the value and a list of lists is the sweep.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import re
+import typing
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import SafeReuseError
+from ..utils import config_hash
+
+#: Bumped when the meaning of a resolved cell config changes (part of every cell id).
+CELL_VERSION = 1
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataCfg(_Strict):
+    """A dataset slice (the fields of :class:`safereuse.data.DataSpec`, minus its seed)."""
+
+    data: str
+    classes: list[int] | str | int | None = None
+    train_size: int | None = Field(default=None, ge=1)
+    per_class: bool = False
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class TeacherCfg(DataCfg):
+    """How to make a scenario's teacher."""
+
+    data: str = "fashion-mnist"
+    arch: str = "resnet8"
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    epochs: int | None = Field(default=None, ge=1)
+    fit: dict[str, Any] = Field(default_factory=dict)
+    backdoor: str | None = None
+    backdoor_params: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
+
+
+class StudentCfg(DataCfg):
+    """The student's task: the data it is transferred to."""
+
+
+class ScenarioCfg(_Strict):
+    """A teacher and the student task it is reused for."""
+
+    name: str
+    teacher: TeacherCfg
+    student: StudentCfg
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be letters, digits, '-', '_' or '.' (no spaces)")
+        return v
+
+
+class MethodCfg(_Strict):
+    """A transfer method (or ``all``) and its parameters (a list value is a sweep)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class DefectCfg(_Strict):
+    """A defect to audit and its parameters (a list value is a sweep)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditCfg(_Strict):
+    """Options of the inheritance audit run in every cell."""
+
+    max_samples: int | None = Field(default=500, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    seed: int | Literal["cell"] = 0
+
+
+class Spec(_Strict):
+    """A whole experiment: scenarios × methods (× sweeps) × seeds, each audited for the defects."""
+
+    name: str = "experiment"
+    description: str = ""
+    scenarios: list[ScenarioCfg] = Field(min_length=1)
+    methods: list[MethodCfg] = Field(min_length=1)
+    defects: list[DefectCfg] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    audit: AuditCfg = Field(default_factory=AuditCfg)
+
+    def spec_hash(self) -> str:
+        """Hash of the validated content (formatting, comments and defaults left out)."""
+        return config_hash(self.model_dump(mode="json", exclude_defaults=True), 16)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a scenario × a method's parameter point × a seed.
+
+    Attributes:
+        id: stable id, the hash of ``config``.
+        config: the resolved, JSON-able configuration (see :func:`expand`).
+        order: position in the grid (the ledger keeps it so reports list cells in spec order).
+        label: the method as reports name it: ``finetune``, or ``finetune(lr=0.01)`` when the spec
+            has several points of that method (only the parameters that differ between them).
+    """
+
+    id: str
+    config: dict[str, Any]
+    order: int
+    label: str
+
+    @property
+    def scenario(self) -> str:
+        return self.config["scenario"]
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]["name"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def teacher_key(self) -> str:
+        """Hash of the teacher recipe: the name of its cached artifact directory."""
+        return teacher_key(self.config["teacher"])
+
+
+@dataclass
+class LoadedSpec:
+    """A validated spec with the YAML line of every key (for errors found after validation)."""
+
+    spec: Spec
+    path: str
+    text: str
+    lines: dict[tuple[Any, ...], int]
+
+    def error(self, loc: tuple[Any, ...], problem: str, fix: str | None = None) -> SafeReuseError:
+        """A :class:`SafeReuseError` naming ``loc`` and its line."""
+        return SafeReuseError(f"{self.path}{_where(loc, self.lines)}: {problem}", fix=fix)
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def _line_map(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int], src: str) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
+            if key in seen:
+                raise SafeReuseError(
+                    f"{src} line {k.start_mark.line + 1}: {_dotted(path + (key,))}: the key appears twice",
+                    fix="keep one of them",
+                )
+            seen.add(key)
+            out[path + (key,)] = k.start_mark.line + 1
+            _line_map(v, path + (key,), out, src)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _line_map(item, path + (i,), out, src)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s or "(top level)"
+
+
+def _where(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> str:
+    """`` line N: key`` for the longest prefix of ``loc`` that the YAML has."""
+    known = tuple(loc)
+    while known and known not in lines:
+        known = known[:-1]
+    line = lines.get(known)
+    key = _dotted(tuple(p for p in loc if isinstance(p, (int, str))))
+    return (f" line {line}" if line else "") + f": {key}"
+
+
+def load_spec(path: str | Path | None = None, *, text: str | None = None) -> LoadedSpec:
+    """Read, validate and check a spec against the registries.
+
+    Args:
+        path: the YAML file (its name is used in messages when ``text`` is given too).
+        text: the YAML text (instead of reading ``path``).
+
+    Returns:
+        The :class:`LoadedSpec`.
+
+    Raises:
+        SafeReuseError: unreadable file, bad YAML, an unknown or mistyped key, an unknown
+            model/dataset/method/defect, a bad parameter; the message names the key and its line.
+    """
+    src = str(path) if path is not None else "<spec>"
+    if text is None:
+        if path is None:
+            raise SafeReuseError("no spec given", fix="pass a YAML file")
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SafeReuseError(
+                f"cannot read spec {src}: {exc.strerror or exc}", fix="check the path"
+            ) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SafeReuseError(f"{src}{where}: invalid YAML: {problem}", fix="fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise SafeReuseError(
+            f"{src}: a spec must be a mapping with scenarios, methods, defects",
+            fix="see examples/default.yaml",
+        )
+    lines: dict[tuple[Any, ...], int] = {}
+    _line_map(node, (), lines, src)
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+        raise SafeReuseError(
+            f"{src}{_where(loc, lines)}: {msg}{more}", fix="see examples/default.yaml for the format"
+        ) from None
+    loaded = LoadedSpec(spec, src, text, lines)
+    check_registries(loaded)
+    return loaded
+
+
+def bundled_spec(name: str) -> LoadedSpec:
+    """A spec shipped with the package (``safereuse/examples/<name>.yaml``)."""
+    from importlib import resources
+
+    res = resources.files("safereuse").joinpath("examples", f"{name}.yaml")
+    if not res.is_file():
+        raise SafeReuseError(f"no bundled spec {name!r}", fix="reinstall safereuse")
+    return load_spec(f"{name}.yaml", text=res.read_text())
+
+
+# -- registry checks -------------------------------------------------------------------------------
+@functools.cache
+def _hints(factory: Any) -> dict[str, Any]:
+    target = factory if isinstance(factory, type) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no type checks
+        return {}
+    hints.pop("return", None)
+    return {k: v for k, v in hints.items() if typing.get_origin(v) is not typing.ClassVar}
+
+
+def _is_list_type(hint: Any) -> bool:
+    """Whether the annotation ``hint`` accepts a list (list, tuple, or a union with one)."""
+    import types
+
+    origin = typing.get_origin(hint)
+    if hint in (list, tuple) or origin in (list, tuple):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list_type(a) for a in typing.get_args(hint))
+    return False
+
+
+def _check_value(factory: Any, key: str, value: Any) -> Any:
+    """Validate ``value`` against the annotation of ``factory``'s parameter ``key`` (if resolvable)."""
+    hint = _hints(factory).get(key)
+    if hint is None or hint is Any:
+        return value
+    from pydantic import TypeAdapter
+
+    try:
+        adapter = TypeAdapter(hint)
+    except Exception:  # noqa: BLE001 - a type pydantic cannot check
+        return value
+    try:
+        out = adapter.validate_python(value, strict=False)
+    except ValidationError as exc:
+        raise ValueError(
+            f"{value!r} is not a valid {getattr(hint, '__name__', str(hint))}: {exc.errors()[0]['msg']}"
+        ) from None
+    # keep the user's value when it is already of an accepted type (ints stay ints for float fields)
+    return value if isinstance(value, (bool, int, float, str, type(None))) and out == value else out
+
+
+def _accepted(factory: Any) -> set[str] | None:
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n for n in params if n != "self"}
+
+
+def _check_params(
+    loaded: LoadedSpec,
+    loc: tuple[Any, ...],
+    factory: Any,
+    params: dict[str, Any],
+    what: str,
+    forbidden: set[str] = frozenset(),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    """Check names and types of ``params`` for ``factory``; return them with values validated."""
+    accepted = _accepted(factory)
+    out = {}
+    for key, value in params.items():
+        if key in forbidden or (accepted is not None and key not in accepted):
+            choices = sorted((accepted or set()) - set(forbidden))
+            raise loaded.error(
+                loc + (key,),
+                f"{what} has no parameter {key!r}",
+                fix=f"use one of: {', '.join(choices) or '(none)'}",
+            )
+        try:
+            out[key] = _check_value(factory, key, value)
+        except ValueError as exc:
+            raise loaded.error(loc + (key,), f"{what}: {exc}") from None
+    return out
+
+
+def _sweep_points(
+    loaded: LoadedSpec, loc: tuple[Any, ...], factory: Any, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The product of the sweeps in ``params`` (see the module docstring)."""
+    hints = _hints(factory)
+    axes: list[list[tuple[str, Any]]] = []
+    for key, value in params.items():
+        hint = hints.get(key)
+        takes_list = hint is not None and _is_list_type(hint)
+        is_sweep = isinstance(value, list) and (
+            not takes_list or (bool(value) and all(isinstance(v, list) for v in value))
+        )
+        if is_sweep:
+            if not value:
+                raise loaded.error(
+                    loc + (key,), "an empty list sweeps over nothing", fix="give at least one value"
+                )
+            axes.append([(key, v) for v in value])
+        else:
+            axes.append([(key, value)])
+    return [dict(p) for p in itertools.product(*axes)] if axes else [{}]
+
+
+def _fit_fields() -> set[str]:
+    from ..train import FitConfig
+
+    return {f.name for f in fields(FitConfig)} - {"seed", "device", "progress"}
+
+
+def check_registries(loaded: LoadedSpec) -> None:
+    """Check every name against the registries and every parameter against its factory.
+
+    Raises:
+        SafeReuseError: naming the key and its line.
+    """
+    from ..data import DATASETS, parse_classes
+    from ..defects import DEFECTS
+    from ..methods import METHODS
+    from ..models import MODELS
+    from ..train import FitConfig
+
+    spec = loaded.spec
+    seen: dict[str, int] = {}
+    for i, sc in enumerate(spec.scenarios):
+        loc = ("scenarios", i)
+        if sc.name in seen:
+            raise loaded.error(
+                loc + ("name",),
+                f"scenario name {sc.name!r} is used twice",
+                fix="give every scenario its own name",
+            )
+        seen[sc.name] = i
+        for role in ("teacher", "student"):
+            part = getattr(sc, role)
+            if part.data not in DATASETS and not part.data.startswith("imagefolder:"):
+                raise _registry_error(loaded, loc + (role, "data"), DATASETS, part.data)
+            try:
+                part.classes = parse_classes(part.classes)
+            except SafeReuseError as exc:
+                raise loaded.error(loc + (role, "classes"), exc.problem, exc.fix) from None
+        t = sc.teacher
+        if t.arch not in MODELS:
+            raise _registry_error(loaded, loc + ("teacher", "arch"), MODELS, t.arch)
+        t.arch_kwargs = _check_params(
+            loaded,
+            loc + ("teacher", "arch_kwargs"),
+            MODELS.get(t.arch),
+            t.arch_kwargs,
+            f"model {t.arch!r}",
+            forbidden={"num_classes", "in_channels", "image_size"},
+        )
+        fit_ok = _fit_fields()
+        for key in t.fit:
+            if key not in fit_ok:
+                raise loaded.error(
+                    loc + ("teacher", "fit", key),
+                    f"teacher training has no parameter {key!r}",
+                    fix=f"use one of: {', '.join(sorted(fit_ok))}",
+                )
+        t.fit = _check_params(loaded, loc + ("teacher", "fit"), FitConfig, t.fit, "teacher training")
+        if t.epochs is not None and "epochs" in t.fit and t.fit["epochs"] != t.epochs:
+            raise loaded.error(loc + ("teacher", "epochs"), "epochs and fit.epochs disagree", fix="keep one")
+        if t.backdoor is not None:
+            if t.backdoor not in DEFECTS:
+                raise _registry_error(loaded, loc + ("teacher", "backdoor"), DEFECTS, t.backdoor)
+            cls = DEFECTS.get(t.backdoor)
+            if getattr(cls, "kind", "") != "backdoor":
+                raise loaded.error(
+                    loc + ("teacher", "backdoor"),
+                    f"{t.backdoor!r} is not a backdoor",
+                    fix="use a backdoor defect, e.g. badnets",
+                )
+            t.backdoor_params = _check_params(
+                loaded,
+                loc + ("teacher", "backdoor_params"),
+                cls,
+                t.backdoor_params,
+                f"backdoor {t.backdoor!r}",
+            )
+            _instantiate(loaded, loc + ("teacher", "backdoor"), cls, t.backdoor_params)
+        elif t.backdoor_params:
+            raise loaded.error(
+                loc + ("teacher", "backdoor_params"),
+                "backdoor_params without a backdoor",
+                fix="add backdoor: NAME or remove backdoor_params",
+            )
+
+    for i, m in enumerate(spec.methods):
+        loc = ("methods", i)
+        for j, ex in enumerate(m.exclude):
+            if m.name != "all":
+                raise loaded.error(loc + ("exclude",), "exclude only goes with name: all", fix="remove it")
+            if ex not in METHODS:
+                raise _registry_error(loaded, loc + ("exclude", j), METHODS, ex)
+        if m.name != "all" and m.name not in METHODS:
+            raise _registry_error(loaded, loc + ("name",), METHODS, m.name, extra="all")
+    backdoors = {sc.teacher.backdoor for sc in spec.scenarios if sc.teacher.backdoor}
+    for i, d in enumerate(spec.defects):
+        loc = ("defects", i)
+        if d.name not in DEFECTS:
+            raise _registry_error(loaded, loc + ("name",), DEFECTS, d.name)
+        if getattr(DEFECTS.get(d.name), "kind", "") == "backdoor" and d.name not in backdoors:
+            raise loaded.error(
+                loc + ("name",),
+                f"no scenario's teacher plants the backdoor {d.name!r}",
+                fix=f"add backdoor: {d.name} to a scenario's teacher, or remove this defect",
+            )
+    _method_points(loaded)  # names, types and values of every sweep point
+    _defect_points(loaded, 0)
+    if len(set(spec.seeds)) != len(spec.seeds):
+        raise loaded.error(("seeds",), "a seed is listed twice", fix="list each seed once")
+
+
+def _registry_error(
+    loaded: LoadedSpec, loc: tuple[Any, ...], reg: Any, name: str, extra: str = ""
+) -> SafeReuseError:
+    try:
+        reg.get(name)
+    except SafeReuseError as exc:
+        fix = exc.fix or ""
+        if extra:
+            fix += f"; or `{extra}` for every one"
+        return loaded.error(loc, exc.problem, fix)
+    return loaded.error(loc, f"{name!r} is not valid here")  # pragma: no cover
+
+
+def _instantiate(loaded: LoadedSpec, loc: tuple[Any, ...], cls: Any, params: dict[str, Any]) -> Any:
+    try:
+        return cls(**params)
+    except SafeReuseError as exc:
+        raise loaded.error(loc, exc.problem, exc.fix) from None
+    except (TypeError, ValueError) as exc:
+        raise loaded.error(loc, f"{type(exc).__name__}: {exc}") from None
+
+
+# -- expansion -------------------------------------------------------------------------------------
+def _data_dict(part: DataCfg, seed: int) -> dict[str, Any]:
+    from ..data import DataSpec, parse_classes
+
+    return DataSpec(
+        part.data,
+        classes=parse_classes(part.classes),
+        train_size=part.train_size,
+        per_class=part.per_class,
+        val_fraction=part.val_fraction,
+        seed=seed,
+    ).to_dict()
+
+
+def teacher_recipe(t: TeacherCfg, cell_seed: int) -> dict[str, Any]:
+    """The resolved teacher recipe (what :func:`safereuse.api.train_teacher` gets)."""
+    from ..api import TEACHER_FIT
+
+    seed = cell_seed if t.seed is None else t.seed
+    fit = {**TEACHER_FIT, **t.fit}
+    if t.epochs is not None:
+        fit["epochs"] = t.epochs
+    return {
+        "arch": t.arch,
+        "arch_kwargs": dict(t.arch_kwargs),
+        "data": _data_dict(t, seed),
+        "fit": fit,
+        "backdoor": t.backdoor,
+        "backdoor_params": dict(t.backdoor_params) if t.backdoor else None,
+        "seed": seed,
+    }
+
+
+def teacher_key(recipe: dict[str, Any]) -> str:
+    """Content key of a teacher recipe (its cache directory name)."""
+    return config_hash({"teacher": recipe, "v": CELL_VERSION}, 16)
+
+
+def _method_points(loaded: LoadedSpec) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(name, given params, resolved config)`` for every method parameter point, in spec order."""
+    from ..methods import METHODS
+
+    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    seen: set[str] = set()
+    for i, m in enumerate(loaded.spec.methods):
+        loc = ("methods", i)
+        names = [e.name for e in METHODS if e.name not in m.exclude] if m.name == "all" else [m.name]
+        if m.name == "all":
+            takers = [_accepted(METHODS.get(n)) for n in names]
+            for key in m.params:
+                if not any(t is None or key in t for t in takers):
+                    raise loaded.error(
+                        loc + ("params", key),
+                        f"no transfer method has a parameter {key!r}",
+                        fix="check the spelling (e.g. epochs, lr, batch_size)",
+                    )
+        for name in names:
+            cls = METHODS.get(name)
+            params = m.params
+            if m.name == "all":
+                ok = _accepted(cls)
+                params = {k: v for k, v in params.items() if ok is None or k in ok}
+            for point in _sweep_points(loaded, loc + ("params",), cls, params):
+                point = _check_params(loaded, loc + ("params",), cls, point, f"method {name!r}")
+                obj = _instantiate(loaded, loc + ("name",), cls, point)
+                resolved = obj.config() if hasattr(obj, "config") else dict(point)
+                key = config_hash([name, resolved])
+                if key in seen:
+                    continue  # "all" plus an explicit entry: one cell, not two
+                seen.add(key)
+                out.append((name, point, _jsonable(resolved)))
+    return out
+
+
+def _defect_points(loaded: LoadedSpec, cell_seed: int | None) -> list[tuple[str, dict[str, Any], str]]:
+    """``(name, resolved params, kind)`` for every defect point; ``seed`` is filled in."""
+    from ..defects import DEFECTS
+
+    audit_seed = cell_seed if loaded.spec.audit.seed == "cell" else loaded.spec.audit.seed
+    out = []
+    for i, d in enumerate(loaded.spec.defects):
+        loc = ("defects", i)
+        cls = DEFECTS.get(d.name)
+        for point in _sweep_points(loaded, loc + ("params",), cls, d.params):
+            point = _check_params(loaded, loc + ("params",), cls, point, f"defect {d.name!r}")
+            if is_dataclass(cls) and "seed" in {f.name for f in fields(cls)} and "seed" not in point:
+                point["seed"] = audit_seed
+            obj = _instantiate(loaded, loc + ("name",), cls, point)
+            params = (
+                {k: v for k, v in obj.config().items() if k != "defect"} if hasattr(obj, "config") else point
+            )
+            out.append((d.name, _jsonable(params), getattr(cls, "kind", "")))
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    from ..utils import _json_default
+
+    text = json.dumps(obj, sort_keys=True, default=_json_default)
+    return json.loads(text, parse_constant=lambda c: {"NaN": math.nan}.get(c, c))
+
+
+def method_labels(points: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """Report names of method points: the bare name, plus the parameters that tell apart the
+    points of the same method (``finetune(lr=0.01)``, ``finetune(lr=0.1)``).
+
+    Example:
+        >>> method_labels([("finetune", {"lr": 0.01, "epochs": 5}, {}),
+        ...                ("finetune", {"lr": 0.1, "epochs": 5}, {}), ("retrain", {"epochs": 5}, {})])
+        ['finetune(lr=0.01)', 'finetune(lr=0.1)', 'retrain']
+    """
+    out = []
+    for name, given, resolved in points:
+        same = [(g, r) for n, g, r in points if n == name]
+        if len(same) == 1:
+            out.append(name)
+            continue
+        keys = sorted({k for g, _ in same for k in g} | {k for _, r in same for k in r})
+        varying = [k for k in keys if len({_short(r.get(k, g.get(k))) for g, r in same}) > 1]
+        parts = [f"{k}={_short(resolved.get(k, given.get(k)))}" for k in varying]
+        out.append(f"{name}({','.join(parts)})")
+    return out
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v).replace(" ", "")
+
+
+def expand(loaded: LoadedSpec) -> list[Cell]:
+    """All cells of the spec, in order: seed-major, then method point, then scenario.
+
+    Scenarios vary fastest so that parallel workers start on different teachers' crafted sets.
+
+    Each cell's ``config`` is::
+
+        {"v", "scenario", "seed",
+         "teacher": teacher_recipe(...),
+         "student": {"data": DataSpec dict with seed = cell seed},
+         "method": {"name", "params" (as given), "config" (resolved, defaults included)},
+         "defects": [{"name", "params" (resolved)}, ...],     # backdoors only where the teacher has one
+         "audit": {"max_samples", "batch_size"}}
+
+    and its id is the hash of that config: the same spec always gives the same ids, and a changed
+    setting gives new ones.
+    """
+    spec = loaded.spec
+    methods = _method_points(loaded)
+    labels = method_labels(methods)
+    cells: list[Cell] = []
+    for seed in spec.seeds:
+        defects = _defect_points(loaded, seed)
+        for (name, given, resolved), label in zip(methods, labels, strict=True):
+            for sc in spec.scenarios:
+                bd = sc.teacher.backdoor
+                cell_defects = [
+                    {"name": n, "params": p} for n, p, kind in defects if kind != "backdoor" or n == bd
+                ]
+                config = {
+                    "v": CELL_VERSION,
+                    "scenario": sc.name,
+                    "seed": seed,
+                    "teacher": teacher_recipe(sc.teacher, seed),
+                    "student": {"data": _data_dict(sc.student, seed)},
+                    "method": {"name": name, "params": _jsonable(given), "config": resolved},
+                    "defects": cell_defects,
+                    "audit": {"max_samples": spec.audit.max_samples, "batch_size": spec.audit.batch_size},
+                }
+                config = _jsonable(config)
+                cells.append(Cell(config_hash(config, 12), config, len(cells), label))
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):  # pragma: no cover - only if two scenarios are identical incl. name
+        raise SafeReuseError("two cells of the spec are identical", fix="remove the duplicate entry")
+    return cells
+
+
+__all__ = [
+    "AuditCfg",
+    "Cell",
+    "DefectCfg",
+    "LoadedSpec",
+    "MethodCfg",
+    "ScenarioCfg",
+    "Spec",
+    "StudentCfg",
+    "TeacherCfg",
+    "bundled_spec",
+    "check_registries",
+    "expand",
+    "load_spec",
+    "method_labels",
+    "teacher_key",
+    "teacher_recipe",
+]

@@ -1,0 +1,287 @@
+"""What one task does, in whichever process runs it: build a teacher, or run a cell.
+
+Both are module-level functions of one JSON-able ``payload`` dict, so the local process pool (spawn)
+and Ray can ship them. They never touch the ledger: they return a result dict that the driver
+records. Errors are caught and returned (``status: failed``) with a one-line message and the
+traceback; only ``KeyboardInterrupt``/``SystemExit`` propagate.
+
+Artifacts are cached in the run directory by content:
+
+- ``teachers/<teacher key>/`` — the teacher artifact; the key hashes its whole recipe.
+- ``students/<student key>/`` — the key hashes the teacher key, the student data, the method's
+  resolved configuration and the seed.
+- ``defects/`` — crafted defect sets (:mod:`safereuse.defects.cache`, keyed by model + data + defect);
+  sets crafted on a teacher are made under a lock per teacher × student data, so each is made once.
+
+Each artifact is written by the API under a file lock (``locks/``) and atomically, and reused when
+present, so concurrent cells, a re-run, or a worker orphaned by a killed run never build one twice
+or see a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import SafeReuseError
+from ..utils import config_hash
+from .spec import CELL_VERSION, teacher_key
+
+TEACHERS, STUDENTS, DEFECT_CACHE, LOCKS = "teachers", "students", "defects", "locks"
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); released on exit or death."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no cross-process locking
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def student_key(cell_config: dict[str, Any]) -> str:
+    """Content key of a cell's student (its cache directory name)."""
+    return config_hash(
+        {
+            "v": CELL_VERSION,
+            "teacher": teacher_key(cell_config["teacher"]),
+            "data": cell_config["student"]["data"],
+            "method": cell_config["method"]["name"],
+            "config": cell_config["method"]["config"],
+            "seed": cell_config["seed"],
+        },
+        16,
+    )
+
+
+def teacher_dir(rundir: str | Path, recipe: dict[str, Any]) -> Path:
+    return Path(rundir) / TEACHERS / teacher_key(recipe)
+
+
+def _ready(path: Path) -> bool:
+    return (path / "manifest.json").is_file()
+
+
+def _data_spec(data: dict[str, Any], data_dir: str | None):
+    from ..data import DataSpec
+
+    return DataSpec(**data, data_dir=data_dir)
+
+
+def _set_threads(payload: dict[str, Any]) -> None:
+    threads = payload.get("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def ensure_teacher(payload: dict[str, Any]) -> tuple[Path, bool]:
+    """Train the teacher of ``payload["recipe"]`` into the run directory unless it is there.
+
+    Returns:
+        ``(directory, cached)``.
+    """
+    from .. import api
+
+    recipe = payload["recipe"]
+    out = teacher_dir(payload["rundir"], recipe)
+    with file_lock(Path(payload["rundir"]) / LOCKS / f"teacher-{out.name}.lock"):
+        if _ready(out):
+            return out, True
+        api.train_teacher(
+            recipe["arch"],
+            _data_spec(recipe["data"], payload.get("data_dir")),
+            out=out,
+            arch_kwargs=recipe["arch_kwargs"],
+            fit_params=recipe["fit"],
+            backdoor=recipe["backdoor"],
+            backdoor_params=recipe["backdoor_params"],
+            seed=recipe["seed"],
+            device=payload.get("device", "auto"),
+            progress=False,
+            overwrite=out.exists(),
+        )
+        return out, False
+
+
+def ensure_student(payload: dict[str, Any], t_dir: Path) -> tuple[Path, bool]:
+    """Transfer the cell's student into the run directory unless it is there."""
+    from .. import api
+
+    cfg = payload["config"]
+    out = Path(payload["rundir"]) / STUDENTS / student_key(cfg)
+    with file_lock(Path(payload["rundir"]) / LOCKS / f"student-{out.name}.lock"):
+        if _ready(out):
+            return out, True
+        api.transfer(
+            t_dir,
+            _data_spec(cfg["student"]["data"], payload.get("data_dir")),
+            cfg["method"]["name"],
+            cfg["method"]["params"],
+            out=out,
+            seed=cfg["seed"],
+            device=payload.get("device", "auto"),
+            progress=False,
+            overwrite=out.exists(),
+        )
+        return out, False
+
+
+def _audit(payload: dict[str, Any], teacher: Any, student: Any, bundle: Any) -> dict[str, Any]:
+    """The cell's audit as a dict (:meth:`AuditReport.to_dict`), rows in the spec's defect order.
+
+    Sets crafted on the teacher are the same for every cell of a scenario (same teacher, same test
+    images): those defects are audited under a lock per teacher × student data, so one cell crafts
+    them while the others wait for the cache instead of crafting them twice side by side. White-box
+    and backdoor defects (crafted on each student, or no crafting) run outside the lock.
+    """
+    from ..defects import DEFECTS, audit
+
+    cfg = payload["config"]
+    rundir = Path(payload["rundir"])
+    specs = [(d["name"], d["params"]) for d in cfg["defects"]]
+    shared = [i for i, (n, _) in enumerate(specs) if getattr(DEFECTS.get(n), "kind", "") in _TEACHER_CRAFTED]
+    own = [i for i in range(len(specs)) if i not in shared]
+
+    def run_audit(idx: list[int]) -> dict[str, Any]:
+        return audit(
+            teacher,
+            student,
+            bundle,
+            [specs[i] for i in idx],
+            cache_dir=rundir / DEFECT_CACHE,
+            max_samples=cfg["audit"]["max_samples"],
+            batch_size=cfg["audit"]["batch_size"],
+            device=payload.get("device", "auto"),
+            seed=cfg["seed"],
+        ).to_dict()
+
+    parts: list[tuple[list[int], dict[str, Any]]] = []
+    if shared:
+        key = config_hash([teacher_key(cfg["teacher"]), cfg["student"]["data"], cfg["audit"]], 16)
+        with file_lock(rundir / LOCKS / f"craft-{key}.lock"):
+            parts.append((shared, run_audit(shared)))
+    if own:
+        parts.append((own, run_audit(own)))
+    rows: list[Any] = [None] * len(specs)
+    for idx, rep in parts:
+        for i, row in zip(idx, rep["rows"], strict=True):
+            rows[i] = row
+    return {**parts[0][1], "rows": rows}
+
+
+_TEACHER_CRAFTED = ("adversarial", "nc-guided")
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, SafeReuseError):
+        msg = exc.one_line()
+    else:
+        msg = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:1000]
+    return {"status": "failed", "error": msg, "traceback": traceback.format_exc()}
+
+
+def run_teacher(payload: dict[str, Any]) -> dict[str, Any]:
+    """Task: make sure the teacher of ``payload["recipe"]`` exists.
+
+    Args:
+        payload: ``{"rundir", "recipe", "device", "data_dir", "threads"}``.
+
+    Returns:
+        ``{"status": "done", "path", "cached", "seconds"}`` or ``{"status": "failed", "error", "traceback"}``.
+    """
+    t0 = time.perf_counter()
+    try:
+        _set_threads(payload)
+        path, cached = ensure_teacher(payload)
+    except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
+        return _failure(exc)
+    return {"status": "done", "path": str(path), "cached": cached, "seconds": time.perf_counter() - t0}
+
+
+def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
+    """Task: one cell — teacher (cached), student (cached), evaluation and audit.
+
+    Args:
+        payload: ``{"id", "config", "rundir", "device", "data_dir", "threads"}``.
+
+    Returns:
+        The ledger result: ``{"status": "done", "metrics", "artifacts", "timings"}`` or
+        ``{"status": "failed", "error", "traceback", "timings"}``.
+    """
+    from ..artifacts import load_model
+    from ..data import load_data
+
+    cfg = payload["config"]
+    rundir = Path(payload["rundir"])
+    timings: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    try:
+        _set_threads(payload)
+        t0 = time.perf_counter()
+        t_dir, t_cached = ensure_teacher({**payload, "recipe": cfg["teacher"]})
+        timings.update(teacher=time.perf_counter() - t0, teacher_cached=t_cached)
+        t0 = time.perf_counter()
+        s_dir, s_cached = ensure_student(payload, t_dir)
+        timings.update(student=time.perf_counter() - t0, student_cached=s_cached)
+
+        t0 = time.perf_counter()
+        teacher = load_model(t_dir, device="cpu")
+        student = load_model(s_dir, device="cpu")
+        bundle = load_data(_data_spec(cfg["student"]["data"], payload.get("data_dir")))
+        report = _audit(payload, teacher, student, bundle)
+        timings["audit"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
+        timings["total"] = time.perf_counter() - t_start
+        return {**_failure(exc), "timings": timings}
+    timings["total"] = time.perf_counter() - t_start
+    tm, sm = teacher.manifest, student.manifest
+    metrics = {
+        "teacher": {
+            "hash": teacher.hash,
+            "test_acc": (tm.get("metrics") or {}).get("test_acc"),
+            "n_test": (tm.get("metrics") or {}).get("n_test"),
+            "backdoor": (tm.get("backdoor") or {}).get("name") if tm.get("backdoor") else None,
+            "teacher_asr": (tm.get("backdoor") or {}).get("teacher_asr") if tm.get("backdoor") else None,
+        },
+        "student": {"hash": student.hash, **(sm.get("metrics") or {})},
+        "audit": {k: report[k] for k in ("acc", "rows", "n_samples", "max_samples", "seed")},
+    }
+    artifacts = {
+        "teacher": str(t_dir.relative_to(rundir)),
+        "student": str(s_dir.relative_to(rundir)),
+    }
+    return {"status": "done", "metrics": metrics, "artifacts": artifacts, "timings": timings}
+
+
+def run_task(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Dispatch for executors: ``kind`` is ``teacher`` or ``cell``."""
+    return run_teacher(payload) if kind == "teacher" else run_cell(payload)
+
+
+__all__ = [
+    "ensure_student",
+    "ensure_teacher",
+    "file_lock",
+    "run_cell",
+    "run_task",
+    "run_teacher",
+    "student_key",
+]

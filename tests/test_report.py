@@ -1,0 +1,239 @@
+"""Reports: hand-checked aggregates, files that contain every cell, and report.html rendered in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from safereuse.cli import main
+from safereuse.report import aggregate, build_report, load_run, pareto_front, summary_text
+from safereuse.runner import Ledger, expand, load_spec, run
+from safereuse.runner import worker as worker_mod
+
+SPEC = """\
+name: report-test
+scenarios:
+  - name: digits-a
+    teacher: &t {arch: smallcnn, arch_kwargs: {width: 4, hidden: 16}, data: digits, classes: 0-4,
+                 epochs: 1, seed: 0}
+    student: {data: digits, classes: 5-9, train_size: 5, per_class: true}
+  - name: digits-b
+    teacher: *t
+    student: {data: digits, classes: 0-4, train_size: 5, per_class: true}
+methods:
+  - name: finetune
+    params: {epochs: 1}
+  - name: linear-probe
+    params: {epochs: 1}
+defects:
+  - name: penultimate
+    params: {steps: 2}
+  - name: nc-guided
+    params: {steps: 2, coverage: [nc, tknc]}
+seeds: [0, 1]
+audit: {max_samples: 30}
+"""
+
+
+@pytest.fixture(scope="module")
+def rundir(tmp_path_factory) -> Path:
+    """A finished tiny run (8 cells, one failed on purpose)."""
+    tmp = tmp_path_factory.mktemp("report")
+    p = tmp / "spec.yaml"
+    p.write_text(SPEC)
+    loaded = load_spec(p)
+    failing = next(
+        c for c in expand(loaded) if c.scenario == "digits-b" and c.method == "linear-probe" and c.seed == 1
+    )
+    real = worker_mod.run_cell
+
+    def run_cell(payload):
+        if payload["id"] == failing.id:
+            return {"status": "failed", "error": "RuntimeError: injected for the report", "traceback": "tb"}
+        return real(payload)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(worker_mod, "run_cell", run_cell)
+    try:
+        run(loaded, tmp / "run", progress=False)
+    finally:
+        mp.undo()
+    return tmp / "run"
+
+
+def test_pareto_front():
+    assert pareto_front([(10, 80), (20, 90), (15, 70), (30, 85)]) == [0, 1]
+    assert pareto_front([(5, 50), (5, 60), (math.nan, 99)]) == [1]
+    assert pareto_front([]) == []
+
+
+def _fake_run(tmp_path: Path) -> Path:
+    """A ledger with hand-made metrics: 2 seeds, DIR 10 % (k=2, n=20) and 30 % (k=9, n=30)."""
+    text = SPEC.replace("  - name: linear-probe\n    params: {epochs: 1}\n", "")
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    loaded = load_spec(p)
+    out = tmp_path / "run"
+    cells = [c for c in expand(loaded) if c.scenario == "digits-a"]
+    import safereuse.runner.core as core
+
+    core._make_rundir(out)
+    core._record_spec(out, loaded, loaded.spec.spec_hash())
+    with Ledger(out / "ledger.sqlite") as led:
+        led.add_cells(cells, loaded.spec.spec_hash())
+        for c, acc, (d, n) in zip(cells, (0.8, 0.9), ((10.0, 20), (30.0, 30)), strict=True):
+            led.mark_running(c.id)
+            row = {
+                "defect": "penultimate",
+                "kind": "adversarial",
+                "dir": d,
+                "n": n,
+                "ci_low": 0,
+                "ci_high": 50,
+                "asr": None,
+                "teacher_rate": None,
+                "acc": acc * 100,
+            }
+            metrics = {
+                "student": {"test_acc": acc, "n_test": 100},
+                "teacher": {"test_acc": 0.95},
+                "audit": {"acc": {"value": acc * 100, "n": 30}, "rows": [row]},
+            }
+            led.finish(c.id, {"status": "done", "metrics": metrics, "artifacts": {}})
+    return out
+
+
+def test_aggregate_numbers_are_hand_checked(tmp_path):
+    out = _fake_run(tmp_path)
+    agg = aggregate(load_run(out))
+    r = agg[agg["defect"] == "penultimate"].iloc[0]
+    assert r["seeds"] == 2
+    assert r["acc_mean"] == pytest.approx(85.0) and r["acc_std"] == pytest.approx(math.sqrt(50))  # 80, 90
+    assert r["dir_mean"] == pytest.approx(20.0) and r["dir_std"] == pytest.approx(math.sqrt(200))  # 10, 30
+    assert (r["k"], r["n"]) == (11, 50)  # pooled 2/20 + 9/30
+    # Wilson 95 % for 11/50: centre (0.22 + 1.96²/100) / (1 + 1.96²/50)
+    z = 1.96
+    p, n = 11 / 50, 50
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert r["wilson_low"] == pytest.approx(100 * (centre - half))
+    assert r["wilson_high"] == pytest.approx(100 * (centre + half))
+    assert "85.0 ± 7.1" in summary_text(out) and "20.0 ± 14.1" in summary_text(out)
+
+
+def test_report_files_contain_every_cell(rundir, capsys):
+    code = main(["report", str(rundir)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "report.html" in out and "digits-a" in out
+    data = load_run(rundir)
+    ids = [c["id"] for c in data.cells]
+    assert len(ids) == 8
+    csv = pd.read_csv(rundir / "results.csv")
+    assert set(csv["cell_id"]) == set(ids)
+    # 7 done cells × 3 defect points + 1 failed cell (one row, no defect)
+    assert len(csv) == 7 * 3 + 1
+    assert set(csv["defect"].dropna()) == {
+        "penultimate",
+        "nc-guided(coverage=nc)",
+        "nc-guided(coverage=tknc)",
+    }
+    failed = csv[csv["status"] == "failed"]
+    assert len(failed) == 1 and "injected" in failed["error"].iloc[0]
+    md = (rundir / "report.md").read_text()
+    page = (rundir / "report.html").read_text()
+    for cid in ids:
+        assert cid in md and cid in page
+    assert "injected for the report" in md and "--retry-failed" in page
+    assert "name: report-test" in md and "name: report-test" in page  # the run's configuration
+    # figures: one trade-off plot per defect point, one bar chart per scenario, embedded in the HTML
+    figs = sorted(p.name for p in (rundir / "figures").glob("*.png"))
+    assert len(figs) == 3 + 2, figs
+    imgs = re.findall(r"<img [^>]*src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(imgs) == len(figs)
+    from PIL import Image
+
+    for b in imgs:
+        im = Image.open(io.BytesIO(base64.b64decode(b)))
+        assert im.size[0] > 300 and im.size[1] > 200
+    assert "src='figures/" not in page and "http" not in page.split("<h2>Configuration</h2>")[0].lower()
+    assert "![ACC vs DIR — penultimate](figures/tradeoff_penultimate.png)" in md
+
+
+def test_report_of_a_running_or_empty_run(tmp_path):
+    """A run with no finished cells still gets a report (tables, no figures)."""
+    p = tmp_path / "s.yaml"
+    p.write_text(SPEC)
+    loaded = load_spec(p)
+    import safereuse.runner.core as core
+
+    out = tmp_path / "run"
+    core._make_rundir(out)
+    core._record_spec(out, loaded, loaded.spec.spec_hash())
+    with Ledger(out / "ledger.sqlite") as led:
+        led.add_cells(expand(loaded), loaded.spec.spec_hash())
+    files = build_report(out)
+    assert files.figures == [] and "No finished cells" in files.html.read_text()
+    assert len(pd.read_csv(files.csv)) == 8
+
+
+def test_report_bad_input(tmp_path, capsys):
+    code = main(["report", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    code = main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "no results ledger" in err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (./run.sh setup installs it)")
+def test_report_html_renders_in_headless_chromium(rundir, tmp_path):
+    build_report(rundir)
+    shot = tmp_path / "shot.png"
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,2000",
+        "--hide-scrollbars",
+        (rundir / "report.html").resolve().as_uri(),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), res.stderr[-2000:]
+    from PIL import Image
+
+    im = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
+    assert im.shape[:2] == (2000, 1200)
+    assert im.std() > 10, "the screenshot is blank"
+    nonwhite = (im < 235).any(axis=2)
+    assert nonwhite.mean() > 0.02, "hardly anything drawn"
+    # the figures are rendered: plots have coloured pixels (bars and markers), text alone has none
+    r, g, b = im[..., 0], im[..., 1], im[..., 2]
+    coloured = (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)) > 60
+    assert coloured.sum() > 2000, "no figure visible in the screenshot"
+
+
+def test_spec_text_is_kept_verbatim(rundir):
+    assert (rundir / "spec.yaml").read_text() == textwrap.dedent(SPEC)
