@@ -26,6 +26,7 @@ from .data import DataBundle, DataSpec, load_data
 from .device import resolve_device
 from .errors import SafeReuseError
 from .methods import METHODS, check_input_fits
+from .metrics import wilson_interval
 from .models import create_model
 from .registry import check_kwargs
 from .train import FitConfig, accuracy_on, predict
@@ -45,16 +46,6 @@ DEFAULT_TEACHER_ARCH = "resnet8"
 DEFAULT_TEACHER_DATA = DataSpec("fashion-mnist", classes=[0, 1, 2, 3, 4])
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / den
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _data_manifest(data: DataBundle) -> dict[str, Any]:
     return {"data": data.spec.to_dict(), "class_names": data.class_names}
 
@@ -69,10 +60,10 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise SafeReuseError(f"output directory {out} already exists", fix="choose a new --out or delete it")
 
 
-def test_metrics(model, data: DataBundle) -> dict[str, Any]:
+def _test_split_metrics(model, data: DataBundle) -> dict[str, Any]:
     acc = accuracy_on(model, data.test)
     n = len(data.test)
-    return {"test_acc": acc, "n_test": n, "test_acc_ci": list(_wilson(round(acc * n), n))}
+    return {"test_acc": acc, "n_test": n, "test_acc_ci": list(wilson_interval(round(acc * n), n))}
 
 
 def train_teacher(
@@ -163,9 +154,9 @@ def train_teacher(
         manifest["data"] = {**manifest["data"], "classes": pub}
         manifest["metrics"] = {"test_acc_before_publish": record.get("clean_acc")}
         eval_bundle = load_data(DataSpec(**{**data.__dict__, "classes": pub}))
-        manifest["metrics"].update(test_metrics(model, eval_bundle))
+        manifest["metrics"].update(_test_split_metrics(model, eval_bundle))
     else:
-        manifest["metrics"] = {"val_acc": result.best_val_acc, **test_metrics(model, bundle)}
+        manifest["metrics"] = {"val_acc": result.best_val_acc, **_test_split_metrics(model, bundle)}
     written = save_model(model, out, manifest, extras or None, overwrite=overwrite)
     shutil.rmtree(partial, ignore_errors=True)
     return written
@@ -226,7 +217,7 @@ def transfer(
         "info": student.info,
         "metrics": {
             "val_acc": student.fit.best_val_acc if student.fit else None,
-            **test_metrics(student.model, bundle),
+            **_test_split_metrics(student.model, bundle),
         },
     }
     written = save_model(student.model, out, manifest, student.extras or None, overwrite=overwrite)
@@ -267,7 +258,7 @@ def evaluate(
         "acc": correct / n if n else float("nan"),
         "n": n,
         "correct": correct,
-        "ci": list(_wilson(correct, n)),
+        "ci": list(wilson_interval(correct, n)),
         "data": data.to_dict(),
         "model_hash": art.hash,
     }
