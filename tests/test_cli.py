@@ -12,23 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from safereuse.cli import main
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:") and "fix:" in lines[0], err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], (n, err)
+from cli_helpers import assert_one_line_error
+from cli_helpers import run_cli as run
 
 
 def test_train_transfer_evaluate_round_trip(capsys, tmp_path):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from safereuse.cli import main
+from cli_helpers import assert_one_line_error
+from cli_helpers import run_cli as cli
 from safereuse.errors import SafeReuseError
 from safereuse.methods import METHODS
 from safereuse.runner import Ledger, expand, load_spec, run
@@ -44,21 +45,6 @@ def spec_file(tmp_path: Path, text: str = TINY, name: str = "spec.yaml") -> Path
     p = tmp_path / name
     p.write_text(textwrap.dedent(text))
     return p
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:") and "fix:" in lines[0], err
-    for n in needles:
-        assert n in lines[0], (n, err)
 
 
 # -- spec and grid -------------------------------------------------------------------------------------
