@@ -84,3 +84,20 @@ def test_input_shape_mismatch_is_refused(student_data):
 def test_unknown_parameter_is_a_clear_error():
     with pytest.raises(SafeReuseError, match="has no parameter 'ratio'"):
         METHODS.create("finetune", ratio=0.1)
+
+
+def test_retrain_works_on_an_adapted_foreign_model(student_data):
+    from torch import nn
+
+    from safereuse.models import InputSpec, adapt
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 16), nn.ReLU(), nn.Linear(16, 5))
+    teacher = adapt(net, InputSpec(1, (28, 28), (0.5,), (0.5,)), head="3")
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = METHODS.create("retrain", **FAST).transfer(teacher, student_data, seed=0, progress=False).model
+    assert student.num_classes == 3
+    w = torch.stack([student.state_dict()["module.1.weight"].flatten(), before["module.1.weight"].flatten()])
+    assert abs(float(torch.corrcoef(w)[0, 1])) < 0.5  # re-initialised, not fine-tuned from the teacher
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # teacher untouched
+    assert student.input_spec.mean == pytest.approx(student_data.mean)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -53,6 +54,21 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.2f}%"
 
 
+def _model_data_spec(art: Any, data: str | None, classes: str | None, data_dir: str | None):
+    """The data slice a saved model was made for, or another dataset / class set when given."""
+    from .data import DataSpec, parse_classes
+
+    base = dict(art.manifest.get("data") or {})
+    name = data or base.get("name")
+    if not name:
+        raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
+    spec = DataSpec(**base) if name == base.get("name") else DataSpec(name)
+    if classes is not None:
+        spec.classes = parse_classes(classes)
+    spec.data_dir = data_dir
+    return spec
+
+
 @teacher_app.command("train")
 def teacher_train(
     out: Path = typer.Option(..., "--out", help="artifact directory to create"),
@@ -85,8 +101,6 @@ def teacher_train(
     if epochs is not None:
         fit_params["epochs"] = epochs
     rest = {k: v for k, v in params.items() if k not in fit_keys}
-    import inspect
-
     arch_sig = inspect.signature(MODELS.get(arch)).parameters
     arch_kwargs = {k: v for k, v in rest.items() if k in arch_sig}
     bd_params = {k: v for k, v in rest.items() if k not in arch_sig}
@@ -157,22 +171,9 @@ def evaluate_cmd(
     """Clean test accuracy of a model (with a 95 % Wilson interval)."""
     from . import api
     from .artifacts import load_model
-    from .data import DataSpec, parse_classes
 
     art = load_model(model)
-    spec = None
-    if data is not None or classes is not None:
-        base = dict(art.manifest.get("data") or {})
-        name = data or base.get("name")
-        if not name:
-            raise SafeReuseError(f"{model} records no dataset", fix="pass --data")
-        if name == base.get("name"):
-            spec = DataSpec(**base)
-            if classes is not None:
-                spec.classes = parse_classes(classes)
-        else:
-            spec = DataSpec(name, classes=parse_classes(classes))
-        spec.data_dir = data_dir
+    spec = _model_data_spec(art, data, classes, data_dir)
     res = api.evaluate(art, spec)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
@@ -207,7 +208,7 @@ def audit_cmd(
 ) -> None:
     """How often defects crafted on (or planted in) the teacher fire on the student."""
     from .artifacts import load_model
-    from .data import DataSpec, load_data, parse_classes
+    from .data import load_data
     from .data.sources import cache_dir as user_cache
     from .defects import DEFECTS
     from .defects.audit import audit
@@ -237,13 +238,7 @@ def audit_cmd(
             )
         for n in takers:
             per[n][key] = value
-    base = dict(s_art.manifest.get("data") or {})
-    if data is None and not base:
-        raise SafeReuseError(f"{student} records no dataset", fix="pass --data")
-    spec = DataSpec(**base) if data is None else DataSpec(data)
-    if classes is not None:
-        spec.classes = parse_classes(classes)
-    spec.data_dir = data_dir
+    spec = _model_data_spec(s_art, data, classes, data_dir)
     report = audit(
         t_art,
         s_art,

@@ -89,7 +89,14 @@ class Retrain(TransferMethod):
     head_lr_mult: float = 1.0
 
     def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> _Prepared:
-        assert model.info is not None
+        if model.info is None:
+            # A foreign model (``adapt``): re-initialise it in place through reset_parameters.
+            from .remos import reinit_body
+
+            model.reset_head(data.num_classes, seed=seed)
+            reinit_body(model, seed)
+            model.set_normalization(data.mean, data.std)
+            return _Prepared(model)
         # A seed of its own: re-using the run's seed would reproduce the teacher's own initialisation.
         seed_everything(int(config_hash({"retrain": seed}, 8), 16))
         kwargs = dict(model.info.kwargs, num_classes=data.num_classes)

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
+from .init import torchvision_init
 from .resnet import _imagenet_spec
 
 # t (expansion), c (output channels), n (repeats), s (stride of the first repeat) — Table 2 of the paper
@@ -119,17 +120,7 @@ class MobileNetV2(ReusableModel):
         self._modules["features"] = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last, num_classes))
         self.small_input = small_input
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        torchvision_init(self)
 
     @property
     def feature_layers(self) -> nn.Sequential:

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
+from .init import torchvision_init
 from .resnet import _imagenet_spec
 
 # torchvision's configurations "A" (VGG-11) and "D" (VGG-16); "M" is a 2×2 max-pool.
@@ -88,17 +89,7 @@ class VGG(ReusableModel):
             nn.Linear(hidden, num_classes),
         )
         self.small_input = small_input
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        torchvision_init(self)
 
     @property
     def feature_layers(self) -> nn.Sequential:
