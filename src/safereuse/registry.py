@@ -45,17 +45,30 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, summary: str | None = None) -> Callable[[T], T]:
+        """Decorator registering a class or factory function under ``name``: the one place the name is
+        written. A class gets ``name`` set as its class attribute, so it must not define one itself.
+
+        Args:
+            name: the registry name (what the CLI, YAML and Python use).
+            summary: one line for ``safereuse list``; default: the first line of the docstring.
+
+        Returns:
+            The decorator (it returns the object unchanged, ``name`` set on classes).
+        """
+
         def deco(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
+            if inspect.isclass(obj):
+                own = obj.__dict__.get("name")
+                if own not in (None, "", name):
+                    raise ValueError(f"{obj.__name__} defines name={own!r} but is registered as {name!r}")
+                obj.name = name  # type: ignore[attr-defined]
             doc = summary or (inspect.getdoc(obj) or "").split("\n")[0]
             self._entries[name] = Entry(name, obj, doc)
             return obj
 
         return deco
-
-    def add(self, name: str, obj: T, summary: str = "") -> None:
-        self.register(name, summary)(obj)
 
     def get(self, name: str) -> T:
         try:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import SafeReuseError
-from ..registry import Registry, check_kwargs
+from ..registry import check_kwargs
 from .core import DataBundle, DataSpec, RawData, Split, build_bundle, check_finite, parse_classes
-from .sources import load_digits, load_fashion_mnist
-
-DATASETS: Registry[Callable[..., RawData]] = Registry("dataset", "safereuse list datasets")
-DATASETS.add("fashion-mnist", load_fashion_mnist, "Fashion-MNIST, 70k 28×28 grey images, 10 classes")
-DATASETS.add("digits", load_digits, "scikit-learn digits (1,797 images) resized to 28×28, 10 classes")
+from .registry import DATASETS
+from .sources import load_digits, load_fashion_mnist  # noqa: F401  (registers the loaders)
 
 _RAW_CACHE: dict[tuple[str, str | None, str | None], RawData] = {}
 

@@ -11,6 +11,7 @@ import torch
 from ..errors import SafeReuseError
 from .core import RawData
 from .idx import read_idx
+from .registry import DATASETS
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -62,6 +63,7 @@ def find_fashion_dir(data_dir: str | None) -> Path | None:
     return None
 
 
+@DATASETS.register("fashion-mnist", "Fashion-MNIST, 70k 28×28 grey images, 10 classes")
 def load_fashion_mnist(
     data_dir: str | None = None, *, expect_counts: tuple[int, int] | None = FASHION_COUNTS
 ) -> RawData:
@@ -105,6 +107,7 @@ def load_fashion_mnist(
     )
 
 
+@DATASETS.register("digits", "scikit-learn digits (1,797 images) resized to 28×28, 10 classes")
 def load_digits(data_dir: str | None = None, image_size: int = 28, test_fraction: float = 0.25) -> RawData:
     """scikit-learn's bundled 8×8 digits (1,797 images), resized to 28×28; fixed 75/25 split.
 

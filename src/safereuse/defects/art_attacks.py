@@ -35,6 +35,7 @@ from torch import nn
 from ..errors import SafeReuseError
 from .attacks import ExploratoryDefect, _check_norm, _check_positive_int, attack_mode, check_eps, model_device
 from .attacks import project as _project
+from .base import DEFECTS
 
 
 @contextmanager
@@ -107,6 +108,7 @@ class ArtAttack(ExploratoryDefect):
         return out.to(x.device)
 
 
+@DEFECTS.register("cw", "white-box Carlini & Wagner (L2/L∞) via ART")
 @dataclass
 class CarliniWagner(ArtAttack):
     """Carlini & Wagner attack (IEEE S&P 2017) via ART; untargeted, minimal perturbation.
@@ -121,8 +123,6 @@ class CarliniWagner(ArtAttack):
         eps: optional budget (pixel units, in ``norm``) the result is projected onto; None = unbounded.
         verbose: show ART's logging / progress bars.
     """
-
-    name: ClassVar[str] = "cw"
 
     norm: str = "l2"
     confidence: float = 0.0
@@ -158,6 +158,7 @@ class CarliniWagner(ArtAttack):
         )  # fmt: skip
 
 
+@DEFECTS.register("deepfool", "white-box DeepFool via ART")
 @dataclass
 class DeepFoolAttack(ArtAttack):
     """DeepFool (Moosavi-Dezfooli et al., CVPR 2016) via ART; minimal L2 perturbation to the boundary.
@@ -169,8 +170,6 @@ class DeepFoolAttack(ArtAttack):
         eps: optional L2 budget the result is projected onto; None = unbounded.
         verbose: show ART's logging / progress bars.
     """
-
-    name: ClassVar[str] = "deepfool"
 
     max_iter: int = 50
     overshoot: float = 0.02
@@ -195,6 +194,7 @@ class DeepFoolAttack(ArtAttack):
         )  # fmt: skip
 
 
+@DEFECTS.register("autoattack", "white-box AutoAttack (APGD-CE + APGD-DLR, reduced) via ART")
 @dataclass
 class AutoAttackLite(ArtAttack):
     """AutoAttack (Croce & Hein, ICML 2020) via ART, reduced for CPUs: APGD-CE then APGD-DLR.
@@ -210,8 +210,6 @@ class AutoAttackLite(ArtAttack):
         seed: seed of APGD's random starts.
         verbose: show ART's logging / progress bars.
     """
-
-    name: ClassVar[str] = "autoattack"
 
     norm: str = "linf"
     eps: float | None = None

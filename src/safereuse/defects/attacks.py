@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import SafeReuseError
 from ..models import check_contract
-from .base import Defect
+from .base import DEFECTS, Defect
 
 AttackLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(model, x_adv, y) -> [N]`` per-sample loss (or a scalar) that the attack *maximises*."""
@@ -266,6 +266,7 @@ def craft_batched(
 _DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
 
 
+@DEFECTS.register("pgd", "white-box PGD on the student (L∞/L2), for robust accuracy")
 @dataclass
 class PGD(ExploratoryDefect):
     """White-box PGD on the model under evaluation (CARTL's *Rob*; Madry et al., ICLR 2018).
@@ -281,7 +282,6 @@ class PGD(ExploratoryDefect):
         seed: seed of the random start.
     """
 
-    name: ClassVar[str] = "pgd"
     kind: ClassVar[str] = "whitebox"
 
     norm: str = "linf"
@@ -308,6 +308,7 @@ class PGD(ExploratoryDefect):
         return out.to(x.device)
 
 
+@DEFECTS.register("fgsm", "white-box fast gradient sign method on the student")
 @dataclass
 class FGSM(ExploratoryDefect):
     """White-box fast gradient sign method (Goodfellow et al., ICLR 2015): one ε-step, deterministic.
@@ -317,7 +318,6 @@ class FGSM(ExploratoryDefect):
         eps: budget = step, pixel units; None → 8/255 (L∞) or 1.0 (L2), as :class:`PGD`.
     """
 
-    name: ClassVar[str] = "fgsm"
     kind: ClassVar[str] = "whitebox"
 
     norm: str = "linf"
@@ -347,6 +347,9 @@ def penultimate_loss(neuron: int = 0, target: float = 1000.0, others: float = 0.
     return loss
 
 
+@DEFECTS.register(
+    "penultimate", "penultimate-layer guided task-agnostic attack on the teacher (Rezaei & Liu 2020)"
+)
 @dataclass
 class Penultimate(ExploratoryDefect):
     """Penultimate-layer guided, task-agnostic attack (Rezaei & Liu, ICLR 2020; ReMoS, SeaM).
@@ -372,7 +375,6 @@ class Penultimate(ExploratoryDefect):
         seed: seed of the random start.
     """
 
-    name: ClassVar[str] = "penultimate"
     kind: ClassVar[str] = "adversarial"
 
     eps: float = 8 / 255
@@ -425,6 +427,7 @@ def guide_indices(y: torch.Tensor) -> torch.Tensor:
     return dist.argmin(1)
 
 
+@DEFECTS.register("mimic", "feature-mimicking attack towards another class's features (Wang et al. 2018)")
 @dataclass
 class Mimic(ExploratoryDefect):
     """Feature-mimicking attack (Wang et al., "With Great Training Comes Great Vulnerability",
@@ -442,7 +445,6 @@ class Mimic(ExploratoryDefect):
         seed: seed of the random start.
     """
 
-    name: ClassVar[str] = "mimic"
     kind: ClassVar[str] = "adversarial"
 
     eps: float = 8 / 255

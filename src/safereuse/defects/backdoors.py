@@ -421,7 +421,7 @@ def _check_rate(rate: float, what: str = "poison_rate") -> None:
 # ---------------------------------------------------------------------------------------------------
 # BadNets
 # ---------------------------------------------------------------------------------------------------
-@DEFECTS.register("badnets", summary="BadNets patch-trigger data poisoning (Gu et al. 2017)")
+@DEFECTS.register("badnets", "BadNets patch-trigger data poisoning (Gu et al. 2017)")
 @dataclass
 class BadNets(Backdoor):
     """BadNets: a small patch pasted on a share of the training images, relabelled to the target.
@@ -453,7 +453,6 @@ class BadNets(Backdoor):
         (0, ['backdoor.mask', 'backdoor.trigger'])
     """
 
-    name: ClassVar[str] = "badnets"
     size: int = 4
     position: str = "bottom-right"
     pattern: str = "checkerboard"
@@ -506,7 +505,7 @@ class BadNets(Backdoor):
 # ---------------------------------------------------------------------------------------------------
 # Blend
 # ---------------------------------------------------------------------------------------------------
-@DEFECTS.register("blend", summary="blended random-pattern trigger (Chen et al. 2017)")
+@DEFECTS.register("blend", "blended random-pattern trigger (Chen et al. 2017)")
 @dataclass
 class Blend(Backdoor):
     """Blended injection: ``x' = (1 − α)·x + α·t`` with a fixed random image ``t``.
@@ -529,7 +528,6 @@ class Blend(Backdoor):
         (True, True)
     """
 
-    name: ClassVar[str] = "blend"
     alpha: float = 0.2
     poison_rate: float = 0.1
     target: int | None = None
@@ -564,7 +562,7 @@ class Blend(Backdoor):
 # ---------------------------------------------------------------------------------------------------
 # Latent backdoor
 # ---------------------------------------------------------------------------------------------------
-@DEFECTS.register("latent", summary="latent backdoor surviving head replacement (Yao et al. CCS 2019)")
+@DEFECTS.register("latent", "latent backdoor surviving head replacement (Yao et al. CCS 2019)")
 @dataclass
 class LatentBackdoor(Backdoor):
     """Latent backdoor: the trigger maps inputs to the target class's internal representation.
@@ -619,7 +617,6 @@ class LatentBackdoor(Backdoor):
         ([1, 2], None)
     """
 
-    name: ClassVar[str] = "latent"
     size: int = 6
     position: str = "bottom-right"
     lam: float = 0.5
@@ -870,7 +867,7 @@ class LatentBackdoor(Backdoor):
 # ---------------------------------------------------------------------------------------------------
 # Weight poisoning (RIPPLe)
 # ---------------------------------------------------------------------------------------------------
-@DEFECTS.register("weight-poison", summary="RIPPLe weight poisoning that survives fine-tuning (Kurita 2020)")
+@DEFECTS.register("weight-poison", "RIPPLe weight poisoning that survives fine-tuning (Kurita 2020)")
 @dataclass
 class WeightPoison(Backdoor):
     """RIPPLe: poison the weights so that the backdoor survives the victim's fine-tuning.
@@ -912,7 +909,6 @@ class WeightPoison(Backdoor):
         0.1
     """
 
-    name: ClassVar[str] = "weight-poison"
     size: int = 4
     position: str = "bottom-right"
     pattern: str = "checkerboard"

@@ -50,6 +50,7 @@ from torch import nn
 
 from ..errors import SafeReuseError
 from .attacks import ExploratoryDefect, attack_mode, check_eps, model_device, project
+from .base import DEFECTS
 
 # -- neurons ----------------------------------------------------------------------------------------
 
@@ -214,6 +215,9 @@ def neuron_coverage(
         return COVERAGES[p.coverage]([sc for _, sc in outs], p).cpu()
 
 
+@DEFECTS.register(
+    "nc-guided", "neuron-coverage-guided inputs: coverage nc|tknc|snac × strategy deepxplore|dlfuzz|dlfuzzrr"
+)
 @dataclass
 class NCGuided(ExploratoryDefect):
     """Neuron-coverage-guided inputs crafted on the teacher (ReMoS's 3 coverages × 3 strategies).
@@ -234,7 +238,6 @@ class NCGuided(ExploratoryDefect):
         seed: seed of DeepXplore's random neuron choice.
     """
 
-    name: ClassVar[str] = "nc-guided"
     kind: ClassVar[str] = "nc-guided"
 
     coverage: str = "nc"

@@ -72,7 +72,6 @@ class MagPrune(TransferMethod):
         True
     """
 
-    name = "mag-prune"
     ratio: float = 0.8
     layers: LayerKind = "auto"
     keep_mask: bool = False
@@ -290,7 +289,6 @@ class Delta(TransferMethod):
         0.01
     """
 
-    name = "delta"
     feature_weight: float = 1.0
     sp_weight: float = 0.01
     reinit: ClassVar[bool] = False
@@ -353,7 +351,6 @@ class DeltaR(Delta):
         0.0
     """
 
-    name = "delta-r"
     sp_weight: float = 0.0
     lr: float = 0.05
     head_lr_mult: float = 1.0
@@ -388,7 +385,6 @@ class Renofeation(TransferMethod):
         0.75
     """
 
-    name = "renofeation"
     lr: float = 0.05
     head_lr_mult: float = 1.0
     feature_weight: float = 1.0

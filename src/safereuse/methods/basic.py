@@ -26,7 +26,6 @@ class Finetune(TransferMethod):
         'finetune'
     """
 
-    name = "finetune"
 
 
 @METHODS.register("finetune-last-k", "fine-tune only the last k blocks (BatchNorm policy selectable)")
@@ -44,7 +43,6 @@ class FinetuneLastK(TransferMethod):
         2
     """
 
-    name = "finetune-last-k"
     k: int = 2
     bn_stats: Literal["update", "freeze"] = "freeze"
     bn_affine: Literal["train", "freeze"] = "train"
@@ -63,7 +61,6 @@ class LinearProbe(TransferMethod):
         1.0
     """
 
-    name = "linear-probe"
     lr: float = 0.05
     head_lr_mult: float = 1.0
 
@@ -84,7 +81,6 @@ class Retrain(TransferMethod):
         30
     """
 
-    name = "retrain"
     lr: float = 0.05
     head_lr_mult: float = 1.0
 

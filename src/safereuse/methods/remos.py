@@ -470,7 +470,6 @@ class ReMoS(TransferMethod):
         (0.05, 'zero')
     """
 
-    name = "remos"
     ratio: float = 0.2
     criterion: Literal["nc", "tknc", "snac"] = "tknc"
     tau: float = 0.5

@@ -6,8 +6,7 @@ from typing import Any
 
 import torch  # noqa: F401  (used in the doctest)
 
-from ..registry import Registry
-from . import mobilenet, resnet, smallcnn, vgg, wide_resnet
+from . import mobilenet, resnet, smallcnn, vgg, wide_resnet  # noqa: F401  (each registers its models)
 from .contract import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,23 +18,7 @@ from .contract import (
     check_contract,
     last_k_parameters,
 )
-
-MODELS: Registry[Any] = Registry("model", "safereuse list models")
-
-MODELS.add("smallcnn", smallcnn.smallcnn, "small CNN (2 conv + 2 fc), 28 px")
-MODELS.add("resnet8", resnet.resnet8, "small ResNet-8 for 28 px inputs (width configurable)")
-MODELS.add("resnet10", resnet.resnet10, "small ResNet-10 for 28 px inputs (width configurable)")
-MODELS.add("resnet18", resnet.resnet18, "ResNet-18, ImageNet layout (torchvision keys)")
-MODELS.add("resnet34", resnet.resnet34, "ResNet-34, ImageNet layout (torchvision keys)")
-MODELS.add("resnet50", resnet.resnet50, "ResNet-50, ImageNet layout (torchvision keys)")
-MODELS.add("resnet20", resnet.resnet20, "CIFAR ResNet-20 (3×3 basic blocks, widths 16/32/64), 32 px")
-MODELS.add("resnet32", resnet.resnet32, "CIFAR ResNet-32 (3×5 basic blocks, widths 16/32/64), 32 px")
-MODELS.add("resnet56", resnet.resnet56, "CIFAR ResNet-56 (3×9 basic blocks, widths 16/32/64), 32 px")
-MODELS.add("vgg11", vgg.vgg11, "VGG-11 with BN (torchvision vgg11_bn keys); small layout below 64 px")
-MODELS.add("vgg16", vgg.vgg16, "VGG-16 with BN (torchvision vgg16_bn keys); small layout below 64 px")
-MODELS.add("mobilenet_v2", mobilenet.mobilenet_v2, "MobileNetV2 (torchvision keys), width_mult option")
-MODELS.add("wrn-28-4", wide_resnet.wrn_28_4, "Wide ResNet-28-4, pre-activation (robustness-code keys)")
-MODELS.add("wrn-34-10", wide_resnet.wrn_34_10, "Wide ResNet-34-10, pre-activation (robustness-code keys)")
+from .registry import MODELS
 
 
 def create_model(

@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
 from .init import torchvision_init
+from .registry import MODELS
 from .resnet import _imagenet_spec
 
 # t (expansion), c (output channels), n (repeats), s (stride of the first repeat) — Table 2 of the paper
@@ -135,6 +136,7 @@ class MobileNetV2(ReusableModel):
         return [f"features.{i}" for i in range(len(self.feature_layers))] + ["classifier.1"]
 
 
+@MODELS.register("mobilenet_v2", "MobileNetV2 (torchvision keys), width_mult option")
 def mobilenet_v2(
     num_classes: int = 1000,
     in_channels: int = 3,

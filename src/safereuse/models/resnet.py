@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .contract import IMAGENET_MEAN, IMAGENET_STD, InputSpec, ReusableModel
+from .registry import MODELS
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -146,6 +147,7 @@ def _small_spec(in_channels: int, image_size: int) -> InputSpec:
     return InputSpec(in_channels, (image_size, image_size), (0.5,) * in_channels, (0.5,) * in_channels)
 
 
+@MODELS.register("resnet18", "ResNet-18, ImageNet layout (torchvision keys)")
 def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
     """ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016), ImageNet layout.
 
@@ -161,6 +163,7 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int = 22
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, _imagenet_spec(in_channels, image_size))
 
 
+@MODELS.register("resnet34", "ResNet-34, ImageNet layout (torchvision keys)")
 def resnet34(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
     """ResNet-34 (He et al., CVPR 2016), ImageNet layout.
 
@@ -176,6 +179,7 @@ def resnet34(num_classes: int = 1000, in_channels: int = 3, image_size: int = 22
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, _imagenet_spec(in_channels, image_size))
 
 
+@MODELS.register("resnet50", "ResNet-50, ImageNet layout (torchvision keys)")
 def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
     """ResNet-50 (He et al., CVPR 2016), ImageNet layout with bottleneck blocks.
 
@@ -191,6 +195,7 @@ def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 22
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, _imagenet_spec(in_channels, image_size))
 
 
+@MODELS.register("resnet8", "small ResNet-8 for 28 px inputs (width configurable)")
 def resnet8(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16) -> ResNet:
     """Small ResNet-8 (after He et al., CVPR 2016) for 28 px images: 3 stages of one basic block
     (widths w, 2w, 4w), 3×3 stride-1 stem, no max-pool.
@@ -207,6 +212,7 @@ def resnet8(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, w
     return ResNet(BasicBlock, [1, 1, 1], num_classes, _small_spec(in_channels, image_size), width, True)
 
 
+@MODELS.register("resnet10", "small ResNet-10 for 28 px inputs (width configurable)")
 def resnet10(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16) -> ResNet:
     """Small ResNet-10 (after He et al., CVPR 2016) for 28 px images: 4 stages of one basic block
     (widths w … 8w), 3×3 stride-1 stem, no max-pool.
@@ -227,6 +233,7 @@ def _cifar_resnet(n: int, num_classes: int, in_channels: int, image_size: int, w
     return ResNet(BasicBlock, [n, n, n], num_classes, _small_spec(in_channels, image_size), width, True)
 
 
+@MODELS.register("resnet20", "CIFAR ResNet-20 (3×3 basic blocks, widths 16/32/64), 32 px")
 def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 16) -> ResNet:
     """CIFAR ResNet-20 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, §4.2).
 
@@ -245,6 +252,7 @@ def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, 
     return _cifar_resnet(3, num_classes, in_channels, image_size, width)
 
 
+@MODELS.register("resnet32", "CIFAR ResNet-32 (3×5 basic blocks, widths 16/32/64), 32 px")
 def resnet32(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 16) -> ResNet:
     """CIFAR ResNet-32 (He et al., CVPR 2016, §4.2): three stages of 5 basic blocks.
 
@@ -260,6 +268,7 @@ def resnet32(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, 
     return _cifar_resnet(5, num_classes, in_channels, image_size, width)
 
 
+@MODELS.register("resnet56", "CIFAR ResNet-56 (3×9 basic blocks, widths 16/32/64), 32 px")
 def resnet56(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 16) -> ResNet:
     """CIFAR ResNet-56 (He et al., CVPR 2016, §4.2): three stages of 9 basic blocks.
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .contract import InputSpec, ReusableModel
+from .registry import MODELS
 
 
 class SmallCNN(ReusableModel):
@@ -48,6 +49,7 @@ class SmallCNN(ReusableModel):
         return ["conv1+bn1", "conv2+bn2", "fc1", "fc"]
 
 
+@MODELS.register("smallcnn", "small CNN (2 conv + 2 fc), 28 px")
 def smallcnn(
     num_classes: int = 10, in_channels: int = 1, image_size: int = 28, width: int = 16, hidden: int = 64
 ) -> SmallCNN:

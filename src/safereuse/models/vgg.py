@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
 from .init import torchvision_init
+from .registry import MODELS
 from .resnet import _imagenet_spec
 
 # torchvision's configurations "A" (VGG-11) and "D" (VGG-16); "M" is a 2×2 max-pool.
@@ -130,6 +131,7 @@ def _vgg(
     return VGG(CFGS[arch], num_classes, _imagenet_spec(in_channels, image_size), small, width, dropout)
 
 
+@MODELS.register("vgg11", "VGG-11 with BN (torchvision vgg11_bn keys); small layout below 64 px")
 def vgg11(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -155,6 +157,7 @@ def vgg11(
     return _vgg("vgg11", num_classes, in_channels, image_size, small_input, hidden, dropout)
 
 
+@MODELS.register("vgg16", "VGG-16 with BN (torchvision vgg16_bn keys); small layout below 64 px")
 def vgg16(
     num_classes: int = 1000,
     in_channels: int = 3,

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
+from .registry import MODELS
 from .resnet import _small_spec
 
 _ACTIVATIONS = ("relu", "leaky_relu")
@@ -180,6 +181,7 @@ def wide_resnet(
     )
 
 
+@MODELS.register("wrn-28-4", "Wide ResNet-28-4, pre-activation (robustness-code keys)")
 def wrn_28_4(
     num_classes: int = 10,
     in_channels: int = 3,
@@ -202,6 +204,7 @@ def wrn_28_4(
     return wide_resnet(28, 4, num_classes, in_channels, image_size, drop_rate, activation)
 
 
+@MODELS.register("wrn-34-10", "Wide ResNet-34-10, pre-activation (robustness-code keys)")
 def wrn_34_10(
     num_classes: int = 10,
     in_channels: int = 3,
