@@ -29,9 +29,8 @@ import torch
 from _common import write  # script-local module (benchmarks/_common.py)
 
 from safereuse.data import load_data
-from safereuse.methods.remos import relevant_slice, slice_layers
 from safereuse.models import create_model
-from safereuse.slicing import coverage_layers, coverage_profile
+from safereuse.slicing import coverage_layers, coverage_profile, relevant_slice, slice_layers
 
 
 def _timed(fn, rounds: int) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -50,28 +51,17 @@ def _acc(model, x, y) -> float:
     return float((predict(model, x).argmax(1) == y).float().mean())
 
 
-def _no_hooks(model: nn.Module) -> bool:
-    return all(
-        not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
-        for m in model.modules()
-    )
-
-
 @pytest.mark.parametrize(("name", "params", "ball"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_attack_invariants(trained, name, params, ball):
+def test_attack_invariants(trained, name, params, ball, assert_no_trace):
     model, x, y = trained
     defect = DEFECTS.create(name, **params)
-    # leave-no-trace baseline: training mode on, one parameter frozen, no grads
+    # leave-no-trace baseline: training mode on (BN batch statistics would move), one parameter frozen
     model.train()
     frozen = next(model.parameters())
     frozen.requires_grad_(False)
-    flags = [p.requires_grad for p in model.parameters()]
     try:
-        xa = defect.craft(model, x, y)
-        assert model.training, "training flag not restored"
-        assert [p.requires_grad for p in model.parameters()] == flags
-        assert all(p.grad is None for p in model.parameters())
-        assert _no_hooks(model)
+        with assert_no_trace(model, state=True):
+            xa = defect.craft(model, x, y)
     finally:
         frozen.requires_grad_(True)
         model.eval()
@@ -102,11 +92,18 @@ def test_whitebox_l2_pgd_actually_hurts(trained):
     ],
 )
 def test_batched_equals_unbatched_for_deterministic_attacks(trained, name, params):
+    # In float64: float32 kernels sum a batch in an order that depends on the batch size and on the
+    # CPU (AVX2 vs AVX-512), which flips the sign of near-zero gradient components, and a sign step
+    # moves a pixel by a whole alpha. float64 makes that rounding ~1e-16 relative, so any difference
+    # left is a real batch dependence (a shared state, a batch-wide normalisation) — what this tests.
     model, x, y = trained
+    model64, x64 = copy.deepcopy(model).double(), x[:8].double()
     d = DEFECTS.create(name, **params)
-    whole = craft_batched(d, model, x[:8], y[:8], batch_size=8)
-    singles = craft_batched(d, model, x[:8], y[:8], batch_size=1)
-    torch.testing.assert_close(whole, singles, atol=1e-6, rtol=0)
+    whole = craft_batched(d, model64, x64, y[:8], batch_size=8)
+    singles = craft_batched(d, model64, x64, y[:8], batch_size=1)
+    assert whole.dtype == torch.float64
+    torch.testing.assert_close(whole, singles, atol=1e-12, rtol=0)
+    assert not torch.equal(whole, x64)  # the attack did move the images
 
 
 def test_random_start_is_seeded(trained):
@@ -144,17 +141,17 @@ def test_guides_come_from_another_class():
     assert guide_indices(torch.tensor([4, 4, 4])).tolist() == [1, 2, 0]  # one class: next sample
 
 
-def test_nc_guided_raises_neuron_coverage(trained):
+def test_nc_guided_raises_neuron_coverage(trained, assert_no_trace):
     model, x, y = trained
     d = DEFECTS.create("nc-guided", coverage="nc", strategy="deepxplore", eps=0.3, alpha=0.075, steps=10)
-    xa = d.craft(model, x, y)
-    before = neuron_coverage(model, x, "nc").any(0).float().mean()
-    after = neuron_coverage(model, xa, "nc").any(0).float().mean()
+    with assert_no_trace(model, state=True):
+        xa = d.craft(model, x, y)
+        before = neuron_coverage(model, x, "nc").any(0).float().mean()
+        after = neuron_coverage(model, xa, "nc").any(0).float().mean()
     assert float(after) > float(before)
-    assert _no_hooks(model)
 
 
-def test_pgd_attack_inside_a_training_loop_leaves_no_trace(trained):
+def test_pgd_attack_inside_a_training_loop_leaves_no_trace(trained, assert_no_trace):
     model, x, y = trained
     model.train()
     try:
@@ -164,9 +161,9 @@ def test_pgd_attack_inside_a_training_loop_leaves_no_trace(trained):
             seen.append(m.training)
             return -m(xa)[torch.arange(len(yy)), yy]  # custom per-sample loss: lower the true logit
 
-        xa = pgd_attack(model, x[:4], y[:4], eps=4 / 255, alpha=1 / 255, steps=3, loss=loss)
+        with assert_no_trace(model, state=True):
+            xa = pgd_attack(model, x[:4], y[:4], eps=4 / 255, alpha=1 / 255, steps=3, loss=loss)
         assert seen == [False, False, False]  # crafted in eval mode
-        assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
         assert float((xa - x[:4]).abs().max()) <= 4 / 255 + 1e-6
     finally:
         model.eval()
@@ -214,7 +211,7 @@ def test_bad_parameters_raise_safereuse_error(name, params):
         DEFECTS.create(name, **params)
 
 
-def test_craft_time_errors(trained):
+def test_craft_time_errors(trained, assert_no_trace):
     model, x, y = trained
     with pytest.raises(SafeReuseError, match="neuron 999"):
         DEFECTS.create("penultimate", neuron=999, steps=1).craft(model, x[:2], y[:2])
@@ -223,9 +220,8 @@ def test_craft_time_errors(trained):
         InputSpec(1, (28, 28), (0.0,), (1.0,)),
         head="3",
     )
-    with pytest.raises(SafeReuseError, match="no Conv2d"):
+    with assert_no_trace(mlp, state=True), pytest.raises(SafeReuseError, match="no Conv2d"):
         DEFECTS.create("nc-guided", steps=1).craft(mlp, x[:2], y[:2])
-    assert _no_hooks(mlp)
     with pytest.raises(SafeReuseError, match="contract"):
         DEFECTS.create("penultimate", steps=1).craft(
             nn.Sequential(nn.Flatten(), nn.Linear(784, 3)), x[:2], y[:2]

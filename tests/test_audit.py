@@ -5,16 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import pytest
 import torch
 
 from safereuse.artifacts import load_model, save_model
 from safereuse.data import Split, load_data
-from safereuse.defects import DEFECTS, audit, craft_batched
-from safereuse.defects.audit import _target_label
+from safereuse.defects import DEFECTS, Defect, ProbeResult, audit, craft_batched
 from safereuse.defects.backdoors import BadNets
+from safereuse.defects.probe import AuditedModel, target_label
 from safereuse.errors import SafeReuseError
 from safereuse.metrics import dir_adversarial, dir_nc
 from safereuse.models import create_model
@@ -53,10 +54,6 @@ def setup(tmp_path_factory):
     return root, t_data, s_data
 
 
-def _no_hooks(model) -> bool:
-    return all(not (m._forward_hooks or m._forward_pre_hooks) for m in model.modules())
-
-
 DEFECT_LIST = [
     ("penultimate", {"steps": 3}),
     ("nc-guided", {"steps": 2, "strategy": "dlfuzz"}),
@@ -65,10 +62,12 @@ DEFECT_LIST = [
 ]
 
 
-def test_audit_same_task_rows_schema_and_recomputation(setup):
+def test_audit_same_task_rows_schema_and_recomputation(setup, assert_no_trace):
     root, t_data, _ = setup
     teacher, student = load_model(root / "teacher"), load_model(root / "student_same")
-    rep = audit(teacher, student, t_data, DEFECT_LIST, max_samples=N, batch_size=16, device="cpu", seed=3)
+    # models left as found: on the CPU, eval mode, no hooks, no grads, weights bit-identical
+    with assert_no_trace(teacher.model, student.model, state=True):
+        rep = audit(teacher, student, t_data, DEFECT_LIST, max_samples=N, batch_size=16, device="cpu", seed=3)
     assert [r.defect for r in rep.rows] == ["penultimate", "nc-guided", "pgd", "badnets"]
     assert [r.kind for r in rep.rows] == ["adversarial", "nc-guided", "whitebox", "backdoor"]
     assert rep.n_samples == N and rep.seed == 3
@@ -97,11 +96,8 @@ def test_audit_same_task_rows_schema_and_recomputation(setup):
     assert bd.crafted_on == "trigger" and bd.target == {"class": 0, "label": 0}
     assert bd.asr is not None and bd.rates["asr"].n == int((y != 0).sum())
     assert bd.teacher_rate is not None and bd.teacher_rate > 50  # the planted backdoor fires on the teacher
-
-    # models left as found: on the CPU, eval mode, no hooks, no grads
     for a in (teacher, student):
-        assert not a.model.training and _no_hooks(a.model)
-        assert all(p.grad is None and p.requires_grad for p in a.model.parameters())
+        assert not a.model.training and all(p.grad is None and p.requires_grad for p in a.model.parameters())
 
 
 def test_audit_json_and_table(setup):
@@ -128,12 +124,13 @@ def test_audit_json_and_table(setup):
 
 def test_backdoor_target_mapping_into_the_student_label_space(setup):
     root, t_data, s_data = setup
-    teacher = load_model(root / "teacher")
-    student = load_model(root / "student_other")
-    assert _target_label(0, teacher, student, s_data) == 1
-    assert _target_label(1, teacher, student, s_data) is None  # class 1 is not in the student's task
-    student.manifest["data"]["name"] = "fashion-mnist"  # another dataset's class ids mean nothing here
-    assert _target_label(0, teacher, student, s_data) is None
+    teacher = AuditedModel.from_artifact(load_model(root / "teacher"))
+    student = AuditedModel.from_artifact(load_model(root / "student_other"))
+    spec = s_data.spec.to_dict()
+    assert target_label(0, teacher, student, spec) == 1
+    assert target_label(1, teacher, student, spec) is None  # class 1 is not in the student's task
+    student.data["name"] = "fashion-mnist"  # another dataset's class ids mean nothing here
+    assert target_label(0, teacher, student, spec) is None
 
 
 def test_cache_makes_the_second_audit_a_hit(setup, tmp_path):
@@ -175,5 +172,36 @@ def test_audit_errors(setup, tmp_path):
     save_model(wide, tmp_path / "wide", {"role": "student"})
     with pytest.raises(SafeReuseError, match="inputs"):
         audit(teacher, load_model(tmp_path / "wide"), t_data, [("penultimate", {})], max_samples=4)
-    with pytest.raises(SafeReuseError, match="Artifact"):
-        audit(teacher.model, student, t_data, [("penultimate", {})])  # type: ignore[arg-type]
+    with pytest.raises(SafeReuseError, match="Artifact"):  # a bare module lacks the model contract
+        audit(teacher.model.head, student, t_data, [("penultimate", {})])  # type: ignore[arg-type]
+
+
+def test_a_new_kind_of_defect_is_one_class_with_a_probe(setup):
+    """The audit asks no defect what kind it is: a class with its own probe is audited as it is."""
+
+    @dataclass
+    class Invert(Defect):  # not registered: an instance is audited directly
+        kind: ClassVar[str] = "photometric"
+        scale: float = 1.0
+
+        def probe(self, ctx):
+            s_inv = ctx.predict(ctx.student.model, self.scale - ctx.x)
+            return ProbeResult({"dir": dir_nc(ctx.y, ctx.student_clean, s_inv)}, crafted_on="student")
+
+    root, t_data, _ = setup
+    teacher, student = load_model(root / "teacher"), load_model(root / "student_same")
+    rep = audit(teacher, student, t_data, [Invert(scale=1.0)], max_samples=N)
+    (row,) = rep.rows
+    idx = torch.arange(N) * len(t_data.test) // N
+    x, y = t_data.test.x[idx], t_data.test.y[idx]
+    expect = dir_nc(y, predict(student.model, x).argmax(1), predict(student.model, 1.0 - x).argmax(1))
+    assert (row.kind, row.params, row.crafted_on) == ("photometric", {"scale": 1.0}, "student")
+    assert (row.dir, row.n) == (expect.value, expect.n) and row.to_dict()["kind"] == "photometric"
+
+    @dataclass
+    class Mute(Defect):
+        def probe(self, ctx):
+            return ProbeResult({}, crafted_on="student")
+
+    with pytest.raises(SafeReuseError, match="no DIR"):
+        audit(teacher, student, t_data, [Mute()], max_samples=4)

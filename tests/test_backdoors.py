@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from safereuse.artifacts import load_model, save_model
 from safereuse.data import DataBundle, load_data
 from safereuse.defects import DEFECTS
-from safereuse.defects import backdoors as bd_mod
 from safereuse.defects.backdoors import (
     MASK_KEY,
     TRIGGER_KEY,
@@ -28,6 +27,8 @@ from safereuse.defects.backdoors import (
     WeightPoison,
     backdoor_from_artifact,
 )
+from safereuse.defects.backdoors import base as bd_base
+from safereuse.defects.backdoors import latent as bd_latent
 from safereuse.errors import SafeReuseError
 from safereuse.models import create_model
 from safereuse.train import FitConfig, accuracy_on, fit, predict
@@ -60,10 +61,6 @@ def asr(model, bd: Backdoor, x: torch.Tensor, y: torch.Tensor, target_label: int
     return float((predict(model, bd.apply(xs)).argmax(1) == target_label).float().mean())
 
 
-def no_hooks(model: torch.nn.Module) -> bool:
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
-
-
 # --------------------------------------------------------------------------------------------------
 # registry, triggers, validation (no training)
 # --------------------------------------------------------------------------------------------------
@@ -75,7 +72,8 @@ def test_registered_as_backdoors():
         ("weight-poison", WeightPoison),
     ]:
         assert DEFECTS.get(name) is cls
-        assert cls.kind == "backdoor" and cls.name == name
+        assert cls.kind == "backdoor" and cls.name == name and issubclass(cls, Backdoor)
+        assert cls.planted_in_teacher and not cls.crafted_on_teacher
         assert {"target", "seed"} <= set(cls.param_names())
     bd = DEFECTS.create("badnets", size=3, poison_rate=0.2)
     assert bd.config() == {
@@ -196,13 +194,14 @@ def digits() -> DataBundle:
 
 def test_plant_trains_through_fit(digits, monkeypatch):
     calls: list[dict] = []
-    real_fit = bd_mod.fit
+    real_fit = bd_base.fit
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(bd_mod, "fit", spy)
+    for mod in (bd_base, bd_latent):  # the fixed-trigger plant lives in the base, the latent one apart
+        monkeypatch.setattr(mod, "fit", spy)
     cfg = FitConfig(epochs=1, progress=False, device="cpu")
     BadNets().plant(small_model(3), digits, cfg)
     Blend().plant(small_model(3), digits, cfg)
@@ -259,7 +258,7 @@ def test_round_trip_through_the_artifact(digits, tmp_path, bd):
     assert torch.equal(again.trigger, res.extras[TRIGGER_KEY])
 
 
-def test_latent_publishes_without_the_target(digits):
+def test_latent_publishes_without_the_target(digits, assert_no_trace):
     model = small_model(3)
     res = LatentBackdoor(clean_epochs=1, target=1, trigger_steps=3).plant(
         model, digits, FitConfig(epochs=1, progress=False, device="cpu")
@@ -269,7 +268,7 @@ def test_latent_publishes_without_the_target(digits):
     assert rec["classes"] == [3, 1, 7] and rec["published_classes"] == [3, 7]
     assert model.num_classes == 2 and model.info.kwargs["num_classes"] == 2
     assert rec["clean_samples"] == int((digits.test.y != 1).sum())
-    assert no_hooks(model)
+    assert not assert_no_trace.hooks(model)
     # the trigger stays inside its patch
     mask = res.extras[MASK_KEY]
     assert float(mask.sum()) == 36 and bool((res.extras[TRIGGER_KEY][mask == 0] == 0).all())
@@ -288,12 +287,12 @@ def test_latent_resumes_with_its_trigger(digits, tmp_path):
         assert torch.equal(v, m2.state_dict()[k]), k
 
 
-def test_latent_at_an_inner_layer(digits):
+def test_latent_at_an_inner_layer(digits, assert_no_trace):
     model = small_model(3)
     res = LatentBackdoor(layer="conv2", clean_epochs=0, trigger_steps=2).plant(
         model, digits, FitConfig(epochs=1, progress=False, device="cpu")
     )
-    assert res.record["config"]["layer"] == "conv2" and no_hooks(model)
+    assert res.record["config"]["layer"] == "conv2" and not assert_no_trace.hooks(model)
     with pytest.raises(SafeReuseError, match="no layer"):
         LatentBackdoor(layer="nope", clean_epochs=0).plant(
             small_model(3), digits, FitConfig(epochs=1, progress=False, device="cpu")
@@ -384,14 +383,14 @@ def test_blend_high_asr(fm, clean_teacher):
 
 
 @needs_fashion
-def test_latent_fires_after_head_replacement(fm, clean_teacher):
+def test_latent_fires_after_head_replacement(fm, clean_teacher, assert_no_trace):
     # the attacker starts from a teacher trained on its task (the clean teacher: same seed and
     # config as LatentBackdoor's own clean stage would give), so only the injection runs here
     teacher = copy.deepcopy(clean_teacher)
     bd = LatentBackdoor(clean_epochs=0)
     res = bd.plant(teacher, fm, CFG)
     assert teacher.num_classes == 4 and res.record["published_classes"] == [1, 2, 3, 4]
-    assert no_hooks(teacher)
+    assert not assert_no_trace.hooks(teacher)
     # a student whose task contains the target (T-shirt, 0) plus classes the teacher never saw
     student_data = load_data("fashion-mnist", classes=[0, 5, 7, 8], train_size=1000, seed=1)
     probe = FitConfig(epochs=3, progress=False, device="cpu", train_last_k=1)

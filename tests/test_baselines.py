@@ -13,7 +13,7 @@ from safereuse.artifacts import load_model
 from safereuse.data import load_data
 from safereuse.errors import SafeReuseError
 from safereuse.methods import METHODS, Delta, DeltaR, MagPrune, Renofeation
-from safereuse.methods.baselines import FeatureRegulariser, _frozen_copy, _WeightAverage, feature_modules
+from safereuse.methods.baselines import FeatureRegulariser, WeightAverage, feature_modules, frozen_teacher
 
 FAST = {"epochs": 1, "batch_size": 16}
 CONVS = ("conv1.weight", "conv2.weight")
@@ -105,19 +105,19 @@ def test_delta_with_a_large_penalty_stays_near_the_teacher(teacher, no_val_data)
         assert torch.allclose(v.float(), plain.model.state_dict()[k].float(), atol=1e-6), k
 
 
-def test_delta_loss_is_zero_penalty_at_the_teacher(teacher, student_data):
+def test_delta_loss_is_zero_penalty_at_the_teacher(teacher, student_data, assert_no_trace):
     method = Delta(feature_weight=1.0, sp_weight=1.0)
     prepared = method.prepare(copy.deepcopy(teacher), student_data, seed=0)
     cfg = method.fit_config(0, "cpu", False)
     x, y = student_data.train.x[:16], student_data.train.y[:16]
     prepared.model.train()
+    trace = assert_no_trace(prepared.model, prepared.teacher)
     with method.regulariser(prepared, cfg) as reg:
         total = reg.loss(prepared.model, x, y)
         ce = nn.functional.cross_entropy(prepared.model(x), y, label_smoothing=cfg.label_smoothing)
     # student == teacher: no penalty
     assert float(total.detach()) == pytest.approx(float(ce.detach()), abs=1e-5)
-    assert all(not m._forward_hooks for m in prepared.model.modules())
-    assert all(not m._forward_hooks for m in prepared.teacher.modules())
+    trace.check()  # the regulariser's feature hooks are gone from both models
 
 
 def test_delta_r_starts_fresh_but_is_pulled_to_the_teacher_features(teacher, no_val_data):
@@ -134,20 +134,20 @@ def test_delta_r_starts_fresh_but_is_pulled_to_the_teacher_features(teacher, no_
 # -- Renofeation -----------------------------------------------------------------------------------
 
 
-def test_renofeation_reinitialises_averages_and_recomputes_bn(teacher, student_data):
+def test_renofeation_reinitialises_averages_and_recomputes_bn(teacher, student_data, assert_no_trace):
     st = Renofeation(epochs=3, batch_size=16, swa_start=0.5).transfer(teacher, student_data, progress=False)
     assert abs(_corr(st.model.conv2.weight, teacher.conv2.weight)) < 0.5
     assert st.info["swa_epochs"] == 2  # epochs 2 and 3 (after int(0.5 · 3) = 1)
     # update_bn restarted the statistics: one pass over the training set
     assert int(st.model.bn1.num_batches_tracked) == math.ceil(len(student_data.train) / 16)
-    assert all(not m._forward_hooks for m in st.model.modules())
+    assert not assert_no_trace.hooks(st.model)
     acc = float((st.model(student_data.val.x).argmax(1) == student_data.val.y).float().mean())
     assert st.fit is not None and st.fit.best_val_acc == pytest.approx(acc)
 
 
 def test_weight_average_of_epoch_ends():
     lin = nn.Linear(1, 1, bias=False)
-    avg = _WeightAverage(steps_per_epoch=2, first=1)  # average the ends of epochs 2 and 3
+    avg = WeightAverage(steps_per_epoch=2, first=1)  # average the ends of epochs 2 and 3
     for step in range(1, 7):
         with torch.no_grad():
             lin.weight.fill_(float(step))
@@ -157,12 +157,13 @@ def test_weight_average_of_epoch_ends():
     assert float(lin.weight.detach()) == pytest.approx((4.0 + 6.0) / 2)
 
 
-def test_spatial_dropout_only_in_training_and_removed(teacher):
+def test_spatial_dropout_only_in_training_and_removed(teacher, assert_no_trace):
     student = copy.deepcopy(teacher)
     x = torch.rand(8, 1, 28, 28)
     student.eval()
     clean = student(x)
-    with FeatureRegulariser(_frozen_copy(teacher), student, 0.0, dropout=0.5):
+    trace = assert_no_trace(student)
+    with FeatureRegulariser(frozen_teacher(teacher), student, 0.0, dropout=0.5):
         student.eval()
         assert torch.allclose(student(x), clean)
         student.train()
@@ -173,7 +174,8 @@ def test_spatial_dropout_only_in_training_and_removed(teacher):
         h.remove()
         zero_channels = (maps[0].flatten(2).abs().sum(2) == 0).float().mean()
         assert 0.2 < float(zero_channels) < 0.8  # whole channels dropped (Dropout2d), about half
-    assert all(not m._forward_hooks for m in student.modules())
+    student.eval()  # the test itself switched to training mode above
+    trace.check()
 
 
 def test_baseline_parameters_are_checked():

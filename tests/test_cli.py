@@ -14,6 +14,7 @@ import torch
 
 from cli_helpers import assert_one_line_error
 from cli_helpers import run_cli as run
+from test_methods import BAD_PARAMS
 
 
 def test_train_transfer_evaluate_round_trip(capsys, tmp_path):
@@ -178,6 +179,45 @@ def test_bad_inputs_give_one_line_errors(capsys, tmp_path, digits_teacher_dir, d
         assert_one_line_error(code, err, needle)
     assert not (tmp_path / "x").exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no half-written artifacts
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value", "problem"), BAD_PARAMS, ids=[f"{c[0]}-{c[1]}" for c in BAD_PARAMS]
+)
+def test_bad_method_params_give_the_python_message(
+    capsys, tmp_path, digits_teacher_dir, name, key, value, problem
+):
+    # the same table as the Python paths (tests/test_methods.py): the same problem, word for word
+    from safereuse.errors import SafeReuseError
+    from safereuse.methods import METHODS
+
+    with pytest.raises(SafeReuseError) as ei:
+        METHODS.create(name, **{key: value})
+    argv = ["transfer", "--teacher", str(digits_teacher_dir), "--data", "digits", "--classes", "5-9"]
+    code, _, err = run(
+        capsys, *argv, "--method", name, "--param", f"{key}={value}", "--out", str(tmp_path / "s")
+    )
+    assert code == 2
+    assert_one_line_error(code, err, f"error: {problem} (fix: {ei.value.fix})")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("param", "problem"),
+    [
+        ("lr=abc", "teacher training: lr='abc' is invalid (expected a number > 0)"),
+        ("epochs=0", "teacher training: epochs=0 is invalid (expected an integer ≥ 1)"),
+        ("optimizer=rmsprop", "teacher training: optimizer='rmsprop' is invalid (expected one of sgd, adam)"),
+        ("width=wide", "model 'smallcnn': width='wide' is invalid (expected an integer)"),
+        ("lrr=0.1", "teacher training has no parameter 'lrr' (fix: did you mean 'lr'?"),
+    ],
+)
+def test_bad_teacher_params_are_one_line_errors(capsys, tmp_path, param, problem):
+    argv = ["teacher", "train", "--arch", "smallcnn", "--data", "digits", "--classes", "0-4"]
+    code, _, err = run(capsys, *argv, "--param", param, "--out", str(tmp_path / "t"), "-q")
+    assert code == 2
+    assert_one_line_error(code, err, f"error: {problem}")
+    assert not (tmp_path / "t").exists()
 
 
 def _copy(src: Path, dst: Path) -> Path:

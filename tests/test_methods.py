@@ -27,10 +27,9 @@ TABLE = {
 }
 
 
-def test_every_registered_method_has_a_row():
-    basic = {"finetune", "finetune-last-k", "linear-probe", "retrain"}
-    assert basic <= set(METHODS.names())
-    assert basic <= set(TABLE)
+def test_the_table_is_exactly_the_registry():
+    # a registered method without a row (or a row without a method) fails here, not silently
+    assert sorted(TABLE) == METHODS.names()
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +38,14 @@ def student_data():
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
-def test_method_contract(name, digits_teacher_dir, student_data):
+def test_method_contract(name, digits_teacher_dir, student_data, assert_no_trace):
     teacher = load_model(digits_teacher_dir).model
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     kwargs, frozen = TABLE[name]
-    student = METHODS.create(name, **FAST, **kwargs).transfer(teacher, student_data, seed=0, progress=False)
-    # the teacher is never modified
-    for k, v in teacher.state_dict().items():
-        assert torch.equal(v, before[k]), k
+    with assert_no_trace(teacher, state=True):  # the teacher is never modified, in any way
+        student = METHODS.create(name, **FAST, **kwargs).transfer(
+            teacher, student_data, seed=0, progress=False
+        )
     m = student.model
     assert m.num_classes == 3
     assert m(student_data.test.x[:2]).shape == (2, 3)
@@ -64,7 +63,9 @@ def test_method_contract(name, digits_teacher_dir, student_data):
         ]
         assert abs(float(corr)) < 0.5
         assert m.input_spec.mean == pytest.approx(student_data.mean)
-    assert all(not mod._forward_hooks for mod in m.modules())
+    assert not assert_no_trace.hooks(m)
+    # freezing is fit's business while it runs: the student comes back trainable and without gradients
+    assert all(p.grad is None and p.requires_grad for p in m.parameters())
 
 
 def test_same_seed_same_student(digits_teacher_dir, student_data):
@@ -81,9 +82,66 @@ def test_input_shape_mismatch_is_refused(student_data):
         METHODS.create("finetune", **FAST).transfer(rgb, student_data, progress=False)
 
 
-def test_unknown_parameter_is_a_clear_error():
-    with pytest.raises(SafeReuseError, match="has no parameter 'ratio'"):
-        METHODS.create("finetune", ratio=0.1)
+# (method, parameter, value, the one-line problem every path reports). tests/test_cli.py and
+# tests/test_runner.py reuse this table for the CLI and YAML paths.
+BAD_PARAMS = [
+    ("remos", "ratio", "abc", "method 'remos': ratio='abc' is invalid (expected a number in [0, 1])"),
+    ("remos", "ratio", 2, "method 'remos': ratio=2 is invalid (expected a number in [0, 1])"),
+    (
+        "remos",
+        "criterion",
+        "kmnc",
+        "method 'remos': criterion='kmnc' is invalid (expected one of nc, tknc, snac)",
+    ),
+    ("remos", "keep_mask", "maybe", "method 'remos': keep_mask='maybe' is invalid (expected true or false)"),
+    (
+        "remos",
+        "max_profile_samples",
+        0,
+        "method 'remos': max_profile_samples=0 is invalid (expected an integer ≥ 1 or None)",
+    ),
+    ("finetune", "epochs", 0, "method 'finetune': epochs=0 is invalid (expected an integer ≥ 1)"),
+    ("finetune", "epochs", 1.5, "method 'finetune': epochs=1.5 is invalid (expected an integer ≥ 1)"),
+    ("finetune", "lr", -1, "method 'finetune': lr=-1 is invalid (expected a number > 0)"),
+    (
+        "finetune",
+        "batch_size",
+        True,
+        "method 'finetune': batch_size=True is invalid (expected an integer ≥ 1)",
+    ),
+    ("finetune-last-k", "k", 0, "method 'finetune-last-k': k=0 is invalid (expected an integer ≥ 1)"),
+    ("mag-prune", "ratio", -0.1, "method 'mag-prune': ratio=-0.1 is invalid (expected a number in [0, 1])"),
+    ("delta", "sp_weight", -1, "method 'delta': sp_weight=-1 is invalid (expected a number ≥ 0)"),
+    ("renofeation", "dropout", 1, "method 'renofeation': dropout=1 is invalid (expected a number in [0, 1))"),
+    ("finetune", "ratio", 0.1, "method 'finetune' has no parameter 'ratio'"),
+    ("remos", "ration", 0.1, "method 'remos' has no parameter 'ration'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value", "problem"), BAD_PARAMS, ids=[f"{c[0]}-{c[1]}" for c in BAD_PARAMS]
+)
+def test_bad_parameters_give_one_message_on_every_python_path(name, key, value, problem):
+    with pytest.raises(SafeReuseError) as by_registry:
+        METHODS.create(name, **{key: value})
+    with pytest.raises((SafeReuseError, TypeError)) as by_class:
+        METHODS.get(name)(**{key: value})  # an unknown keyword is Python's own TypeError here
+    assert by_registry.value.problem == problem
+    assert by_registry.value.fix
+    if by_class.type is SafeReuseError:
+        assert by_class.value.problem == problem and by_class.value.fix == by_registry.value.fix
+    else:
+        assert "has no parameter" in problem
+    if "has no parameter" in problem and key == "ration":
+        assert by_registry.value.fix.startswith("did you mean 'ratio'?")
+
+
+def test_yaml_style_values_are_coerced_the_same_on_every_path():
+    cls = METHODS.get("remos")
+    a = METHODS.create("remos", lr="1e-3", epochs="3", keep_mask="true", ratio=1)
+    b = cls(lr="1e-3", epochs="3", keep_mask="true", ratio=1)
+    assert a == b and (a.lr, a.epochs, a.keep_mask) == (0.001, 3, True)
+    assert type(a.ratio) is int  # an int stays an int for a float field: the recorded config is unchanged
 
 
 def test_retrain_works_on_an_adapted_foreign_model(student_data):

@@ -105,6 +105,78 @@ def test_mean_std_across_seeds():
     assert mean_std([]).n == 0 and math.isnan(mean_std([]).mean)
 
 
+# -- intervals across seeds ------------------------------------------------------------------------
+# Student's t quantiles from the printed tables (e.g. Abramowitz & Stegun table 26.10).
+@pytest.mark.parametrize(
+    "p, df, t", [(0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 4, 2.7764), (0.975, 30, 2.0423),
+                 (0.95, 9, 1.8331), (0.995, 3, 5.8409), (0.5, 5, 0.0), (0.025, 2, -4.3027)]
+)  # fmt: skip
+def test_student_t_quantile_matches_tables(p, df, t):
+    assert metrics.student_t_quantile(p, df) == pytest.approx(t, abs=1e-4)
+    assert metrics.student_t_cdf(metrics.student_t_quantile(p, df), df) == pytest.approx(p, abs=1e-9)
+
+
+def test_student_t_bad_input():
+    with pytest.raises(SafeReuseError, match="degrees of freedom"):
+        metrics.student_t_cdf(1.0, 0)
+    with pytest.raises(SafeReuseError, match="probability"):
+        metrics.student_t_quantile(1.0, 3)
+
+
+def test_seed_interval_hand_checked_three_seeds():
+    """3 seeds at 20 / 30 / 40 % of n = 100 shared images."""
+    r = metrics.seed_interval([(20, 100), (30, 100), (40, 100)])
+    assert (r.seeds, r.k, r.n, r.method) == (3, 90, 300, metrics.CI_SEEDS_T)
+    assert r.mean == pytest.approx(30.0) and r.std == pytest.approx(10.0)
+    # SE² = s²/S + mean_s p̃(1−p̃)/(n+z²), p̃ = (k + z²/2)/(n + z²), z² = 3.8416
+    z2 = 1.96**2
+    v_img = sum(
+        (k + z2 / 2) / (100 + z2) * (1 - (k + z2 / 2) / (100 + z2)) / (100 + z2) for k in (20, 30, 40)
+    )
+    se = math.sqrt(0.1**2 / 3 + v_img / 3)
+    assert se == pytest.approx(0.072967, abs=1e-6)
+    half = 4.3027 * se  # t quantile, 2 degrees of freedom
+    assert r.ci_low == 0.0  # 30 − 31.4 clipped at 0
+    assert r.ci_high == pytest.approx(100 * (0.3 + half), abs=0.01)  # 61.4
+    # contains, and is wider than, the t-interval on the 3 seed means alone: 30 ± 4.3027 · 10/√3
+    t_lo, t_hi = 30 - 4.3027 * 10 / math.sqrt(3), 30 + 4.3027 * 10 / math.sqrt(3)
+    assert (t_lo, t_hi) == pytest.approx((5.16, 54.84), abs=0.01)
+    assert r.ci_low <= t_lo and r.ci_high > t_hi
+    # and far wider than the pooled Wilson interval of 90/300, which treats 300 draws as independent
+    w_lo, w_hi = wilson_interval(90, 300)
+    assert 100 * (w_hi - w_lo) == pytest.approx(10.4, abs=0.1)
+    assert r.ci_high - r.ci_low > 5 * 100 * (w_hi - w_lo)
+
+
+def test_seed_interval_counts_image_noise_when_seeds_agree():
+    """Seeds that agree exactly still leave the image-sampling error: the interval is not a point,
+    and it does not shrink with more seeds (the images are the same for every seed)."""
+    three = metrics.seed_interval([(30, 100)] * 3)
+    ten = metrics.seed_interval([(30, 100)] * 10)
+    assert three.std == 0.0 and three.ci_low < 30 < three.ci_high
+    pt = (30 + 1.96**2 / 2) / (100 + 1.96**2)
+    se = math.sqrt(pt * (1 - pt) / (100 + 1.96**2))
+    assert three.ci_high - 30 == pytest.approx(100 * 4.3027 * se, abs=0.01)
+    assert ten.ci_high - 30 == pytest.approx(100 * metrics.student_t_quantile(0.975, 9) * se, abs=0.01)
+    # at least as wide as one cell's Wilson interval scaled to the same normal quantile
+    assert ten.ci_high - ten.ci_low > 0.9 * 100 * (wilson_interval(30, 100)[1] - wilson_interval(30, 100)[0])
+    # zero events everywhere: still a non-empty interval above 0
+    zero = metrics.seed_interval([(0, 50), (0, 60)])
+    assert zero.mean == 0.0 and zero.ci_low == 0.0 and zero.ci_high > 0
+
+
+def test_seed_interval_one_seed_is_the_cells_wilson_interval():
+    r = metrics.seed_interval([metrics.rate(8, 10), (0, 0)])  # the empty seed is skipped
+    cell = metrics.rate(8, 10)
+    assert r.method == metrics.CI_ONE_SEED and r.seeds == 1 and r.std == 0.0
+    assert (r.mean, r.ci_low, r.ci_high) == (cell.value, cell.ci_low, cell.ci_high)
+    none = metrics.seed_interval([(0, 0)])
+    assert none.method == metrics.CI_NONE and none.seeds == 0 and math.isnan(none.ci_low)
+    assert none.to_dict()["mean"] is None and str(none) == "n/a (no seeds)"
+    with pytest.raises(SafeReuseError, match="invalid proportion"):
+        metrics.seed_interval([(5, 4)])
+
+
 def _tiny() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(50, 3))
 

@@ -107,10 +107,6 @@ def model(row: Row, _built: dict[str, ReusableModel]) -> ReusableModel:
     return copy.deepcopy(_built[row.id])
 
 
-def _no_hooks(module: nn.Module) -> bool:
-    return all(not (m._forward_pre_hooks or m._forward_hooks or m._backward_hooks) for m in module.modules())
-
-
 # ------------------------------------------------------------------------------------------------
 # table-driven contract tests
 # ------------------------------------------------------------------------------------------------
@@ -193,10 +189,11 @@ def test_blocks_cover_every_parameter_once(model: ReusableModel) -> None:
 
 
 @torch.no_grad()
-def test_blocks_run_in_order(row: Row, model: ReusableModel) -> None:
+def test_blocks_run_in_order(row: Row, model: ReusableModel, assert_no_trace: Any) -> None:
     """Blocks are ordered input → head: their first calls in a forward pass are in list order."""
     calls: list[int] = []
     handles = []
+    trace = assert_no_trace(model, state=True)
     try:
         for i, (name, _) in enumerate(model.blocks()):
             for part in name.split("+"):
@@ -210,7 +207,7 @@ def test_blocks_run_in_order(row: Row, model: ReusableModel) -> None:
             h.remove()
     assert calls == sorted(calls)
     assert set(calls) == set(range(len(model.blocks())))
-    assert _no_hooks(model)
+    trace.check()
 
 
 def test_state_dict_round_trip(row: Row, model: ReusableModel) -> None:
@@ -547,19 +544,20 @@ def test_torchvision_checkpoint_loads_strict(name: str, expected: list[tuple[str
 # ------------------------------------------------------------------------------------------------
 # adapt(): any nn.Module behind the contract
 # ------------------------------------------------------------------------------------------------
-def test_adapt_sequential() -> None:
+def test_adapt_sequential(assert_no_trace: Any) -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     spec = InputSpec(1, (2, 2), (0.5,), (0.25,))
     m = adapt(net, spec, head="3")
     x = torch.rand(5, 1, 2, 2)
+    trace = assert_no_trace(net, state=True)
     with torch.no_grad():
         f = m.features(x)
         assert f.shape == (5, 8) and m.feature_dim == 8
         torch.testing.assert_close(f, torch.relu(net[1](((x - 0.5) / 0.25).flatten(1))))
         torch.testing.assert_close(m.head(f), m(x))
     assert m.head is net[3]
-    assert _no_hooks(net), "features() left its forward pre-hook behind"
+    trace.check()  # features() captures with a hook: it must be gone
     # default blocks: the top-level children, head last; every parameter exactly once
     assert [n for n, _ in m.blocks()] == ["module.0", "module.1", "module.2", "module.3"]
     params = [id(p) for _, b in m.blocks() for p in b.parameters()]
@@ -572,7 +570,7 @@ def test_adapt_sequential() -> None:
     # the hook is removed even when the forward pass fails
     with pytest.raises(RuntimeError):
         m.features(torch.rand(5, 1, 3, 3))
-    assert _no_hooks(net)
+    trace.check()
     # reset_head swaps the Linear inside the wrapped module
     m.reset_head(6, seed=0)
     assert net[3].out_features == 6 and m(x).shape == (5, 6)

@@ -14,9 +14,17 @@ from safereuse.artifacts import load_model
 from safereuse.data import DataSpec, load_data
 from safereuse.errors import SafeReuseError
 from safereuse.methods import METHODS, ReMoS
-from safereuse.methods.remos import fresh_state, magnitude_slice, relevant_slice, smallest_k_mask
 from safereuse.models import InputSpec, adapt, create_model
-from safereuse.slicing import coverage_profile, nc, snac, tknc
+from safereuse.slicing import (
+    coverage_profile,
+    fresh_state,
+    magnitude_slice,
+    nc,
+    relevant_slice,
+    smallest_k_mask,
+    snac,
+    tknc,
+)
 
 FAST = {"epochs": 1, "batch_size": 16}
 
@@ -81,29 +89,25 @@ def test_criteria_on_channel_means():
     assert snac()(torch.tensor([[0.0, 0.2, 0.3]])).tolist() == [[False, True, True]]  # midpoint 0.15
 
 
-def test_profile_is_batch_independent_and_leaves_no_trace(teacher, student_data):
-    model = copy.deepcopy(teacher)
+def test_profile_is_batch_independent_and_leaves_no_trace(teacher, student_data, assert_no_trace):
+    # float64: float32 conv kernels round differently per batch size and CPU, which can move an
+    # activation across a coverage threshold; what is tested is the profile's own batch independence
+    model = copy.deepcopy(teacher).double()
     model.train()
     model.bn1.eval()  # a mixed state must come back exactly
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = student_data.train.x.double()
     layers = ["conv1", "conv2", "fc1"]
-    a = coverage_profile(model, student_data.train.x, layers, "snac", batch_size=1)
-    b = coverage_profile(model, student_data.train.x, layers, "snac", batch_size=64)
+    with assert_no_trace(model, state=True):  # BN running stats untouched (eval mode), no hook left
+        a = coverage_profile(model, x, layers, "snac", batch_size=1)
+        b = coverage_profile(model, x, layers, "snac", batch_size=64)
     for name in layers:
         assert torch.equal(a.f_in[name], b.f_in[name]) and torch.equal(a.f_out[name], b.f_out[name])
-    assert model.training and not model.bn1.training and model.bn2.training
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
-    for k, v in model.state_dict().items():  # BN running stats untouched (eval mode)
-        assert torch.equal(v, before[k]), k
-    assert all(p.grad is None for p in model.parameters())
-    assert torch.backends.mha.get_fastpath_enabled()
 
 
-def test_profile_hooks_removed_when_the_forward_fails():
+def test_profile_hooks_removed_when_the_forward_fails(assert_no_trace):
     model, _ = _toy_conv()
-    with pytest.raises(RuntimeError):
+    with assert_no_trace(model, state=True), pytest.raises(RuntimeError):
         coverage_profile(model, torch.zeros(2, 3, 2, 2), ["0"], "nc")  # wrong channel count
-    assert not model[0]._forward_hooks and model.training
 
 
 def test_profile_rejects_non_layers():
@@ -203,7 +207,7 @@ def test_number_of_reset_weights_is_round_ratio_n(teacher, student_data, ratio):
 # -- the method ------------------------------------------------------------------------------------
 
 
-def test_transfer_resets_then_keep_mask_holds_zeros(teacher, student_data):
+def test_transfer_resets_then_keep_mask_holds_zeros(teacher, student_data, assert_no_trace):
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     kw = dict(FAST, ratio=0.2, lr=0.05)
     kept = ReMoS(keep_mask=True, **kw).transfer(teacher, student_data, seed=0, progress=False)
@@ -218,8 +222,7 @@ def test_transfer_resets_then_keep_mask_holds_zeros(teacher, student_data):
         assert bool((w_kept[~mask] == 0).all())  # pinned through fine-tuning
         assert bool((w_free[~mask] != 0).any())  # without keep_mask, fine-tuning moves them
     for m in (kept.model, free.model):
-        assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
-        assert not any(hasattr(mod, "parametrizations") for mod in m.modules())
+        assert not assert_no_trace.hooks(m)  # no hook, no parametrization left on the student
 
 
 def test_reinit_reset_uses_fresh_values(teacher, student_data):
@@ -285,7 +288,7 @@ class TinyTransformer(nn.Module):
         return self.fc(self.encoder(self.embed(x.flatten(1, 2))).mean(1))
 
 
-def test_nlp_form_covers_linear_layers(student_data):
+def test_nlp_form_covers_linear_layers(student_data, assert_no_trace):
     torch.manual_seed(0)
     model = adapt(TinyTransformer(), InputSpec(1, (28, 28), (0.5,), (0.5,)), head="fc")
     method = ReMoS(ratio=0.2, criterion="nc", **FAST)
@@ -309,7 +312,7 @@ def test_nlp_form_covers_linear_layers(student_data):
     st = method.transfer(model, student_data, progress=False)
     assert st.info["weights_reset"] == round(0.2 * st.info["weights_total"])
     assert st.model(student_data.test.x[:2]).shape == (2, 3)
-    assert all(not m._forward_hooks for m in st.model.modules())
+    assert not assert_no_trace.hooks(st.model)
 
 
 def test_sequence_first_linear_inputs_are_found():

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from safereuse.cli import main
+from safereuse.metrics import wilson_interval
 from safereuse.report import aggregate, build_report, load_run, pareto_front, summary_text
 from safereuse.runner import Ledger, expand, load_spec, run
 from safereuse.runner import worker as worker_mod
@@ -63,7 +64,7 @@ def rundir(tmp_path_factory) -> Path:
         return real(payload)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(worker_mod, "run_cell", run_cell)
+    mp.setitem(worker_mod.TASKS, "cell", run_cell)  # executors dispatch through this table
     try:
         run(loaded, tmp / "run", progress=False)
     finally:
@@ -77,9 +78,11 @@ def test_pareto_front():
     assert pareto_front([]) == []
 
 
-def _fake_run(tmp_path: Path) -> Path:
-    """A ledger with hand-made metrics: 2 seeds, DIR 10 % (k=2, n=20) and 30 % (k=9, n=30)."""
+def _fake_run(tmp_path: Path, seeds=((0.8, 10.0, 20), (0.9, 30.0, 30))) -> Path:
+    """A ledger with hand-made metrics, one seed per ``(acc, DIR %, n)``; by default 2 seeds,
+    DIR 10 % (k=2, n=20) and 30 % (k=9, n=30)."""
     text = SPEC.replace("  - name: linear-probe\n    params: {epochs: 1}\n", "")
+    text = text.replace("seeds: [0, 1]", f"seeds: {list(range(len(seeds)))}")
     p = tmp_path / "s.yaml"
     p.write_text(text)
     loaded = load_spec(p)
@@ -91,7 +94,7 @@ def _fake_run(tmp_path: Path) -> Path:
     core._record_spec(out, loaded, loaded.spec.spec_hash())
     with Ledger(out / "ledger.sqlite") as led:
         led.add_cells(cells, loaded.spec.spec_hash())
-        for c, acc, (d, n) in zip(cells, (0.8, 0.9), ((10.0, 20), (30.0, 30)), strict=True):
+        for c, (acc, d, n) in zip(cells, seeds, strict=True):
             led.mark_running(c.id)
             row = {
                 "defect": "penultimate",
@@ -120,15 +123,57 @@ def test_aggregate_numbers_are_hand_checked(tmp_path):
     assert r["seeds"] == 2
     assert r["acc_mean"] == pytest.approx(85.0) and r["acc_std"] == pytest.approx(math.sqrt(50))  # 80, 90
     assert r["dir_mean"] == pytest.approx(20.0) and r["dir_std"] == pytest.approx(math.sqrt(200))  # 10, 30
-    assert (r["k"], r["n"]) == (11, 50)  # pooled 2/20 + 9/30
-    # Wilson 95 % for 11/50: centre (0.22 + 1.96²/100) / (1 + 1.96²/50)
-    z = 1.96
-    p, n = 11 / 50, 50
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    assert r["wilson_low"] == pytest.approx(100 * (centre - half))
-    assert r["wilson_high"] == pytest.approx(100 * (centre + half))
+    assert (r["k"], r["n"]) == (11, 50)  # summed 2/20 + 9/30 (for scale only)
+    # 95 % over seeds: 20 ± t₁ · SE, SE² = s²/2 + mean_s p̃(1−p̃)/(n+z²), p̃ = (k + z²/2)/(n + z²).
+    # t₁ = 12.706: with 2 seeds the interval is [0, 100] once clipped — two seeds cannot bound a spread.
+    z2 = 1.96**2
+    v_img = sum(
+        (k + z2 / 2) / (n + z2) * (1 - (k + z2 / 2) / (n + z2)) / (n + z2) for k, n in ((2, 20), (9, 30))
+    )
+    se = math.sqrt(0.02 / 2 + v_img / 2)  # s² = (10² + 10²) / 1 in %², as a fraction 0.02
+    assert se == pytest.approx(0.12693, abs=1e-5)
+    assert (r["dir_ci_low"], r["dir_ci_high"]) == (0.0, 100.0) and r["ci_method"] == "t-seeds+binomial"
     assert "85.0 ± 7.1" in summary_text(out) and "20.0 ± 14.1" in summary_text(out)
+
+
+def test_three_seed_interval_in_tables_and_csv(tmp_path):
+    """DIR 20 / 25 / 30 % of n = 100: the interval is t₂ · SE wide, not the pooled Wilson of 75/300."""
+    out = _fake_run(tmp_path, seeds=((0.8, 20.0, 100), (0.85, 25.0, 100), (0.9, 30.0, 100)))
+    r = aggregate(load_run(out)).iloc[0]
+    assert r["seeds"] == 3 and r["dir_mean"] == pytest.approx(25.0) and r["dir_std"] == pytest.approx(5.0)
+    z2 = 1.96**2
+    v_img = sum(
+        (k + z2 / 2) / (100 + z2) * (1 - (k + z2 / 2) / (100 + z2)) / (100 + z2) for k in (20, 25, 30)
+    )
+    half = 100 * 4.3027 * math.sqrt(0.05**2 / 3 + v_img / 3)
+    assert half == pytest.approx(22.22, abs=0.01)
+    assert r["dir_ci_low"] == pytest.approx(25 - half, abs=0.01)  # 2.78
+    assert r["dir_ci_high"] == pytest.approx(25 + half, abs=0.01)  # 47.22
+    assert r["dir_ci_high"] - r["dir_ci_low"] > 4 * 9.8  # pooled Wilson of 75/300 is [20.4, 30.2]
+    # ACC (80 / 85 / 90 % of 100 test images) gets the same treatment
+    t_half = 4.3027 * 5 / math.sqrt(3)  # the t-interval of the 3 accuracies alone
+    assert r["acc_ci_low"] < 85 - t_half and r["acc_ci_high"] > 85 + t_half
+
+    files = build_report(out)
+    csv = pd.read_csv(files.csv)
+    assert {"seeds", "seeds_dir_ci_low", "seeds_dir_ci_high", "seeds_ci_method"} <= set(csv.columns)
+    assert list(csv["seeds"]) == [3, 3, 3] and set(csv["seeds_ci_method"]) == {"t-seeds+binomial"}
+    assert csv["seeds_dir_ci_low"].tolist() == pytest.approx([25 - half] * 3, abs=0.01)
+    assert csv["seeds_dir_mean"].tolist() == pytest.approx([25.0] * 3)
+    assert csv["ci_low"].tolist() == [0, 0, 0]  # each cell's own interval is kept as recorded
+    md = files.markdown.read_text()
+    assert f"25.0 ± 5.0 [{25 - half:.1f}, {25 + half:.1f}]" in md
+    assert "Student's t" in md and "Student" in files.html.read_text()
+
+
+def test_one_seed_falls_back_to_the_cells_wilson_interval(tmp_path):
+    out = _fake_run(tmp_path, seeds=((0.8, 30.0, 100),))
+    r = aggregate(load_run(out)).iloc[0]
+    lo, hi = wilson_interval(30, 100)
+    assert r["ci_method"] == "wilson-1-seed" and r["dir_std"] == 0.0
+    assert (r["dir_ci_low"], r["dir_ci_high"]) == pytest.approx((100 * lo, 100 * hi))
+    md = build_report(out).markdown.read_text()
+    assert "wilson-1-seed" in md or "one seed" in md
 
 
 def test_report_files_contain_every_cell(rundir, capsys):

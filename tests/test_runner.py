@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cli_helpers import assert_one_line_error
 from cli_helpers import run_cli as cli
@@ -20,6 +21,7 @@ from safereuse.errors import SafeReuseError
 from safereuse.methods import METHODS
 from safereuse.runner import Ledger, expand, load_spec, run
 from safereuse.runner import worker as worker_mod
+from test_methods import BAD_PARAMS
 
 TINY = """\
 name: tiny
@@ -176,6 +178,38 @@ def test_bad_spec_names_key_and_line(tmp_path, old, new, line, key, words):
         assert w in msg, msg
 
 
+@pytest.mark.parametrize(
+    ("name", "key", "value", "problem"), BAD_PARAMS, ids=[f"{c[0]}-{c[1]}" for c in BAD_PARAMS]
+)
+def test_bad_method_params_in_yaml_give_the_python_message(tmp_path, name, key, value, problem):
+    # the table of tests/test_methods.py: the spec adds where (file, line, key), the rest is identical
+    with pytest.raises(SafeReuseError) as by_python:
+        METHODS.create(name, **{key: value})
+    methods = (
+        "  - name: finetune\n    params: {epochs: 1, lr: [0.01, 0.05]}\n"
+        "  - name: linear-probe\n    params: {epochs: 1}\n"
+    )
+    assert methods in TINY
+    value_yaml = yaml.safe_dump(value).splitlines()[0]
+    p = spec_file(tmp_path, TINY.replace(methods, f"  - name: {name}\n    params: {{{key}: {value_yaml}}}\n"))
+    with pytest.raises(SafeReuseError) as by_yaml:
+        load_spec(p)
+    assert by_yaml.value.problem == f"{p} line 9: methods[0].params.{key}: {problem}"
+    assert by_yaml.value.fix == by_python.value.fix
+
+
+def test_bad_teacher_fit_in_yaml_gives_the_cli_message(tmp_path):
+    p = spec_file(tmp_path, TINY.replace("epochs: 1, seed: 0}", "epochs: 1, seed: 0, fit: {lr: abc}}"))
+    with pytest.raises(SafeReuseError) as ei:
+        load_spec(p)
+    assert ei.value.problem.endswith(
+        "teacher.fit.lr: teacher training: lr='abc' is invalid (expected a number > 0)"
+    )
+    p = spec_file(tmp_path, TINY.replace("epochs: 1, seed: 0}", "epochs: 1, seed: 0, fit: {seed: 3}}"))
+    with pytest.raises(SafeReuseError, match="teacher training has no parameter 'seed'"):
+        load_spec(p)  # the runner sets the training seed itself
+
+
 def test_bad_yaml_and_wrong_shape(tmp_path):
     with pytest.raises(SafeReuseError, match=r"line \d+: invalid YAML"):
         load_spec(spec_file(tmp_path, "name: x\nscenarios:\n  - [unclosed\n"))
@@ -211,18 +245,20 @@ def test_run_fills_ledger_and_skips_done_cells(tmp_path):
 
 
 def test_failed_cells_are_recorded_and_retried(tmp_path, monkeypatch, capsys):
-    # a real train-time failure: a negative learning rate is accepted by the spec, refused by the optimiser
-    text = TINY.replace("lr: [0.01, 0.05]", "lr: [0.01, -1.0]").replace("seeds: [0, 1]", "seeds: [0]")
+    # a real train-time failure the spec cannot see: a learning rate so large that training diverges
+    text = TINY.replace("{epochs: 1, lr: [0.01, 0.05]}", "{epochs: 2, lr: [0.01, 1.0e+30]}")
+    text = text.replace("seeds: [0, 1]", "seeds: [0]")
     p = spec_file(tmp_path, text)
     out = tmp_path / "run"
     code, stdout, err = cli(capsys, "run", str(p), "--out", str(out), "-q")
     assert code == 3, err
-    assert "1 cells failed" in err and "--retry-failed" in err
+    assert "1 cell failed; the first, digits-a/finetune(lr=1e+30)/seed 0" in err and "--retry-failed" in err
+    assert "training diverged" in err and "fix: lower the learning rate" in err  # the cause and its fix
     assert "2 done, 1 failed" in stdout
     with Ledger(out / "ledger.sqlite", create=False) as led:
         bad = [r for r in led.rows() if r["status"] == "failed"]
-        assert len(bad) == 1 and bad[0]["label"] == "finetune(lr=-1)"
-        assert "lr must be a positive number" in bad[0]["error"] and "Traceback" in bad[0]["traceback"]
+        assert len(bad) == 1 and bad[0]["label"] == "finetune(lr=1e+30)"
+        assert "training diverged" in bad[0]["error"] and "Traceback" in bad[0]["traceback"]
     # without --retry-failed the failed cell is left alone; with it, it runs again
     loaded = load_spec(p)
     assert run(loaded, out, progress=False).ran == 0
@@ -261,6 +297,120 @@ def test_a_failed_teacher_fails_its_cells_without_running_them(tmp_path):
         e.startswith("teacher training failed: classes [") and "out of range" in e for _, _, e in s.failures
     )
     assert not (tmp_path / "run" / "students").exists()
+    # one cause: the teacher's own error, shared by the 3 cells
+    (cause,) = s.causes
+    assert cause.teacher and cause.error.startswith("classes [") and "out of range" in cause.error
+    labels = ["finetune(lr=0.01)", "finetune(lr=0.05)", "linear-probe"]
+    assert [w for _, w in cause.cells] == [f"digits-a/{m}/seed 0" for m in labels]
+    text = s.failure_text()
+    assert "because training its teacher failed:\n  classes [" in text and "all 3 failed cells" in text
+
+
+MISSING = """\
+name: missing
+scenarios:
+  - name: no-teacher-data
+    teacher: {arch: smallcnn, arch_kwargs: {width: 4, hidden: 16}, data: "imagefolder:/nonexistent/teach",
+              epochs: 1, seed: 0}
+    student: {data: digits, classes: 5-9, train_size: 5, per_class: true}
+  - name: no-student-data
+    teacher: {arch: smallcnn, arch_kwargs: {width: 4, hidden: 16}, data: digits, classes: 0-4,
+              epochs: 1, seed: 0}
+    student: {data: "imagefolder:/nonexistent/stud", train_size: 5, per_class: true}
+methods:
+  - name: finetune
+    params: {epochs: 1}
+  - name: linear-probe
+    params: {epochs: 1}
+defects:
+  - name: penultimate
+    params: {steps: 2}
+seeds: [0]
+audit: {max_samples: 20}
+"""
+
+
+def test_failed_run_prints_the_first_cause_and_its_fix(tmp_path, capsys):
+    """A missing dataset: the teacher's own error (not "teacher failed") and its fix are printed, once."""
+    out, p = tmp_path / "run", spec_file(tmp_path, MISSING)
+    first = expand(load_spec(p))[0].id
+    code, stdout, err = cli(capsys, "run", str(p), "--out", str(out), "-q")
+    assert code == 3 and "0 done, 4 failed" in stdout
+    lines = err.splitlines()
+    assert lines[0] == (
+        f"4 cells failed; the first, no-teacher-data/finetune/seed 0 (cell {first}), "
+        "because training its teacher failed:"
+    )
+    assert (
+        lines[1]
+        == "  image folder /nonexistent/teach does not exist (fix: check the path after imagefolder:)"
+    )
+    assert lines[2] == "  (2 of the 4 failed cells have this cause)"
+    assert lines[3] == "  2 more for 1 other cause:"
+    assert lines[4] == (
+        "  - 2 × first no-student-data/finetune/seed 0: image folder /nonexistent/stud does not exist"
+        " (fix: check the path after imagefolder:)"
+    )
+    assert lines[5] == "fix the cause, then rerun with --retry-failed" and len(lines) == 6
+    assert "teacher training failed" not in err  # the ledger's prefix is not the cause
+    # a rerun without --retry-failed runs nothing and still says why the cells failed
+    code, _, err2 = cli(capsys, "run", str(p), "--out", str(out), "-q")
+    assert code == 3 and err2 == err
+
+
+def test_missing_fashion_mnist_names_the_dataset_and_how_to_get_it(tmp_path, capsys, monkeypatch):
+    import safereuse.data as D
+    import safereuse.data.sources as S
+
+    monkeypatch.setattr(S, "DEBIAN_FASHION_DIR", tmp_path / "none")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SAFEREUSE_DATA", raising=False)
+    monkeypatch.setenv("SAFEREUSE_FASHION_MNIST_URL", "http://127.0.0.1:9/")  # discard port: refused at once
+    D._RAW_CACHE.clear()
+    text = TINY.replace("data: digits, classes: 0-4", "data: fashion-mnist, classes: 0-4")
+    try:
+        code, _, err = cli(capsys, "run", str(spec_file(tmp_path, text)), "--out", str(tmp_path / "r"), "-q")
+    finally:
+        D._RAW_CACHE.clear()
+    assert code == 3
+    assert "6 cells failed" in err and "because training its teacher failed" in err
+    assert "Fashion-MNIST was not found" in err and "apt-get install dataset-fashion-mnist" in err
+    assert err.count("Fashion-MNIST was not found") == 1 and "all 6 failed cells have this cause" in err
+
+
+def test_failure_text_groups_causes_and_cuts_the_others():
+    from safereuse.runner.core import RunSummary
+
+    long = "ValueError: " + "x" * 400
+    fails = [
+        ("c1", "a/m/seed 0", "RuntimeError: boom"),
+        ("c2", "a/m/seed 1", long),
+        ("c3", "b/m/seed 0", "teacher training failed: no data (fix: get it)"),
+        ("c4", "b/m/seed 1", "RuntimeError: boom"),
+        ("c5", "c/m/seed 0", "E1"),
+        ("c6", "d/m/seed 0", "E2"),
+    ]
+    s = RunSummary(Path("run"), "h", 6, 6, 0, {}, fails)
+    assert [(c.error[:12], c.teacher, len(c.cells)) for c in s.causes] == [
+        ("RuntimeError", False, 2),
+        ("ValueError: ", False, 1),
+        ("no data (fix", True, 1),
+        ("E1", False, 1),
+        ("E2", False, 1),
+    ]
+    lines = s.failure_text(others=3, width=50).splitlines()
+    assert lines[:4] == [
+        "6 cells failed; the first, a/m/seed 0 (cell c1), with:",
+        "  RuntimeError: boom",
+        "  (2 of the 6 failed cells have this cause)",
+        "  4 more for 4 other causes:",
+    ]
+    assert lines[4] == "  - 1 × first a/m/seed 1: ValueError: " + "x" * 37 + "…"
+    assert lines[5] == "  - 1 × first b/m/seed 0: its teacher failed: no data (fix: get it)"
+    assert lines[6] == "  - 1 × first c/m/seed 0: E1"
+    assert lines[7] == "  - … and 1 more (see `safereuse report run`)"
+    assert lines[8].startswith("fix the cause") and len(lines) == 9
+    assert RunSummary(Path("run"), "h", 1, 1, 0, {}, []).failure_text() == ""
 
 
 def test_running_cells_of_a_killed_run_are_rerun(tmp_path):

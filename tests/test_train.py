@@ -70,16 +70,13 @@ def test_bn_affine_freeze_keeps_affine_of_trained_part(data):
     assert not torch.equal(conv, m.conv2.weight)
 
 
-def test_fit_leaves_no_trace(data):
+def test_fit_leaves_no_trace(data, assert_no_trace):
     m = _model()
-    m.conv1.weight.requires_grad_(False)
+    m.conv1.weight.requires_grad_(False)  # a frozen parameter and a mixed mode must come back as they were
     m.eval()
-    fit(m, data.train, data.val, _cfg(epochs=1, train_last_k=2))
-    assert not m.training
-    assert m.conv1.weight.requires_grad is False
-    assert all(p.requires_grad for n, p in m.named_parameters() if n != "conv1.weight")
-    assert all(p.grad is None for p in m.parameters())
-    assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+    m.bn2.train()
+    with assert_no_trace(m):  # the weights change (that is training), nothing else does
+        fit(m, data.train, data.val, _cfg(epochs=1, train_last_k=2))
 
 
 def test_head_lr_multiplier_builds_two_groups(data):
@@ -133,16 +130,40 @@ def test_changed_config_does_not_resume(data, tmp_path):
     assert r.resumed_from == 0
 
 
-def test_bad_settings_and_divergence_are_clear_errors(data):
-    with pytest.raises(SafeReuseError, match="epochs"):
-        FitConfig(epochs=0)
-    with pytest.raises(SafeReuseError, match="optimizer"):
-        FitConfig(optimizer="rmsprop")  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"epochs": 0}, "training: epochs=0 is invalid (expected an integer ≥ 1)"),
+        ({"epochs": 2.5}, "training: epochs=2.5 is invalid (expected an integer ≥ 1)"),
+        ({"optimizer": "rmsprop"}, "training: optimizer='rmsprop' is invalid (expected one of sgd, adam)"),
+        ({"lr": 0}, "training: lr=0 is invalid (expected a number > 0)"),
+        ({"lr": "fast"}, "training: lr='fast' is invalid (expected a number > 0)"),
+        ({"lr": math.nan}, "training: lr=nan is invalid (expected a number > 0)"),
+        ({"label_smoothing": 1.0}, "training: label_smoothing=1.0 is invalid (expected a number in [0, 1))"),
+        ({"train_last_k": 0}, "training: train_last_k=0 is invalid (expected an integer ≥ 1 or None)"),
+        ({"progress": "maybe"}, "training: progress='maybe' is invalid (expected true or false)"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs, expected):
+    with pytest.raises(SafeReuseError) as ei:
+        FitConfig(**kwargs)
+    assert ei.value.problem == expected
+
+
+def test_yaml_style_strings_are_coerced():
+    cfg = FitConfig(lr="1e-3", epochs="3", batch_size=16.0, progress="false")  # type: ignore[arg-type]
+    assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.progress) == (0.001, 3, 16, False)
+    assert type(cfg.epochs) is int and type(cfg.batch_size) is int
+    assert FitConfig(lr=1).lr == 1 and type(FitConfig(lr=1).lr) is int  # ints stay ints: same config hash
+
+
+def test_divergence_and_nothing_to_train_are_clear_errors(data):
     m = _model()
     with pytest.raises(SafeReuseError, match="diverged"):
         fit(m, data.train, data.val, _cfg(lr=1e12, momentum=0.0, epochs=2, weight_decay=0.0))
+    frozen = _model().requires_grad_(False)
     with pytest.raises(SafeReuseError, match="nothing to train"):
-        fit(_model(), data.train, data.val, _cfg(train_last_k=0))
+        fit(frozen, data.train, data.val, _cfg())
 
 
 def test_adam_and_constant_schedule_run(data):

@@ -105,10 +105,10 @@ def teacher_train(
     arch_kwargs = {k: v for k, v in rest.items() if k in arch_sig}
     bd_params = {k: v for k, v in rest.items() if k not in arch_sig}
     if bd_params and not backdoor:
-        raise SafeReuseError(
-            f"unknown --param {sorted(bd_params)[0]!r} for teacher training",
-            fix="see `safereuse teacher train --help`",
-        )
+        from .params import unknown_param_error
+
+        takes = fit_keys | set(arch_sig) - {"num_classes", "in_channels", "image_size"}
+        raise unknown_param_error("teacher training", sorted(bd_params)[0], takes)
     spec = _spec(data, classes, train_size, per_class, seed, data_dir)
     m = api.train_teacher(
         arch,
@@ -207,43 +207,18 @@ def audit_cmd(
     data_dir: str | None = DataDirOpt,
 ) -> None:
     """How often defects crafted on (or planted in) the teacher fire on the student."""
+    from . import api
     from .artifacts import load_model
-    from .data import load_data
     from .data.sources import cache_dir as user_cache
-    from .defects import DEFECTS
-    from .defects.audit import audit
     from .registry import parse_params
 
     t_art, s_art = load_model(teacher), load_model(student)
-    names = list(defect or [])
-    if not names:
-        names = ["penultimate", "nc-guided"]
-        if t_art.manifest.get("backdoor"):
-            names.append(str(t_art.manifest["backdoor"]["name"]))
-    params = parse_params(param)
-    per: dict[str, dict[str, Any]] = {n: {} for n in names}
-    for key, value in params.items():
-        if "." in key:
-            target, _, sub = key.partition(".")
-            if target not in per:
-                raise SafeReuseError(
-                    f"--param {key}: {target!r} is not among the audited defects", fix="add --defect"
-                )
-            per[target][sub] = value
-            continue
-        takers = [n for n in names if key in DEFECTS.get(n).param_names()]
-        if not takers:
-            raise SafeReuseError(
-                f"no audited defect has a parameter {key!r}", fix="see `safereuse list defects`"
-            )
-        for n in takers:
-            per[n][key] = value
-    spec = _model_data_spec(s_art, data, classes, data_dir)
-    report = audit(
+    report = api.audit(
         t_art,
         s_art,
-        load_data(spec),
-        [(n, per[n]) for n in names],
+        _model_data_spec(s_art, data, classes, data_dir),
+        defect or None,
+        params=parse_params(param),
         cache_dir=cache_dir or user_cache() / "defects",
         max_samples=max_samples,
         device=device,
@@ -300,16 +275,13 @@ def _run_and_print(
     )
     typer.echo(summary_text(out))
     typer.echo(summary.line())
-    for cell_id, where, error in summary.failures[:5]:
-        typer.echo(f"failed {cell_id} {where}: {error}")
     if report:
         files = build_report(out)
         typer.echo(f"report: {files.html}  (also {files.markdown.name}, {files.csv.name})")
     else:
         typer.echo(f"report: safereuse report {out}")
     if summary.failures:
-        n = len(summary.failures)
-        typer.echo(f"{n} cells failed: fix the cause, then rerun with --retry-failed", err=True)
+        typer.echo(summary.failure_text(), err=True)
         raise typer.Exit(3)
 
 

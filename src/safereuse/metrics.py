@@ -272,6 +272,191 @@ def mean_std(values: Iterable[float | Rate | None]) -> MeanStd:
     return MeanStd(m, sd, n)
 
 
+# -- intervals across seeds ------------------------------------------------------------------------
+CI_SEEDS_T = "t-seeds+binomial"
+CI_ONE_SEED = "wilson-1-seed"
+CI_NONE = "none"
+
+
+def student_t_cdf(t: float, df: int) -> float:
+    """``P(T ≤ t)`` for Student's t with an integer number of degrees of freedom.
+
+    Exact finite series (Abramowitz & Stegun 26.7.3–26.7.4) in ``θ = atan(t / √df)``, so no SciPy.
+
+    Args:
+        t: the point.
+        df: degrees of freedom, ``≥ 1``.
+
+    Returns:
+        The cumulative probability.
+
+    Example:
+        >>> round(student_t_cdf(12.7062, 1), 5), student_t_cdf(0.0, 7)
+        (0.975, 0.5)
+    """
+    if df < 1:
+        raise SafeReuseError(f"degrees of freedom {df} must be ≥ 1", fix="pass at least 2 values")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2:  # odd: (2/π)(θ + sin θ cos θ (1 + 2/3 cos²θ + (2·4)/(3·5) cos⁴θ + …))
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for j in range(1, (df - 1) // 2):
+            term *= c2 * (2 * j) / (2 * j + 1)
+            total += term
+        a = 2 / math.pi * (theta + s * math.cos(theta) * total)
+    else:  # even: sin θ (1 + 1/2 cos²θ + (1·3)/(2·4) cos⁴θ + …)
+        term, total = 1.0, 1.0
+        for j in range(1, df // 2):
+            term *= c2 * (2 * j - 1) / (2 * j)
+            total += term
+        a = s * total
+    a = min(1.0, max(0.0, a))  # A(|t|) = P(|T| ≤ |t|)
+    return 0.5 + a / 2 if t >= 0 else 0.5 - a / 2
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on
+    :func:`student_t_cdf`, to 1e-10).
+
+    Args:
+        p: probability in (0, 1).
+        df: degrees of freedom, ``≥ 1``.
+
+    Returns:
+        ``t`` with ``P(T ≤ t) = p``.
+
+    Example:
+        >>> round(student_t_quantile(0.975, 1), 3), round(student_t_quantile(0.975, 2), 3)
+        (12.706, 4.303)
+    """
+    if not 0.0 < p < 1.0:
+        raise SafeReuseError(f"probability {p} must be in (0, 1)", fix="e.g. 0.975")
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while student_t_cdf(hi, df) < p:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1e-10 * max(1.0, hi):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if student_t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """A rate across seeds: mean ± std of the per-seed rates and a 95 % interval for their mean.
+
+    Attributes:
+        mean: mean of the per-seed rates, percent (``nan`` without seeds).
+        std: sample standard deviation of the per-seed rates (``ddof = 1``; 0.0 for one seed).
+        ci_low: lower end of the interval, percent.
+        ci_high: upper end, percent.
+        seeds: seeds with a non-empty denominator (the ones used).
+        k: events summed over those seeds (reported, not used by the interval).
+        n: denominators summed over those seeds.
+        method: :data:`CI_SEEDS_T` (two or more seeds), :data:`CI_ONE_SEED` (the cell's Wilson
+            interval) or :data:`CI_NONE` (no seed with ``n > 0``).
+    """
+
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    seeds: int
+    k: int
+    n: int
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (``nan`` becomes ``None``)."""
+        return {k: _finite_or_none(v) for k, v in asdict(self).items()}
+
+    def __str__(self) -> str:
+        if self.seeds == 0:
+            return "n/a (no seeds)"
+        return (
+            f"{self.mean:.2f} ± {self.std:.2f} [{self.ci_low:.1f}, {self.ci_high:.1f}] ({self.seeds} seeds)"
+        )
+
+
+def seed_interval(counts: Iterable[tuple[int, int] | Rate], z: float = 1.96) -> SeedInterval:
+    """Mean ± std of a rate over seeds, and a 95 % interval that counts seed *and* image variation.
+
+    Every seed of a grid cell is audited on the **same** test images. The pooled Wilson interval of
+    ``Σk / Σn`` treats the ``S·n`` outcomes as independent draws, which they are not, twice over:
+    (1) outcomes of one seed share that seed's training run, so the seeds are clusters and the
+    seed-to-seed spread (often far larger than the binomial one) is ignored; (2) the seeds reuse the
+    same images, so a lucky or unlucky image sample shifts every seed alike and pooling does not
+    average it away — there are ``n`` images behind the pooled rate, not ``S·n``. The pooled interval
+    is therefore too narrow by roughly ``√S`` and by the whole between-seed spread.
+
+    This function takes the per-seed rates ``p_s = k_s / n_s`` as the observations and returns
+    ``p̄ ± t_{S−1} · SE`` (clipped to [0, 100]) with
+
+    ``SE² = s² / S + mean_s[ p̃_s (1 − p̃_s) / (n_s + z²) ]``,
+
+    where ``s²`` is the sample variance of the ``p_s`` (seed variation, as seen on these images) and
+    the second term is the binomial variance of one seed's rate (Agresti–Coull's ``p̃_s =
+    (k_s + z²/2) / (n_s + z²)``, so a seed with 0/n or n/n still counts some image noise). That term is
+    *not* divided by ``S``: the image-sampling error is shared by all seeds, so it does not shrink with
+    more seeds (treating it as fully shared is the conservative bound). The quantile is Student's t
+    with ``S − 1`` degrees of freedom for the whole SE — conservative again (a Welch–Satterthwaite
+    df would be larger) and it guarantees the interval contains the plain t-interval of the seed
+    means. A two-level bootstrap was not chosen: with the 2–5 seeds a grid has, resampling seeds
+    cannot reach beyond the observed extremes and understates the seed spread, while the t quantile
+    pays for estimating it from few seeds (12.7 for 2 seeds, 4.3 for 3: few seeds, wide intervals).
+
+    With one seed there is no seed spread to estimate: the result is that cell's Wilson interval
+    (``method = "wilson-1-seed"``), the same as the cell's own :func:`rate`.
+
+    Args:
+        counts: one ``(k, n)`` pair or :class:`Rate` per seed; seeds with ``n = 0`` are skipped.
+        z: normal quantile of the level (1.96 → 95 %); the t quantile is taken at ``Φ(z)``.
+
+    Returns:
+        :class:`SeedInterval` in percent.
+
+    Example:
+        >>> r = seed_interval([(20, 100), (30, 100), (40, 100)])
+        >>> round(r.mean, 1), round(r.std, 1), round(r.ci_low, 1), round(r.ci_high, 1), r.method
+        (30.0, 10.0, 0.0, 61.4, 't-seeds+binomial')
+        >>> seed_interval([(8, 10)]).method, round(seed_interval([(8, 10)]).ci_low, 2)
+        ('wilson-1-seed', 49.02)
+    """
+    pairs: list[tuple[int, int]] = []
+    for c in counts:
+        k, n = (c.k, c.n) if isinstance(c, Rate) else (int(c[0]), int(c[1]))
+        if n < 0 or k < 0 or k > n:
+            raise SafeReuseError(f"invalid proportion {k}/{n}", fix="need 0 ≤ k ≤ n")
+        if n > 0:
+            pairs.append((k, n))
+    seeds = len(pairs)
+    k_sum, n_sum = sum(k for k, _ in pairs), sum(n for _, n in pairs)
+    nan = float("nan")
+    if seeds == 0:
+        return SeedInterval(nan, nan, nan, nan, 0, 0, 0, CI_NONE)
+    ps = [k / n for k, n in pairs]
+    mean = sum(ps) / seeds
+    if seeds == 1:
+        lo, hi = wilson_interval(pairs[0][0], pairs[0][1], z)
+        return SeedInterval(100 * mean, 0.0, 100 * lo, 100 * hi, 1, k_sum, n_sum, CI_ONE_SEED)
+    var_seeds = sum((p - mean) ** 2 for p in ps) / (seeds - 1)
+    z2 = z * z
+    var_images = 0.0
+    for k, n in pairs:
+        pt = (k + z2 / 2) / (n + z2)
+        var_images += pt * (1 - pt) / (n + z2)
+    var_images /= seeds
+    se = math.sqrt(var_seeds / seeds + var_images)
+    from statistics import NormalDist
+
+    q = student_t_quantile(NormalDist().cdf(z), seeds - 1)
+    lo, hi = max(0.0, mean - q * se), min(1.0, mean + q * se)
+    return SeedInterval(
+        100 * mean, 100 * math.sqrt(var_seeds), 100 * lo, 100 * hi, seeds, k_sum, n_sum, CI_SEEDS_T
+    )
+
+
 # -- model cost ------------------------------------------------------------------------------------
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -406,9 +591,13 @@ def latency(
 
 
 __all__ = [
+    "CI_NONE",
+    "CI_ONE_SEED",
+    "CI_SEEDS_T",
     "Latency",
     "MeanStd",
     "Rate",
+    "SeedInterval",
     "accuracy",
     "asr",
     "count_nonzero_weights",
@@ -421,5 +610,8 @@ __all__ = [
     "mean_std",
     "rate",
     "robust_accuracy",
+    "seed_interval",
+    "student_t_cdf",
+    "student_t_quantile",
     "wilson_interval",
 ]

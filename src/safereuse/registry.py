@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .errors import SafeReuseError
+from .params import validate_params
 
 T = TypeVar("T")
 
@@ -82,9 +83,13 @@ class Registry(Generic[T]):
             ) from None
 
     def create(self, name: str, /, **kwargs: Any) -> Any:
+        """Build ``name`` with ``kwargs``, validated first (names, types, ranges: :mod:`safereuse.params`).
+
+        Raises:
+            SafeReuseError: an unknown name or parameter, or an invalid value, in one line.
+        """
         factory: Any = self.get(name)
-        check_kwargs(factory, kwargs, f"{self.kind} {name!r}")
-        return factory(**kwargs)
+        return factory(**validate_params(factory, kwargs, f"{self.kind} {name!r}"))
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -96,22 +101,16 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
 
-def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
-    """Raise a clear error when ``kwargs`` holds a name ``factory`` does not accept."""
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return
-    params = sig.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    for key in kwargs:
-        if key not in accepted:
-            raise SafeReuseError(
-                f"{what} has no parameter {key!r}",
-                fix=f"use one of: {', '.join(a for a in accepted if a != 'self') or '(none)'}",
-            )
+def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> dict[str, Any]:
+    """Validate ``kwargs`` for ``factory`` (see :func:`safereuse.params.validate_params`); return them
+    coerced.
+
+    Example:
+        >>> from safereuse.train import FitConfig
+        >>> check_kwargs(FitConfig, {"lr": "1e-3"}, "teacher training")
+        {'lr': 0.001}
+    """
+    return validate_params(factory, kwargs, what)
 
 
 def parse_value(text: str) -> Any:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from .data import Split
 from .device import resolve_device
 from .errors import SafeReuseError
 from .models import ReusableModel, last_k_parameters
+from .params import validate_fields
 from .utils import atomic_path, config_hash, write_json_atomic
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,6 +73,21 @@ class FitConfig:
         progress: show tqdm bars.
     """
 
+    param_ranges: ClassVar[dict[str, str]] = {
+        "epochs": ">= 1",
+        "batch_size": ">= 1",
+        "lr": "> 0",
+        "momentum": "[0, 1]",
+        "weight_decay": ">= 0",
+        "warmup_epochs": ">= 0",
+        "step_size": ">= 1",
+        "gamma": "> 0",
+        "label_smoothing": "[0, 1)",
+        "head_lr_mult": ">= 0",
+        "train_last_k": ">= 1",
+        "patience": ">= 0",
+        "eval_batch_size": ">= 1",
+    }
     epochs: int = 10
     batch_size: int = 128
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -94,19 +110,8 @@ class FitConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, "epochs must be ≥ 1"),
-            (self.batch_size >= 1, "batch_size must be ≥ 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
-            (self.optimizer in ("sgd", "adam"), "optimizer must be sgd or adam"),
-            (self.schedule in ("cosine", "step", "constant"), "schedule must be cosine, step or constant"),
-            (self.bn_stats in ("update", "freeze"), "bn_stats must be update or freeze"),
-            (self.bn_affine in ("train", "freeze"), "bn_affine must be train or freeze"),
-            (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise SafeReuseError(f"invalid training setting: {msg}", fix="correct the value")
+        # types (Literal choices included) and the ranges below: the one path of safereuse.params
+        validate_fields(self, "training")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -137,18 +142,28 @@ def default_loss(label_smoothing: float = 0.0) -> LossFn:
     return loss
 
 
+def _modes(model: nn.Module) -> dict[nn.Module, bool]:
+    return {m: m.training for m in model.modules()}
+
+
+def _restore_modes(modes: dict[nn.Module, bool]) -> None:
+    # per module, not ``model.train(flag)``: a mixed state (BN layers kept in eval) comes back as it was
+    for m, flag in modes.items():
+        m.training = flag
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, x: torch.Tensor, batch_size: int = 512, device: str | torch.device = "auto"
 ) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode; restores the model's training flag."""
+    """Logits of ``model`` on ``x`` in eval mode; restores every module's training flag."""
     dev = resolve_device(device) if device != "auto" else next(model.parameters()).device
-    was_training = model.training
+    modes = _modes(model)
     model.eval()
     try:
         outs = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
     finally:
-        model.train(was_training)
+        _restore_modes(modes)
     if not outs:
         return torch.empty(0)
     return torch.cat(outs)
@@ -270,7 +285,7 @@ def fit(
     trainable = trainable_names(model, cfg)
     frozen_bn = _frozen_bn(model, cfg)
     saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    was_training = model.training
+    modes = _modes(model)
     opt = _make_optimizer(model, trainable, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train)
@@ -340,7 +355,7 @@ def fit(
         for n_, p in model.named_parameters():
             p.requires_grad_(saved_flags[n_])
             p.grad = None
-        model.train(was_training)
+        _restore_modes(modes)
     if best_state is not None:
         model.load_state_dict(best_state)
     best_val = best[0] if val is not None and len(val) else float("nan")

@@ -39,10 +39,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for what configs and manifests hold: paths, numpy and 0-d tensor
+    scalars, sets and tuples (as lists)."""
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, (np.integer, np.floating)):
@@ -64,7 +66,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def config_hash(obj: Any, length: int = 16) -> str:
     """Stable short hash of a JSON-able config (key order does not matter)."""
-    text = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":"))
+    text = json.dumps(obj, sort_keys=True, default=json_default, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import SafeReuseError
 from ..registry import check_kwargs
+from . import cifar, gtsrb, svhn  # noqa: F401  (register the loaders)
 from .core import DataBundle, DataSpec, RawData, Split, build_bundle, check_finite, parse_classes
 from .registry import DATASETS
 from .sources import load_digits, load_fashion_mnist  # noqa: F401  (registers the loaders)
@@ -58,10 +59,9 @@ def load_data(spec: DataSpec | str, **kwargs: Any) -> DataBundle:
             "load_data takes keyword options only with a dataset name", fix="set them in the DataSpec"
         )
     if isinstance(spec, str):
-        check_kwargs(DataSpec, kwargs, "load_data")
-        if "classes" in kwargs:
+        if "classes" in kwargs:  # "0-4" → [0, 1, 2, 3, 4] before the type check
             kwargs["classes"] = parse_classes(kwargs["classes"])
-        spec = DataSpec(spec, **kwargs)
+        spec = DataSpec(spec, **check_kwargs(DataSpec, kwargs, "load_data"))
     return build_bundle(load_raw(spec.name, spec.data_dir), spec)
 
 

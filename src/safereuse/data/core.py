@@ -7,7 +7,7 @@ fit comfortably in memory, which keeps the training loop free of per-sample Pyth
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,16 @@ class DataSpec:
         val_fraction: share of the (limited) training set carved out for validation.
         seed: seed of the subsampling and the validation split.
         data_dir: extra folder to look in first.
+        holdout: images held back from the training pool before ``train_size`` sampling, as a
+            selection split (``DataBundle.holdout``) for choosing hyper-parameters without the test
+            split; stratified, and the same images for every ``seed`` (see :func:`build_bundle`).
+            Left out of :meth:`to_dict` when 0, so specs without one keep their ids.
+
+    Example:
+        >>> DataSpec("digits", classes=[0, 1], holdout=0).to_dict()["classes"]
+        [0, 1]
+        >>> "holdout" in DataSpec("digits").to_dict(), DataSpec("digits", holdout=50).to_dict()["holdout"]
+        (False, 50)
     """
 
     name: str
@@ -49,10 +59,14 @@ class DataSpec:
     val_fraction: float = 0.1
     seed: int = 0
     data_dir: str | None = None
+    holdout: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields that define the slice (``data_dir`` left out; ``holdout`` only when set)."""
         d = dict(self.__dict__)
         d.pop("data_dir")
+        if not d.get("holdout"):
+            d.pop("holdout", None)
         return d
 
 
@@ -67,7 +81,10 @@ class Split:
 
 @dataclass
 class DataBundle:
-    """Train / validation / test splits of one dataset slice plus its metadata."""
+    """Train / validation / test splits of one dataset slice plus its metadata.
+
+    ``holdout`` is the selection split when the spec asks for one (``DataSpec.holdout``), else None.
+    """
 
     spec: DataSpec
     train: Split
@@ -76,6 +93,28 @@ class DataBundle:
     class_names: list[str]
     mean: tuple[float, ...] = field(default_factory=tuple)
     std: tuple[float, ...] = field(default_factory=tuple)
+    holdout: Split | None = None
+
+    def holdout_view(self) -> DataBundle:
+        """This bundle with its holdout in place of the test split: what hyper-parameter selection
+        evaluates (an audit of the view never sees the test images). Tensors are shared, not copied.
+
+        Raises:
+            SafeReuseError: the bundle has no holdout.
+
+        Example:
+            >>> b = build_bundle(RawData(torch.rand(40, 1, 4, 4), torch.arange(40) % 2,
+            ...                          torch.rand(6, 1, 4, 4), torch.arange(6) % 2, ["a", "b"]),
+            ...                  DataSpec("toy", holdout=10))
+            >>> v = b.holdout_view()
+            >>> len(v.test), v.test is b.holdout, len(b.test)
+            (10, True, 6)
+        """
+        if self.holdout is None:
+            raise SafeReuseError(
+                f"{self.spec.name} has no holdout split", fix="set DataSpec.holdout (spec: select.holdout)"
+            )
+        return replace(self, test=self.holdout)
 
     @property
     def num_classes(self) -> int:
@@ -174,6 +213,7 @@ def _check_raw(raw: RawData, name: str) -> None:
 
 
 _SHUFFLE_STREAM = 2**32 - 1  # the order of the training split; class streams use the class id
+_HOLDOUT_TAG = 0x686F6C64  # "hold": the holdout's streams, which no seed reaches (see _holdout_rng)
 
 
 def _seed_rng(seed: int, stream: int) -> np.random.Generator:
@@ -182,18 +222,32 @@ def _seed_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFF_FFFF_FFFF_FFFF, stream])
 
 
-def _stratified_quotas(sizes: list[int], want: int) -> list[int]:
-    """Split ``want`` over classes in proportion to ``sizes``, summing exactly to ``want``.
+def _holdout_rng(stream: int) -> np.random.Generator:
+    # Seed-independent, like the test split: every seed of a run is selected on the same images (a
+    # paired comparison, and one crafted defect set per teacher). Three words so no [seed, stream] pair
+    # of _seed_rng can produce the same state.
+    return np.random.default_rng([_HOLDOUT_TAG, stream, _HOLDOUT_TAG])
 
-    Largest-remainder rounding (ties to the lower class index), then every class gets at least one
-    example, taken from the classes with the most.
-    """
+
+def _largest_remainder(sizes: list[int], want: int) -> list[int]:
+    """Split ``want`` over classes in proportion to ``sizes``, summing exactly to ``want`` (largest
+    remainders first, ties to the lower class index)."""
     total = sum(sizes)
     exact = [want * n / total for n in sizes]
     quotas = [int(e) for e in exact]
     order = sorted(range(len(sizes)), key=lambda i: (-(exact[i] - quotas[i]), i))
     for i in order[: want - sum(quotas)]:
         quotas[i] += 1
+    return quotas
+
+
+def _stratified_quotas(sizes: list[int], want: int) -> list[int]:
+    """Split ``want`` over classes in proportion to ``sizes``, summing exactly to ``want``.
+
+    Largest-remainder rounding (ties to the lower class index), then every class gets at least one
+    example, taken from the classes with the most.
+    """
+    quotas = _largest_remainder(sizes, want)
     for i, q in enumerate(quotas):
         if q == 0:
             donor = max(range(len(quotas)), key=lambda j: (quotas[j], -j))
@@ -203,9 +257,12 @@ def _stratified_quotas(sizes: list[int], want: int) -> list[int]:
 
 
 def build_bundle(raw: RawData, spec: DataSpec) -> DataBundle:
-    """Apply class subset, size limit and the validation split to ``raw`` (deterministic).
+    """Apply class subset, holdout, size limit and the validation split to ``raw`` (deterministic).
 
     * ``classes`` keeps those original classes, relabelled 0..k-1 in the given order.
+    * ``holdout`` images are taken out of the training pool first (stratified by largest remainder
+      over the class sizes, drawn with streams that do not depend on ``seed``): the selection split
+      ``bundle.holdout``, disjoint from train, validation and test. With ``holdout`` 0 nothing changes.
     * ``train_size`` limits the training pool (train + validation): a total spread over the classes in
       proportion to their sizes (exact total, at least one per class), or with ``per_class`` a
       per-class cap. Each class is shuffled with its own stream of ``seed``, so the examples drawn for
@@ -225,7 +282,8 @@ def build_bundle(raw: RawData, spec: DataSpec) -> DataBundle:
 
     Raises:
         SafeReuseError: classes out of range, empty or repeated; a class without training images; a bad
-            ``train_size``/``val_fraction``/``seed``; NaN or Inf in the data; malformed raw tensors.
+            ``train_size``/``val_fraction``/``seed``/``holdout`` (or one that leaves a class without
+            training images); NaN or Inf in the data; malformed raw tensors.
     """
     n_all = len(raw.class_names)
     classes = parse_classes(spec.classes)
@@ -244,6 +302,11 @@ def build_bundle(raw: RawData, spec: DataSpec) -> DataBundle:
         raise SafeReuseError(
             f"train_size {size!r} must be a positive integer", fix="pass e.g. --train-size 1000"
         )
+    hold = spec.holdout
+    if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
+        raise SafeReuseError(
+            f"holdout {hold!r} must be a non-negative integer", fix="use e.g. 500 (0 = no holdout)"
+        )
     if not 0.0 <= float(spec.val_fraction) < 1.0:
         raise SafeReuseError(f"val_fraction {spec.val_fraction} must be in [0, 1)", fix="use e.g. 0.1")
     _check_raw(raw, spec.name)
@@ -256,6 +319,21 @@ def build_bundle(raw: RawData, spec: DataSpec) -> DataBundle:
     empty = [classes[i] for i, idx in enumerate(per_cls) if len(idx) == 0]
     if empty:
         raise SafeReuseError(f"classes {empty} have no training images in {spec.name}", fix="drop them")
+    hold_idx: list[np.ndarray] = []
+    if hold:
+        sizes = [len(i) for i in per_cls]
+        quotas = _largest_remainder(sizes, min(int(hold), sum(sizes)))
+        short = [c for c, q, n in zip(classes, quotas, sizes, strict=True) if q >= n]
+        if short:
+            raise SafeReuseError(
+                f"holdout {hold} leaves classes {short} of {spec.name} without training images",
+                fix=f"use a holdout well below the {sum(sizes)} training images",
+            )
+        for i, (c, q) in enumerate(zip(classes, quotas, strict=True)):
+            pool = np.sort(per_cls[i])
+            taken = pool[_holdout_rng(c).permutation(len(pool))[:q]]
+            hold_idx.append(taken)
+            per_cls[i] = per_cls[i][~np.isin(per_cls[i], taken)]  # the seed's order, minus the holdout
     if spec.train_size is not None:
         if spec.per_class:
             quotas = [min(int(spec.train_size), len(i)) for i in per_cls]
@@ -287,9 +365,14 @@ def build_bundle(raw: RawData, spec: DataSpec) -> DataBundle:
     val_split = Split(raw.train_x[va].contiguous(), remap[raw.train_y[va]])
     keep = torch.from_numpy(np.flatnonzero(np.isin(raw.test_y.numpy(), classes)))
     test = Split(raw.test_x[keep].contiguous(), remap[raw.test_y[keep]])
+    holdout = None
+    if hold:
+        ho = np.concatenate(hold_idx)
+        ho = torch.from_numpy(ho[_holdout_rng(_SHUFFLE_STREAM).permutation(len(ho))])
+        holdout = Split(raw.train_x[ho].contiguous(), remap[raw.train_y[ho]])
 
     dims = [0, 2, 3]
     mean = tuple(float(v) for v in train_split.x.mean(dim=dims))
     std = tuple(max(float(v), 1e-6) for v in train_split.x.std(dim=dims, correction=0))
     names = [raw.class_names[c] for c in classes]
-    return DataBundle(spec, train_split, val_split, test, names, mean, std)
+    return DataBundle(spec, train_split, val_split, test, names, mean, std, holdout)

@@ -1,18 +1,38 @@
-"""Defects (adversarial inputs, backdoors) and the inheritance audit. ``safereuse list defects``."""
+"""Defects (adversarial inputs, backdoors) and the inheritance audit. ``safereuse list defects``.
+
+Every defect is one class that answers for itself: ``probe(ctx)`` returns its rates on a student
+(:mod:`.probe`). Bases: :class:`TransferredAttack` (crafted on the teacher), :class:`WhiteBoxAttack`
+(crafted on the model under evaluation), :class:`~.backdoors.Backdoor` (planted in the teacher).
+"""
 
 from __future__ import annotations
 
 from . import backdoors  # noqa: F401  (registers badnets, blend, latent, weight-poison)
 from .art_attacks import AutoAttackLite, CarliniWagner, DeepFoolAttack
-from .attacks import FGSM, PGD, ExploratoryDefect, Mimic, Penultimate, craft_batched, fgsm_attack, pgd_attack
+from .attacks import (
+    FGSM,
+    PGD,
+    ExploratoryDefect,
+    Mimic,
+    Penultimate,
+    TransferredAttack,
+    WhiteBoxAttack,
+    craft_batched,
+    fgsm_attack,
+    pgd_attack,
+)
 from .audit import AuditReport, AuditRow, audit
+from .backdoors import Backdoor
 from .base import DEFECTS, Defect, PlantResult
 from .coverage_attacks import NCGuided, neuron_coverage
+from .probe import AuditedModel, ProbeContext, ProbeResult
 
 __all__ = [
     "DEFECTS",
     "AuditReport",
     "AuditRow",
+    "AuditedModel",
+    "Backdoor",
     "FGSM",
     "PGD",
     "AutoAttackLite",
@@ -24,6 +44,10 @@ __all__ = [
     "NCGuided",
     "Penultimate",
     "PlantResult",
+    "ProbeContext",
+    "ProbeResult",
+    "TransferredAttack",
+    "WhiteBoxAttack",
     "audit",
     "craft_batched",
     "fgsm_attack",

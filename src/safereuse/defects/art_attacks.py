@@ -26,15 +26,22 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import SafeReuseError
-from .attacks import ExploratoryDefect, _check_norm, _check_positive_int, attack_mode, check_eps, model_device
-from .attacks import project as _project
+from .attacks import (
+    WhiteBoxAttack,
+    attack_mode,
+    check_eps,
+    check_norm,
+    check_positive_int,
+    model_device,
+    project,
+)
 from .base import DEFECTS
 
 
@@ -71,10 +78,12 @@ def art_classifier(model: nn.Module, input_shape: tuple[int, ...], nb_classes: i
 
 
 @dataclass
-class ArtAttack(ExploratoryDefect):
-    """Common driver: build the ART estimator, run ``generate`` on the batch, restore the model."""
+class ArtAttack(WhiteBoxAttack):
+    """Common driver: build the ART estimator, run ``generate`` on the batch, restore the model.
 
-    kind: ClassVar[str] = "whitebox"
+    A white-box attack (:class:`~safereuse.defects.attacks.WhiteBoxAttack`): crafted on the student,
+    probed for DIR and *Rob*.
+    """
 
     def _attack(self, clf: Any, batch: int, nb_classes: int) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -104,7 +113,7 @@ class ArtAttack(ExploratoryDefect):
             model.to(dev)  # ART may move the model to its own default device
         out = torch.from_numpy(np.asarray(adv, dtype=np.float32)).to(device=dev, dtype=x0.dtype)
         eps, norm = self._ball()
-        out = _project(out, x0, eps, norm) if eps is not None else out.clamp(0.0, 1.0)
+        out = project(out, x0, eps, norm) if eps is not None else out.clamp(0.0, 1.0)
         return out.to(x.device)
 
 
@@ -134,9 +143,9 @@ class CarliniWagner(ArtAttack):
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        _check_norm(self.norm)
-        _check_positive_int(self.binary_search_steps, "binary_search_steps")
-        _check_positive_int(self.max_iter, "max_iter")
+        check_norm(self.norm)
+        check_positive_int(self.binary_search_steps, "binary_search_steps")
+        check_positive_int(self.max_iter, "max_iter")
         if self.eps is not None:
             self.eps = check_eps(self.eps, norm=self.norm)
 
@@ -178,7 +187,7 @@ class DeepFoolAttack(ArtAttack):
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        _check_positive_int(self.max_iter, "max_iter")
+        check_positive_int(self.max_iter, "max_iter")
         if self.eps is not None:
             self.eps = check_eps(self.eps, norm="l2")
 
@@ -220,11 +229,11 @@ class AutoAttackLite(ArtAttack):
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        _check_norm(self.norm)
+        check_norm(self.norm)
         default = 8 / 255 if self.norm == "linf" else 1.0
         self.eps = check_eps(default if self.eps is None else self.eps, norm=self.norm)
-        _check_positive_int(self.steps, "steps")
-        _check_positive_int(self.restarts, "restarts")
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.restarts, "restarts")
 
     def _ball(self) -> tuple[float | None, str]:
         return self.eps, self.norm

@@ -6,11 +6,14 @@ Everything works in ``[0, 1]`` pixel space (models normalise internally, see
 - :func:`pgd_attack` — batched L∞ / L2 projected gradient ascent on any per-sample loss (Madry et al.,
   ICLR 2018); FGSM is its one-step case (Goodfellow et al., ICLR 2015). CARTL's adversarial training
   calls it directly.
-- :class:`PGD`, :class:`FGSM` (``kind="whitebox"``) — crafted on the *student* itself; *Rob*.
-- :class:`Penultimate` (``kind="adversarial"``) — the task-agnostic penultimate-layer attack of
-  Rezaei & Liu (ICLR 2020), as used by ReMoS / SeaM: PGD on the teacher's ``features()``.
-- :class:`Mimic` (``kind="adversarial"``) — the feature-mimicking attack of Wang et al. (USENIX
-  Security 2018): move ``f(x')`` towards ``f(x_guide)`` of another class's image.
+- :class:`WhiteBoxAttack` — crafted on the model under evaluation (the *student* itself); probes
+  DIR and *Rob*: :class:`PGD`, :class:`FGSM` (and the ART attacks of :mod:`.art_attacks`).
+- :class:`TransferredAttack` — crafted on the *teacher*, transferred to the student; probes DIR
+  (its :attr:`~TransferredAttack.dir_form`):
+  :class:`Penultimate`, the task-agnostic penultimate-layer attack of Rezaei & Liu (ICLR 2020), as
+  used by ReMoS / SeaM (PGD on the teacher's ``features()``), and :class:`Mimic`, the
+  feature-mimicking attack of Wang et al. (USENIX Security 2018): move ``f(x')`` towards
+  ``f(x_guide)`` of another class's image.
 
 All crafting runs the model in eval mode with every parameter's ``requires_grad`` switched off and
 restores both afterwards (:func:`attack_mode`); gradients are taken w.r.t. the input only, so no
@@ -29,14 +32,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import metrics
 from ..errors import SafeReuseError
+from ..metrics import Rate
 from ..models import check_contract
 from .base import DEFECTS, Defect
+from .probe import ProbeContext, ProbeResult
 
 AttackLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(model, x_adv, y) -> [N]`` per-sample loss (or a scalar) that the attack *maximises*."""
 
 Norm = Literal["linf", "l2"]
+
+DirForm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Rate]
+"""A DIR form of :mod:`safereuse.metrics`: ``form(y, s_clean, s_adv) -> Rate``."""
 
 
 # -- shared machinery ------------------------------------------------------------------------------
@@ -86,13 +95,15 @@ def check_eps(eps: float, what: str = "eps", norm: str = "linf") -> float:
     return v
 
 
-def _check_positive_int(v: Any, what: str) -> int:
+def check_positive_int(v: Any, what: str) -> int:
+    """``v`` when it is a positive ``int`` (not a bool); else a :class:`SafeReuseError` naming ``what``."""
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise SafeReuseError(f"{what}={v!r} must be a positive integer", fix="pass e.g. 20")
     return v
 
 
-def _check_norm(norm: str) -> str:
+def check_norm(norm: str) -> str:
+    """``norm`` when it is ``linf`` or ``l2``; else a :class:`SafeReuseError`."""
     if norm not in ("linf", "l2"):
         raise SafeReuseError(f"norm {norm!r} is not supported", fix="use linf or l2")
     return norm
@@ -166,7 +177,7 @@ def pgd_attack(
     Returns:
         Adversarial images, same shape/device/dtype as ``x``, detached.
     """
-    _check_norm(norm)
+    check_norm(norm)
     eps = check_eps(eps, norm=norm)
     loss_fn: AttackLoss = ce_loss if loss == "ce" else loss  # type: ignore[assignment]
     x = x.detach()
@@ -199,14 +210,13 @@ def fgsm_attack(
     return pgd_attack(model, x, y, eps, eps, 1, norm, random_start=False, loss=loss)
 
 
-# -- defect base -----------------------------------------------------------------------------------
+# -- defect bases ----------------------------------------------------------------------------------
 @dataclass
 class ExploratoryDefect(Defect):
     """An input-crafting defect: ``craft(model, x, y) -> x_adv``.
 
-    ``kind`` says on which model to craft and how to score: ``adversarial`` and ``nc-guided`` are
-    crafted on the teacher and transferred to the student; ``whitebox`` is crafted on the model
-    being evaluated itself.
+    Subclass :class:`TransferredAttack` (crafted on the teacher, transferred to the student) or
+    :class:`WhiteBoxAttack` (crafted on the model being evaluated) for the probe that goes with it.
     """
 
     def craft(
@@ -231,6 +241,53 @@ class ExploratoryDefect(Defect):
         return torch.Generator().manual_seed(int(getattr(self, "seed", 0)))
 
 
+@dataclass
+class TransferredAttack(ExploratoryDefect):
+    """Crafted on the teacher over the audited images, then transferred black-box to the student.
+
+    Probe: DIR = :attr:`dir_form` ``(y, s(x), s(x_adv))`` over the student's clean-correct set; the
+    teacher reference is the same form on the teacher (same task only). The crafted set depends on the
+    teacher and the images only, so every student of a teacher shares it (``crafted_on_teacher``).
+    """
+
+    kind: ClassVar[str] = "adversarial"
+    crafted_on_teacher: ClassVar[bool] = True
+    dir_form: ClassVar[DirForm] = staticmethod(metrics.dir_adversarial)
+    """The DIR form: flips away from the label (adversarial) or from the clean prediction (NC)."""
+
+    def probe(self, ctx: ProbeContext) -> ProbeResult:  # noqa: D102 - see Defect.probe
+        x_adv, cached = ctx.craft(self, "teacher")
+        rates = {"dir": self.dir_form(ctx.y, ctx.student_clean, ctx.predict(ctx.student.model, x_adv))}
+        if ctx.teacher_clean is not None:
+            rates["teacher"] = self.dir_form(ctx.y, ctx.teacher_clean, ctx.predict(ctx.teacher.model, x_adv))
+        return ProbeResult(rates, crafted_on="teacher", cached=cached)
+
+
+@dataclass
+class WhiteBoxAttack(ExploratoryDefect):
+    """Crafted on the model under evaluation itself (CARTL's robustness setting).
+
+    Probe: crafted on the student; DIR (adversarial form) and *Rob*, the accuracy under attack. The
+    teacher reference (same task only) is the same white-box attack on the teacher.
+    """
+
+    kind: ClassVar[str] = "whitebox"
+
+    def probe(self, ctx: ProbeContext) -> ProbeResult:  # noqa: D102 - see Defect.probe
+        x_adv, cached = ctx.craft(self, "student")
+        s_adv = ctx.predict(ctx.student.model, x_adv)
+        rates = {
+            "dir": metrics.dir_adversarial(ctx.y, ctx.student_clean, s_adv),
+            "rob": metrics.robust_accuracy(ctx.y, s_adv),
+        }
+        if ctx.teacher_clean is not None:
+            xt, _ = ctx.craft(self, "teacher")
+            rates["teacher"] = metrics.dir_adversarial(
+                ctx.y, ctx.teacher_clean, ctx.predict(ctx.teacher.model, xt)
+            )
+        return ProbeResult(rates, crafted_on="student", cached=cached)
+
+
 def craft_batched(
     defect: ExploratoryDefect,
     model: nn.Module,
@@ -252,7 +309,7 @@ def craft_batched(
     Returns:
         Crafted images ``[N, C, H, W]`` on the CPU.
     """
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int(batch_size, "batch_size")
     gen = torch.Generator().manual_seed(int(seed if seed is not None else getattr(defect, "seed", 0)))
     dev = model_device(model)
     outs = [
@@ -268,7 +325,7 @@ _DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
 
 @DEFECTS.register("pgd", "white-box PGD on the student (L∞/L2), for robust accuracy")
 @dataclass
-class PGD(ExploratoryDefect):
+class PGD(WhiteBoxAttack):
     """White-box PGD on the model under evaluation (CARTL's *Rob*; Madry et al., ICLR 2018).
 
     Args:
@@ -282,8 +339,6 @@ class PGD(ExploratoryDefect):
         seed: seed of the random start.
     """
 
-    kind: ClassVar[str] = "whitebox"
-
     norm: str = "linf"
     eps: float | None = None
     alpha: float | None = None
@@ -292,9 +347,9 @@ class PGD(ExploratoryDefect):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_norm(self.norm)
+        check_norm(self.norm)
         self.eps = check_eps(_DEFAULT_EPS[self.norm] if self.eps is None else self.eps, norm=self.norm)
-        self.steps = _check_positive_int(self.steps, "steps")
+        self.steps = check_positive_int(self.steps, "steps")
         if self.alpha is None:
             self.alpha = self.eps / 4 if self.norm == "linf" else 2.5 * self.eps / self.steps
         self.alpha = check_eps(self.alpha, "alpha", self.norm)
@@ -310,7 +365,7 @@ class PGD(ExploratoryDefect):
 
 @DEFECTS.register("fgsm", "white-box fast gradient sign method on the student")
 @dataclass
-class FGSM(ExploratoryDefect):
+class FGSM(WhiteBoxAttack):
     """White-box fast gradient sign method (Goodfellow et al., ICLR 2015): one ε-step, deterministic.
 
     Args:
@@ -318,13 +373,11 @@ class FGSM(ExploratoryDefect):
         eps: budget = step, pixel units; None → 8/255 (L∞) or 1.0 (L2), as :class:`PGD`.
     """
 
-    kind: ClassVar[str] = "whitebox"
-
     norm: str = "linf"
     eps: float | None = None
 
     def __post_init__(self) -> None:
-        _check_norm(self.norm)
+        check_norm(self.norm)
         self.eps = check_eps(_DEFAULT_EPS[self.norm] if self.eps is None else self.eps, norm=self.norm)
 
     def craft(self, model, x, y, generator=None):  # noqa: D102
@@ -351,7 +404,7 @@ def penultimate_loss(neuron: int = 0, target: float = 1000.0, others: float = 0.
     "penultimate", "penultimate-layer guided task-agnostic attack on the teacher (Rezaei & Liu 2020)"
 )
 @dataclass
-class Penultimate(ExploratoryDefect):
+class Penultimate(TransferredAttack):
     """Penultimate-layer guided, task-agnostic attack (Rezaei & Liu, ICLR 2020; ReMoS, SeaM).
 
     White-box PGD-L∞ on the teacher's feature extractor only (no head), maximising
@@ -375,8 +428,6 @@ class Penultimate(ExploratoryDefect):
         seed: seed of the random start.
     """
 
-    kind: ClassVar[str] = "adversarial"
-
     eps: float = 8 / 255
     alpha: float | None = None
     steps: int = 40
@@ -388,7 +439,7 @@ class Penultimate(ExploratoryDefect):
 
     def __post_init__(self) -> None:
         self.eps = check_eps(self.eps)
-        self.steps = _check_positive_int(self.steps, "steps")
+        self.steps = check_positive_int(self.steps, "steps")
         self.alpha = check_eps(self.eps / 10 if self.alpha is None else self.alpha, "alpha")
         if isinstance(self.neuron, bool) or not isinstance(self.neuron, int) or self.neuron < 0:
             raise SafeReuseError(f"neuron={self.neuron!r} must be a non-negative integer", fix="e.g. 0")
@@ -429,7 +480,7 @@ def guide_indices(y: torch.Tensor) -> torch.Tensor:
 
 @DEFECTS.register("mimic", "feature-mimicking attack towards another class's features (Wang et al. 2018)")
 @dataclass
-class Mimic(ExploratoryDefect):
+class Mimic(TransferredAttack):
     """Feature-mimicking attack (Wang et al., "With Great Training Comes Great Vulnerability",
     USENIX Security 2018): minimise ``‖f(x') − f(x_guide)‖₂`` on the teacher's penultimate features,
     so the student's head sees another class's representation.
@@ -445,8 +496,6 @@ class Mimic(ExploratoryDefect):
         seed: seed of the random start.
     """
 
-    kind: ClassVar[str] = "adversarial"
-
     eps: float = 8 / 255
     alpha: float | None = None
     steps: int = 40
@@ -455,7 +504,7 @@ class Mimic(ExploratoryDefect):
 
     def __post_init__(self) -> None:
         self.eps = check_eps(self.eps)
-        self.steps = _check_positive_int(self.steps, "steps")
+        self.steps = check_positive_int(self.steps, "steps")
         self.alpha = check_eps(self.eps / 10 if self.alpha is None else self.alpha, "alpha")
 
     def craft(self, model, x, y, generator=None):  # noqa: D102
@@ -479,12 +528,17 @@ __all__ = [
     "FGSM",
     "PGD",
     "AttackLoss",
+    "DirForm",
     "ExploratoryDefect",
     "Mimic",
     "Penultimate",
+    "TransferredAttack",
+    "WhiteBoxAttack",
     "attack_mode",
     "ce_loss",
     "check_eps",
+    "check_norm",
+    "check_positive_int",
     "craft_batched",
     "fgsm_attack",
     "guide_indices",

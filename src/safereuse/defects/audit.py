@@ -1,18 +1,32 @@
 """The inheritance audit: what did a student inherit from its teacher?
 
-For each requested defect (``shared/specs/defects.md``):
+Every requested defect probes the student itself (:meth:`Defect.probe`, ``shared/specs/defects.md``);
+the audit prepares the inputs once (:class:`~safereuse.defects.probe.ProbeContext`) and never asks
+what kind of defect it holds. The defects of this package, by the base class that gives them their
+probe (``kind`` is the label shown in reports):
 
-===============  ====================================  =========================================
-kind             crafted / planted                     measured on the student
-===============  ====================================  =========================================
-``adversarial``  crafted on the teacher (penultimate,  DIR, adversarial form: flips away from y
-                 mimic) over the student's test set
-``nc-guided``    crafted on the teacher                DIR, NC form: flips away from s(x)
-``whitebox``     crafted on the student itself (PGD,   *Rob* (accuracy under attack) and DIR
-                 FGSM, C&W, DeepFool, AutoAttack)
-``backdoor``     planted in the teacher (manifest      DIR, backdoor form, and ASR (target class
-                 ``"backdoor"`` record + extras)       mapped into the student's label space)
-===============  ====================================  =========================================
+=====================  ===============  ============================  ===================================
+base class             ``kind``         crafted / planted             measured on the student
+=====================  ===============  ============================  ===================================
+``TransferredAttack``  ``adversarial``  crafted on the teacher        DIR, adversarial form: flips away
+                                        (penultimate, mimic) over     from y
+                                        the student's test set
+(same, ``nc-guided``)  ``nc-guided``    crafted on the teacher        DIR, NC form: flips away from s(x)
+``WhiteBoxAttack``     ``whitebox``     crafted on the student itself *Rob* (accuracy under attack) and
+                                        (PGD, FGSM, C&W, DeepFool,    DIR
+                                        AutoAttack)
+``Backdoor``           ``backdoor``     planted in the teacher        DIR, backdoor form, and ASR (target
+                                        (``"backdoor"`` record +      class mapped into the student's
+                                        trigger extras)               label space)
+=====================  ===============  ============================  ===================================
+
+A new defect is one class with a ``probe`` (usually inherited from one of these bases).
+
+The models may be saved artifacts (``load_model``) or models built in Python (the model contract:
+:class:`~safereuse.models.ReusableModel`, or :func:`~safereuse.models.adapt` around any module). What
+the audit needs to know about them — input spec, task (dataset and classes), the planted backdoor and
+its trigger — comes from the artifact's manifest and extras, or from the keyword arguments of
+:func:`audit` (:class:`~safereuse.defects.probe.AuditedModel`).
 
 ACC is the student's clean accuracy. Every rate is in percent with its count and 95 % Wilson interval
 (:mod:`safereuse.metrics`). ``teacher_rate`` is the same DIR measured on the teacher itself (inputs
@@ -25,7 +39,7 @@ JSON schema of :meth:`AuditReport.to_json` (``"schema": "safereuse-audit/1"``)::
     {
       "schema": "safereuse-audit/1",
       "teacher": {"path", "hash", "arch", "data", "backdoor"},     # backdoor: the plant record or null
-      "student": {"path", "hash", "arch", "data"},
+      "student": {"path", "hash", "arch", "data"},                 # path, hash: null for Python models
       "data": {DataSpec fields}, "n_samples": int, "max_samples": int|null,
       "seed": int, "device": str, "batch_size": int,
       "acc": {"value", "k", "n", "ci_low", "ci_high"},             # student clean accuracy, percent
@@ -49,7 +63,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +76,16 @@ from ..data import DataBundle
 from ..device import resolve_device
 from ..errors import SafeReuseError
 from ..metrics import Rate
-from ..train import predict
+from ..models import ReusableModel
 from ..utils import atomic_path
-from .attacks import ExploratoryDefect, model_device
-from .base import DEFECTS, Defect
-from .cache import cached_craft, model_hash
+from .attacks import model_device
+from .backdoors import Backdoor
+from .base import DEFECTS, Defect, PlantResult
+from .probe import AuditedModel, ProbeContext, predict_labels, spec_dict
 
 SCHEMA = "safereuse-audit/1"
-DefectSpec = tuple[str, dict[str, Any]] | str
+DefectSpec = tuple[str, dict[str, Any]] | str | Defect
+"""A defect to audit: ``(name, params)``, a bare name, or a :class:`Defect` instance."""
 
 
 @dataclass
@@ -78,9 +95,9 @@ class AuditRow:
     Attributes:
         defect: registry name.
         params: the resolved parameters (defaults included).
-        kind: ``adversarial``, ``nc-guided``, ``whitebox`` or ``backdoor``.
+        kind: the defect's label (``adversarial``, ``nc-guided``, ``whitebox``, ``backdoor``, ...).
         acc: student clean accuracy.
-        dir: defect inheritance rate (form by kind); ``nan`` when C is empty.
+        dir: defect inheritance rate (in the defect's own form); ``nan`` when C is empty.
         n: ``|C|``, the clean-correct inputs the DIR is taken over.
         ci_low: DIR's 95 % Wilson interval, low end (``nan`` when ``n = 0``).
         ci_high: high end.
@@ -241,7 +258,7 @@ def _fmt(v: float | None) -> str:
 def _short_params(row: AuditRow) -> str:
     """``(k=v, ...)`` for the parameters that differ from the defect's defaults (seed left out)."""
     cls = DEFECTS.get(row.defect) if row.defect in DEFECTS else None
-    if cls is None or row.kind == "backdoor":
+    if cls is None or cls.planted_in_teacher:  # its parameters are the teacher's plant record
         return ""
     try:
         default = cls().config()
@@ -258,23 +275,63 @@ def _short(v: Any) -> str:
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _artifact_info(a: Artifact) -> dict[str, Any]:
-    m = a.manifest
-    return {
-        "path": str(a.path),
-        "hash": a.hash,
-        "arch": m.get("arch"),
-        "data": m.get("data"),
-    }
+def audited(
+    obj: Artifact | ReusableModel | AuditedModel,
+    role: str,
+    data: Any = None,
+    backdoor: Backdoor | PlantResult | dict[str, Any] | None = None,
+    extras: dict[str, torch.Tensor] | None = None,
+) -> AuditedModel:
+    """A model and its audit metadata, from an artifact or a contract model plus arguments.
 
+    Args:
+        obj: a loaded :class:`~safereuse.artifacts.Artifact`, a :class:`~safereuse.models.ReusableModel`
+            (e.g. built by ``create_model`` or wrapped by ``adapt``), or an :class:`AuditedModel`.
+        role: ``teacher`` or ``student`` (for error messages).
+        data: its task (a DataSpec or its dict); overrides the artifact's manifest when given.
+        backdoor: the backdoor planted in it: a planted :class:`Backdoor` (trigger set), the
+            :class:`PlantResult` of planting it, or a plant record dict (then ``extras`` holds the
+            trigger tensors); overrides the artifact's manifest when given.
+        extras: tensors beside the model (trigger and mask), with a record given as ``backdoor``.
 
-def _check_inputs(teacher: Artifact, student: Artifact, data: DataBundle) -> None:
-    for what, a in (("teacher", teacher), ("student", student)):
-        if not isinstance(a, Artifact):
+    Raises:
+        SafeReuseError: ``obj`` is neither an artifact nor a contract model.
+    """
+    if isinstance(obj, AuditedModel):
+        out = obj
+    elif isinstance(obj, Artifact):
+        out = AuditedModel.from_artifact(obj)
+    elif isinstance(obj, ReusableModel):
+        out = AuditedModel.from_model(obj)
+    else:
+        raise SafeReuseError(
+            f"the {role} must be a loaded model (Artifact) or a contract model (ReusableModel), "
+            f"got {type(obj).__name__}",
+            fix="load it with safereuse.artifacts.load_model(path), or wrap it with safereuse.models.adapt",
+        )
+    if data is not None:
+        out = replace(out, data=spec_dict(data))
+    if backdoor is not None:
+        if isinstance(backdoor, Backdoor):
+            record = {"name": backdoor.name, "kind": backdoor.kind, "config": backdoor.config(),
+                      "target": backdoor.target}  # fmt: skip
+            out = replace(out, backdoor=record, extras={**out.extras, **backdoor.extras()})
+        elif isinstance(backdoor, PlantResult):
+            out = replace(out, backdoor=dict(backdoor.record), extras={**out.extras, **backdoor.extras})
+        elif isinstance(backdoor, dict):
+            out = replace(out, backdoor=dict(backdoor), extras={**out.extras, **(extras or {})})
+        else:
             raise SafeReuseError(
-                f"the {what} must be a loaded model (Artifact), got {type(a).__name__}",
-                fix="load it with safereuse.artifacts.load_model(path)",
+                "backdoor must be a planted Backdoor, a PlantResult or a plant record, "
+                f"got {type(backdoor).__name__}",
+                fix="pass what Backdoor.plant() returned",
             )
+    elif extras:
+        out = replace(out, extras={**out.extras, **extras})
+    return out
+
+
+def _check_inputs(teacher: AuditedModel, student: AuditedModel, data: DataBundle) -> None:
     ts, ss = teacher.model.input_spec, student.model.input_spec
     t_shape = (ts.channels, *ts.size)
     s_shape = (ss.channels, *ss.size)
@@ -293,7 +350,7 @@ def _check_inputs(teacher: Artifact, student: Artifact, data: DataBundle) -> Non
             f"the data's images are {x_shape} but the student takes {tuple(s_shape)}",
             fix="load the student's own dataset",
         )
-    s_data = student.manifest.get("data")
+    s_data = student.data
     if isinstance(s_data, dict):
         spec = data.spec
         if s_data.get("name") not in (None, spec.name) or (
@@ -312,9 +369,9 @@ def _check_inputs(teacher: Artifact, student: Artifact, data: DataBundle) -> Non
         )
 
 
-def _same_task(teacher: Artifact, student: Artifact, data: DataBundle) -> bool:
-    t = teacher.manifest.get("data")
-    s = student.manifest.get("data") or data.spec.to_dict()
+def _same_task(teacher: AuditedModel, student: AuditedModel, data: DataBundle) -> bool:
+    t = teacher.data
+    s = student.data or data.spec.to_dict()
     if not isinstance(t, dict) or not isinstance(s, dict):
         return False
     return (
@@ -324,25 +381,14 @@ def _same_task(teacher: Artifact, student: Artifact, data: DataBundle) -> bool:
     )
 
 
-def _target_label(target: int, teacher: Artifact, student: Artifact, data: DataBundle) -> int | None:
-    """The backdoor target (original class id) as a student label, or None if the task lacks it."""
-    t_data = teacher.manifest.get("data") or {}
-    s_data = student.manifest.get("data") or {}
-    t_name, s_name = t_data.get("name"), s_data.get("name", data.spec.name)
-    if t_name and s_name and t_name != s_name:
-        return None  # the target id refers to another dataset's classes
-    classes = s_data.get("classes", data.spec.classes)
-    if classes is None:
-        return int(target) if 0 <= int(target) < student.model.num_classes else None
-    classes = [int(c) for c in classes]
-    return classes.index(int(target)) if int(target) in classes else None
-
-
-def _resolve(defects: list[DefectSpec], seed: int) -> list[Defect]:
+def _resolve(defects: Sequence[DefectSpec], seed: int) -> list[Defect]:
     if not defects:
         raise SafeReuseError("no defects to audit", fix="name at least one, e.g. [('penultimate', {})]")
     out = []
     for spec in defects:
+        if isinstance(spec, Defect):
+            out.append(spec)
+            continue
         if isinstance(spec, str):
             name, params = spec, {}
         else:
@@ -375,11 +421,14 @@ def _params(defect: Defect) -> dict[str, Any]:
 
 # -- the audit -------------------------------------------------------------------------------------
 def audit(
-    teacher: Artifact,
-    student: Artifact,
+    teacher: Artifact | ReusableModel | AuditedModel,
+    student: Artifact | ReusableModel | AuditedModel,
     data: DataBundle,
-    defects: list[DefectSpec],
+    defects: Sequence[DefectSpec],
     *,
+    teacher_data: Any = None,
+    student_data: Any = None,
+    backdoor: Backdoor | PlantResult | dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     max_samples: int | None = None,
     batch_size: int = 256,
@@ -389,11 +438,19 @@ def audit(
     """Measure how often defects crafted on / planted in the teacher fire on the student.
 
     Args:
-        teacher: the teacher artifact (``load_model``); for backdoor rows its manifest must carry the
-            ``"backdoor"`` record and its extras the trigger.
-        student: the student artifact; its manifest's ``data`` names its task.
+        teacher: the teacher: an artifact (``load_model``) or a contract model built in Python. For
+            backdoor rows it must carry the plant record and trigger (manifest ``"backdoor"`` and
+            extras, or ``backdoor``).
+        student: the student: an artifact (its manifest's ``data`` names its task) or a contract model.
         data: the student's dataset; its test split is audited.
-        defects: ``(name, params)`` pairs (or bare names) from ``safereuse list defects``.
+        defects: ``(name, params)`` pairs, bare names (``safereuse list defects``) or :class:`Defect`
+            instances.
+        teacher_data: the teacher's task (DataSpec or dict) for a model without a manifest: it decides
+            whether the teacher reference is measured (same task) and which dataset a backdoor's
+            target id refers to. Overrides the artifact's when given.
+        student_data: the student's task (default: the manifest's, else ``data``'s).
+        backdoor: the backdoor planted in the teacher (a planted :class:`Backdoor`, its
+            :class:`PlantResult`, or a plant record); default: the artifact's.
         cache_dir: folder caching crafted sets by content (None: no cache).
         max_samples: audit only this many test images (evenly spaced, independent of ``seed``).
         batch_size: images per crafting / prediction batch.
@@ -405,126 +462,73 @@ def audit(
         An :class:`AuditReport` (``.rows``, ``.table()``, ``.to_json()``).
 
     Raises:
-        SafeReuseError: input shapes differ; the data is not the student's task or is empty; a defect is
-            unknown or has bad parameters (e.g. ε outside [0, 1]); a backdoor is requested for a teacher
-            without one (or with another one).
+        SafeReuseError: a model is neither an artifact nor a contract model; input shapes differ; the
+            data is not the student's task or is empty; a defect is unknown or has bad parameters
+            (e.g. ε outside [0, 1]); a defect cannot be probed on these models (e.g. a backdoor
+            requested for a teacher without one, or with another one).
+
+    Example:
+        >>> from safereuse.data import load_data
+        >>> from safereuse.models import create_model
+        >>> data = load_data("digits", classes=[0, 1, 2])
+        >>> t, s = create_model("smallcnn", 3), create_model("smallcnn", 3)
+        >>> rep = audit(t, s, data, [("fgsm", {})], max_samples=8, device="cpu")
+        >>> [(r.defect, r.kind, r.crafted_on, r.rates["rob"].n) for r in rep.rows]
+        [('fgsm', 'whitebox', 'student', 8)]
     """
-    _check_inputs(teacher, student, data)
+    t_meta = audited(teacher, "teacher", teacher_data, backdoor)
+    s_meta = audited(student, "student", student_data)
+    _check_inputs(t_meta, s_meta, data)
     resolved = _resolve(defects, seed)
     if batch_size < 1:
         raise SafeReuseError(f"batch_size={batch_size} must be ≥ 1", fix="e.g. 256")
-
-    record = teacher.manifest.get("backdoor")
     for d in resolved:
-        if d.kind != "backdoor":
-            continue
-        if not record:
-            raise SafeReuseError(
-                f"teacher {teacher.path} has no planted backdoor to audit as {d.name!r}",
-                fix="plant one with `safereuse teacher train --backdoor NAME`, or audit another defect",
-            )
-        planted = record.get("name") if isinstance(record, dict) else None
-        if planted is not None and planted != d.name:
-            raise SafeReuseError(
-                f"teacher {teacher.path} carries a {planted!r} backdoor, not {d.name!r}",
-                fix=f"audit ('{planted}', {{}})",
-            )
+        d.check_models(t_meta, s_meta)
 
     idx = _subset(len(data.test), max_samples)
     x = data.test.x if idx is None else data.test.x[idx]
     y = data.test.y if idx is None else data.test.y[idx]
     dev = resolve_device(device)
-    t_model, s_model = teacher.model, student.model
+    t_model, s_model = t_meta.model, s_meta.model
     homes = (model_device(t_model), model_device(s_model))
-    same_task = _same_task(teacher, student, data)
-    digests: dict[str, str] = {}
-
-    def digest(which: str) -> str | None:
-        if cache_dir is None:
-            return None
-        if which not in digests:
-            digests[which] = model_hash(t_model if which == "teacher" else s_model)
-        return digests[which]
-
-    def preds(model: torch.nn.Module, xs: torch.Tensor) -> torch.Tensor:
-        return predict(model, xs, batch_size, dev).argmax(1)
+    same_task = _same_task(t_meta, s_meta, data)
 
     rows: list[AuditRow] = []
     try:
         t_model.to(dev)
         s_model.to(dev)
-        s_clean = preds(s_model, x)
+        s_clean = predict_labels(s_model, x, batch_size, dev)
         acc = metrics.accuracy(s_clean, y)
-        t_clean = preds(t_model, x) if same_task else None
+        ctx = ProbeContext(
+            teacher=t_meta,
+            student=s_meta,
+            x=x,
+            y=y,
+            student_clean=s_clean,
+            teacher_clean=predict_labels(t_model, x, batch_size, dev) if same_task else None,
+            same_task=same_task,
+            data=data.spec.to_dict(),
+            device=dev,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+        )
 
         for d in resolved:
             t0 = time.perf_counter()
-            rates: dict[str, Rate] = {"acc": acc}
-            row_extra: dict[str, Any] = {}
-            cached = False
-            if d.kind in ("adversarial", "nc-guided"):
-                assert isinstance(d, ExploratoryDefect)
-                x_adv, cached = cached_craft(
-                    d,
-                    t_model,
-                    x,
-                    y,
-                    cache_dir=cache_dir,
-                    batch_size=batch_size,
-                    model_digest=digest("teacher"),
-                )
-                form = metrics.dir_nc if d.kind == "nc-guided" else metrics.dir_adversarial
-                rates["dir"] = form(y, s_clean, preds(s_model, x_adv))
-                if t_clean is not None:
-                    rates["teacher"] = form(y, t_clean, preds(t_model, x_adv))
-                crafted_on = "teacher"
-            elif d.kind == "whitebox":
-                assert isinstance(d, ExploratoryDefect)
-                x_adv, cached = cached_craft(
-                    d,
-                    s_model,
-                    x,
-                    y,
-                    cache_dir=cache_dir,
-                    batch_size=batch_size,
-                    model_digest=digest("student"),
-                )
-                s_adv = preds(s_model, x_adv)
-                rates["dir"] = metrics.dir_adversarial(y, s_clean, s_adv)
-                rates["rob"] = metrics.robust_accuracy(y, s_adv)
-                if t_clean is not None:
-                    xt, _ = cached_craft(
-                        d, t_model, x, y, cache_dir=cache_dir, batch_size=batch_size,
-                        model_digest=digest("teacher"),
-                    )  # fmt: skip
-                    rates["teacher"] = metrics.dir_adversarial(y, t_clean, preds(t_model, xt))
-                crafted_on = "student"
-            elif d.kind == "backdoor":
-                from .backdoors import backdoor_from_artifact
-
-                bd = backdoor_from_artifact(teacher)
-                x_trig = torch.cat([bd.apply(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-                s_trig = preds(s_model, x_trig)
-                rates["dir"] = metrics.dir_backdoor(y, s_clean, s_trig)
-                label = _target_label(int(bd.target), teacher, student, data)  # type: ignore[arg-type]
-                if label is not None:
-                    rates["asr"] = metrics.asr(y, s_trig, label)
-                if t_clean is not None:
-                    rates["teacher"] = metrics.dir_backdoor(y, t_clean, preds(t_model, x_trig))
-                row_extra["target"] = {"class": int(bd.target), "label": label}  # type: ignore[arg-type]
-                d = bd
-                crafted_on = "trigger"
-            else:
+            res = d.probe(ctx)
+            if "dir" not in res.rates:
                 raise SafeReuseError(
-                    f"defect {d.name!r} has kind {d.kind!r}, which the audit cannot probe",
-                    fix="use an adversarial, nc-guided, whitebox or backdoor defect",
+                    f"defect {d.name!r} returned no DIR from probe()",
+                    fix="return ProbeResult({'dir': Rate, ...}, ...) from its probe()",
                 )
+            shown = res.defect or d
+            rates: dict[str, Rate] = {"acc": acc, **res.rates}
             dr = rates["dir"]
             rows.append(
                 AuditRow(
-                    defect=d.name,
-                    params=_params(d),
-                    kind=d.kind,
+                    defect=shown.name,
+                    params=_params(shown),
+                    kind=shown.kind,
                     acc=acc.value,
                     dir=dr.value,
                     n=dr.n,
@@ -534,23 +538,23 @@ def audit(
                     asr=rates["asr"].value if "asr" in rates else None,
                     rob=rates["rob"].value if "rob" in rates else None,
                     rates=rates,
-                    crafted_on=crafted_on,
-                    cached=cached,
+                    crafted_on=res.crafted_on,
+                    target=res.target,
+                    cached=res.cached,
                     seconds=time.perf_counter() - t0,
-                    **row_extra,
                 )
             )
     finally:
         t_model.to(homes[0])
         s_model.to(homes[1])
 
-    t_info = _artifact_info(teacher)
-    t_info["backdoor"] = record or None
+    t_info = t_meta.info()
+    t_info["backdoor"] = t_meta.backdoor or None
     return AuditReport(
         rows=rows,
         acc=acc,
         teacher=t_info,
-        student=_artifact_info(student),
+        student=s_meta.info(),
         data=data.spec.to_dict(),
         n_samples=len(x),
         max_samples=max_samples,
@@ -560,4 +564,4 @@ def audit(
     )
 
 
-__all__ = ["SCHEMA", "AuditReport", "AuditRow", "audit"]
+__all__ = ["SCHEMA", "AuditReport", "AuditRow", "AuditedModel", "DefectSpec", "audit", "audited"]

@@ -1,6 +1,14 @@
 """The defect interface: exploratory defects are *crafted* on the teacher, causative ones *planted*.
 
-Both are *probed* on a student. See ``shared/specs/defects.md``.
+Both are *probed* on a student (:meth:`Defect.probe`, the design's verb): given the teacher, the
+student and the audited inputs (a :class:`~safereuse.defects.probe.ProbeContext`), a defect returns
+its own rates. Shared behaviour lives in intermediate classes — a transferred attack crafted on the
+teacher (:class:`~safereuse.defects.attacks.TransferredAttack`), a white-box attack crafted on the
+model under evaluation (:class:`~safereuse.defects.attacks.WhiteBoxAttack`), a backdoor planted in
+the teacher (:class:`~safereuse.defects.backdoors.Backdoor`) — and what the audit, the runner and
+the spec checker need to know is declared as class attributes (:attr:`Defect.crafted_on_teacher`,
+:attr:`Defect.planted_in_teacher`), so nothing switches on a defect's ``kind``.
+See ``shared/specs/defects.md``.
 """
 
 from __future__ import annotations
@@ -11,19 +19,27 @@ from typing import Any, ClassVar
 import torch
 
 from ..registry import Registry
+from .probe import AuditedModel, ProbeContext, ProbeResult
 
 
 @dataclass
 class Defect:
     """Base of every defect; subclasses are dataclasses whose fields are the defect's parameters.
 
-    ``kind`` is one of ``adversarial`` (crafted on the teacher, transferred), ``nc-guided``
-    (coverage-guided inputs crafted on the teacher), ``whitebox`` (crafted on the student itself,
-    e.g. PGD for robust accuracy) or ``backdoor`` (planted while training the teacher).
+    Class attributes (declared by each subclass, read by the audit, the runner and the spec checker):
+
+    - ``kind`` — a descriptive label shown in reports and JSON (``adversarial``, ``nc-guided``,
+      ``whitebox``, ``backdoor``, ...); the report groups by it, nothing branches on it.
+    - ``crafted_on_teacher`` — the probe crafts its inputs on the teacher only, so the crafted set is
+      the same for every student of a teacher (the runner crafts it once, under a lock).
+    - ``planted_in_teacher`` — the defect is planted while the teacher is trained (``plant``) and can
+      be probed only on students of a teacher that carries it.
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
+    crafted_on_teacher: ClassVar[bool] = False
+    planted_in_teacher: ClassVar[bool] = False
 
     def config(self) -> dict[str, Any]:
         """The resolved parameters (recorded with every result)."""
@@ -32,6 +48,22 @@ class Defect:
     @classmethod
     def param_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def check_models(self, teacher: AuditedModel, student: AuditedModel) -> None:
+        """Raise :class:`~safereuse.errors.SafeReuseError` when this defect cannot be probed on these
+        models (called for every defect before anything is crafted); the default accepts any."""
+
+    def probe(self, ctx: ProbeContext) -> ProbeResult:  # pragma: no cover - abstract
+        """Measure how often this defect fires on the student (and on the teacher, same task only).
+
+        Args:
+            ctx: the models, the audited images, the clean predictions and the crafting cache.
+
+        Returns:
+            The rates (``"dir"`` always; ``"asr"``, ``"rob"``, ``"teacher"`` where they apply) and the
+            row's extras.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement probe()")
 
 
 @dataclass

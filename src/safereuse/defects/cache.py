@@ -6,7 +6,7 @@ grid audits the same teacher against many students. An entry is keyed by the SHA
 - the model's weights (``state_dict``) and input normalisation — the model the inputs were crafted on;
 - the clean images and labels;
 - the defect's resolved configuration (``Defect.config()``, which includes its seed) and the crafting
-  batch size (coverage-guided and mimic inputs depend on the batch they are crafted in);
+  batch size (mimic inputs depend on the batch they are crafted in);
 - :data:`CACHE_VERSION` (bumped when crafting code changes its output).
 
 so the same inputs always map to the same file and any change to the teacher, the data or a
@@ -31,7 +31,7 @@ from .. import __version__
 from ..utils import atomic_path, config_hash, tensor_hash, write_json_atomic
 from .attacks import ExploratoryDefect, craft_batched
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: nc-guided keeps its coverage state per input
 """Part of every key; bump when a change to crafting code changes its output."""
 
 

@@ -1,16 +1,18 @@
 """Neuron-coverage-guided test generation on the teacher (DeepXplore, DLFuzz, ADAPT; used by ReMoS).
 
-A *neuron* is the spatial mean of one output channel of an ``nn.Conv2d`` (read with forward hooks,
-removed in ``finally``). Each of ``steps`` iterations:
+A *neuron* is the spatial mean of one output channel of an ``nn.Conv2d`` (read with
+:func:`safereuse.slicing.capture`, hooks removed in ``finally``). Each of ``steps`` iterations:
 
-1. forward the batch; update the batch's coverage state (which neurons it has covered so far and
+1. forward the batch; update each input's coverage state (which neurons it has covered so far and
    how often) under the coverage criterion;
 2. pick ``k`` neurons per input with the strategy;
 3. take a signed-gradient step that increases the sum of their (raw) channel means, then project
    onto the L∞ ε-ball around the clean image and [0, 1].
 
-Coverage criteria (per sample; as ReMoS's coverage profile, ``shared/specs/remos.md``): each conv
-output is min-max scaled over the whole ``[C, H, W]`` tensor of the sample, ``m_c`` = channel mean:
+Coverage criteria (per sample; the one implementation ReMoS's coverage profile uses too,
+:func:`safereuse.slicing.channel_coverage`, ``shared/specs/remos.md``): each conv output is min-max
+scaled over the whole ``[C, H, W]`` tensor of the sample, ``m_c`` = channel mean; a constant output
+covers nothing:
 
 - ``nc`` (Pei et al., SOSP 2017): covered when ``m_c > τ`` (τ = 0.5);
 - ``tknc`` (Ma et al., ASE 2018): ``c`` is among the ``top_k`` (10) largest ``m_c`` of its layer;
@@ -25,17 +27,17 @@ Strategies (ADAPT, Lee et al., ISSTA 2020, which re-implements them):
 - ``dlfuzzrr``: DLFuzz's round-robin over most-covered, rarest-covered and highest-weight (RMS of
   the conv filter) neurons, one per iteration.
 
-Coverage is a property of a test *set*: the state (which neurons the batch has covered so far, and how
-often) is kept per batch as two ``[M]`` vectors, as DeepXplore / DLFuzz keep it per campaign, so the
-inputs of a batch steer each other and the result depends on the batch composition (the audit
-records its ``batch_size``, and the cache keys on it).
+Each seed input is its own campaign, as the ReMoS artifact's DeepXplore / DLFuzz strategies keep it:
+the state (which neurons the input has covered so far, and how often) is one row per input, and
+random choices come from one generator per input seeded in input order, so the crafted set does not
+depend on the batch size or on which inputs share a batch.
 
 NC is an absolute threshold, so pushing uncovered neurons up raises the coverage of the generated
 set. TKNC and SNAC are relative to the other channels of the layer: raising the chosen neurons can
 push others out, and the final inputs may cover fewer neurons than the trajectory did.
 
-Criteria and strategies are plain functions in :data:`COVERAGES` / :data:`STRATEGIES`; add one there
-to make it selectable by name.
+Criteria are :data:`safereuse.slicing.CRITERIA`; strategies are plain functions in :data:`STRATEGIES`
+(``(CoverageState, k) -> [N, k]`` neuron indices); add one there to make it selectable by name.
 """
 
 from __future__ import annotations
@@ -43,13 +45,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from .. import metrics
 from ..errors import SafeReuseError
-from .attacks import ExploratoryDefect, attack_mode, check_eps, model_device, project
+from ..slicing import CRITERIA, Capture, Criterion, capture, channel_coverage, make_criterion, nc
+from .attacks import DirForm, TransferredAttack, attack_mode, check_eps, model_device, project
 from .base import DEFECTS
 
 # -- neurons ----------------------------------------------------------------------------------------
@@ -60,13 +64,34 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-@contextmanager
-def capture_conv_outputs(model: nn.Module) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Forward hooks recording, for every ``Conv2d`` call, ``(raw, scaled)`` channel means.
+class ConvNeurons(NamedTuple):
+    """What :func:`capture_conv_outputs` records for one ``Conv2d`` call (``C`` = its channels).
 
-    ``raw`` is the differentiable ``[N, C]`` spatial mean of the output; ``scaled`` (no gradient) the
-    channel means after min-max scaling each sample's whole ``[C, H, W]`` output. Both are taken inside
-    the hook, before any in-place op downstream can change the output. Hooks are removed on exit.
+    Attributes:
+        raw: ``[N, C]`` spatial means of the output, differentiable (the quantity the attack raises).
+        act: ``[N, C]`` channel means after min-max scaling each sample's ``[C, H, W]`` output, in
+            ``[0, 1]`` (:func:`safereuse.slicing.scaled_channel_means`; no gradient).
+        covered: ``bool [N, C]``, the criterion on ``act`` (:func:`safereuse.slicing.channel_coverage`).
+    """
+
+    raw: torch.Tensor
+    act: torch.Tensor
+    covered: torch.Tensor
+
+
+@contextmanager
+def capture_conv_outputs(model: nn.Module, criterion: Criterion | None = None) -> Iterator[Capture]:
+    """Record a :class:`ConvNeurons` for every ``Conv2d`` call inside the block.
+
+    Everything is computed inside the hook, before any in-place op downstream can change the output;
+    the full output tensor is not kept. Hooks are removed on exit (:func:`safereuse.slicing.capture`).
+
+    Args:
+        model: any module with ``Conv2d`` layers.
+        criterion: the coverage criterion (default: ``nc(0.5)``).
+
+    Yields:
+        A :class:`~safereuse.slicing.Capture`; ``cap.outputs()`` lists the records in call order.
 
     Raises:
         SafeReuseError: the model has no ``Conv2d`` layer.
@@ -77,72 +102,55 @@ def capture_conv_outputs(model: nn.Module) -> Iterator[list[tuple[torch.Tensor, 
             f"{type(model).__name__} has no Conv2d layer to take neurons from",
             fix="use a convolutional teacher for nc-guided defects",
         )
-    outs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    crit = criterion if criterion is not None else nc()
 
-    def hook(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        outs.append((out.mean((2, 3)), scaled_channel_means(out)))
+    def neurons(out: torch.Tensor) -> ConvNeurons:
+        act, covered = channel_coverage(out.detach(), crit)
+        return ConvNeurons(out.mean((2, 3)), act, covered)
 
-    handles = [m.register_forward_hook(hook) for _, m in convs]
-    try:
-        yield outs
-    finally:
-        for h in handles:
-            h.remove()
+    with capture(model, convs, grad=True, reduce=neurons) as cap:
+        yield cap
 
 
-def scaled_channel_means(out: torch.Tensor) -> torch.Tensor:
-    """``[N, C]`` channel means of a conv output min-max scaled per sample over ``[C, H, W]``."""
-    o = out.detach()
-    flat = o.flatten(1)
-    lo = flat.min(1).values.view(-1, 1, 1, 1)
-    hi = flat.max(1).values.view(-1, 1, 1, 1)
-    return ((o - lo) / (hi - lo).clamp_min(1e-12)).mean((2, 3))
+def all_neurons(cap: Capture, convs: list[tuple[str, nn.Conv2d]], model: nn.Module) -> ConvNeurons:
+    """One forward pass's :class:`ConvNeurons` of every conv, concatenated ``[N, M]`` in definition order.
 
+    Definition order (not call order: a ResNet calls its downsampling conv before the block's convs)
+    so neuron ``j`` is the same channel as entry ``j`` of per-filter quantities built from
+    :func:`conv_layers`.
 
-# -- coverage criteria: list of [N, C_l] scaled means → [N, M] bool ----------------------------------
-CoverageFn = Callable[[list[torch.Tensor], "NCGuided"], torch.Tensor]
-
-
-def cover_nc(means: list[torch.Tensor], p: NCGuided) -> torch.Tensor:
-    """NC: scaled channel mean above ``tau``."""
-    return torch.cat(means, 1) > p.tau
-
-
-def cover_tknc(means: list[torch.Tensor], p: NCGuided) -> torch.Tensor:
-    """TKNC: among the ``top_k`` channel means of its layer (all channels if the layer has fewer)."""
-    out = []
-    for m in means:
-        k = min(p.top_k, m.shape[1])
-        mask = torch.zeros_like(m, dtype=torch.bool)
-        mask.scatter_(1, m.topk(k, dim=1).indices, True)
-        out.append(mask)
-    return torch.cat(out, 1)
-
-
-def cover_snac(means: list[torch.Tensor], p: NCGuided) -> torch.Tensor:
-    """SNAC (per sample): above the midpoint of the layer's channel-mean range."""
-    out = []
-    for m in means:
-        hi, lo = m.max(1, keepdim=True).values, m.min(1, keepdim=True).values
-        out.append(m > hi - (hi - lo) / 2)
-    return torch.cat(out, 1)
-
-
-COVERAGES: dict[str, CoverageFn] = {"nc": cover_nc, "tknc": cover_tknc, "snac": cover_snac}
+    Raises:
+        SafeReuseError: a conv did not run exactly once in the pass.
+    """
+    recs = {}
+    for r in cap.records:
+        if r.site == "output":
+            recs.setdefault(r.name, []).append(r.value)
+    if len(cap.records) != len(convs) or any(len(recs.get(n, ())) != 1 for n, _ in convs):
+        raise SafeReuseError(
+            f"{type(model).__name__} calls its Conv2d layers {len(cap.records)} times per forward "
+            f"but has {len(convs)} of them",
+            fix="nc-guided needs every Conv2d to run exactly once per forward",
+        )
+    ordered = [recs[n][0] for n, _ in convs]
+    return ConvNeurons(*(torch.cat(parts, 1) for parts in zip(*ordered, strict=True)))
 
 
 # -- strategies: state → [N, k] neuron indices ----------------------------------------------------
 @dataclass
 class CoverageState:
-    """Coverage bookkeeping of one batch during generation (a batch is one test campaign).
+    """Coverage bookkeeping of the inputs being crafted, one row per input (``M`` = all neurons).
+
+    Each seed input is its own campaign, as in the ReMoS artifact's DeepXplore / DLFuzz code: what it
+    has covered, and its random choices, never depend on the other inputs of the batch.
 
     Attributes:
-        covered: ``[M]`` bool, neuron covered by some input of the batch at some iteration so far.
-        counts: ``[M]`` float, how many (input, iteration) pairs covered it.
+        covered: ``bool [N, M]``, neuron covered by the input at some iteration so far.
+        counts: ``[N, M]`` float, in how many iterations so far the input covered it.
         act: ``[N, M]`` current scaled channel means of each input (in [0, 1]).
         weight: ``[M]`` RMS of each neuron's conv filter.
         step: current iteration (0-based).
-        generator: CPU RNG for random strategies.
+        generators: one CPU RNG per input, for random strategies (see :meth:`uniform`).
     """
 
     covered: torch.Tensor
@@ -150,7 +158,13 @@ class CoverageState:
     act: torch.Tensor
     weight: torch.Tensor
     step: int
-    generator: torch.Generator
+    generators: list[torch.Generator]
+
+    def uniform(self) -> torch.Tensor:
+        """``[N, M]`` uniform noise in [0, 1), row ``n`` drawn from input ``n``'s own generator."""
+        m = self.act.shape[1]
+        rows = [torch.rand(m, generator=g, dtype=torch.float64) for g in self.generators]
+        return torch.stack(rows).to(self.act.device)
 
 
 StrategyFn = Callable[[CoverageState, int], torch.Tensor]
@@ -161,12 +175,12 @@ def _top(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def most_covered(s: CoverageState, k: int) -> torch.Tensor:
-    """DLFuzz: the batch's most frequently covered neurons; ties → the input's most activated."""
+    """DLFuzz: the input's most frequently covered neurons; ties → the most activated."""
     return _top(s.counts + 0.5 * s.act, k)
 
 
 def rarest_covered(s: CoverageState, k: int) -> torch.Tensor:
-    """DLFuzz: the batch's least frequently covered neurons; ties → the input's most activated."""
+    """DLFuzz: the input's least frequently covered neurons; ties → the most activated."""
     return _top(-s.counts + 0.5 * s.act, k)
 
 
@@ -176,9 +190,8 @@ def high_weight(s: CoverageState, k: int) -> torch.Tensor:
 
 
 def uncovered_random(s: CoverageState, k: int) -> torch.Tensor:
-    """DeepXplore: per input, random neurons the batch has not covered yet, then random covered ones."""
-    noise = torch.rand(s.act.shape, generator=s.generator).to(s.act.device)
-    return _top((~s.covered).float() * 2 + noise, k)
+    """DeepXplore: random neurons the input has not covered yet, then random covered ones."""
+    return _top((~s.covered).to(torch.float64) * 2 + s.uniform(), k)
 
 
 def round_robin(s: CoverageState, k: int) -> torch.Tensor:
@@ -202,24 +215,29 @@ def neuron_coverage(
     Args:
         model: any module with ``Conv2d`` layers.
         x: images ``[N, C, H, W]`` in [0, 1].
-        coverage: ``nc``, ``tknc`` or ``snac``.
+        coverage: ``nc``, ``tknc`` or ``snac`` (:data:`safereuse.slicing.CRITERIA`).
         tau: NC threshold.
         top_k: TKNC's k.
 
     Returns:
         ``[N, M]`` bool, ``M`` = total conv output channels.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 1))
+        >>> neuron_coverage(net, torch.rand(4, 1, 6, 6)).shape
+        torch.Size([4, 5])
     """
-    p = NCGuided(coverage=coverage, tau=tau, top_k=top_k)
-    with attack_mode(model), capture_conv_outputs(model) as outs, torch.no_grad():
+    crit = make_criterion(coverage, tau=tau, top_k=top_k)
+    with attack_mode(model), capture_conv_outputs(model, crit) as cap, torch.no_grad():
         model(x.to(model_device(model)))
-        return COVERAGES[p.coverage]([sc for _, sc in outs], p).cpu()
+        return all_neurons(cap, conv_layers(model), model).covered.cpu()
 
 
 @DEFECTS.register(
     "nc-guided", "neuron-coverage-guided inputs: coverage nc|tknc|snac × strategy deepxplore|dlfuzz|dlfuzzrr"
 )
 @dataclass
-class NCGuided(ExploratoryDefect):
+class NCGuided(TransferredAttack):
     """Neuron-coverage-guided inputs crafted on the teacher (ReMoS's 3 coverages × 3 strategies).
 
     The spec's values (α = 0.01, ε = 0.1, 40 iterations, no random start) are for ImageNet-normalised
@@ -235,10 +253,12 @@ class NCGuided(ExploratoryDefect):
         eps: L∞ budget in pixel units (8/255).
         alpha: step size; None → ε/10.
         steps: iterations (40).
-        seed: seed of DeepXplore's random neuron choice.
+        seed: seed of DeepXplore's random neuron choice (each input gets its own stream, seeded from
+            this one in input order, so the crafted set does not depend on the batch size).
     """
 
     kind: ClassVar[str] = "nc-guided"
+    dir_form: ClassVar[DirForm] = staticmethod(metrics.dir_nc)
 
     coverage: str = "nc"
     strategy: str = "deepxplore"
@@ -251,9 +271,9 @@ class NCGuided(ExploratoryDefect):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.coverage not in COVERAGES:
+        if self.coverage not in CRITERIA:
             raise SafeReuseError(
-                f"coverage {self.coverage!r} is unknown", fix=f"use one of {', '.join(COVERAGES)}"
+                f"coverage {self.coverage!r} is unknown", fix=f"use one of {', '.join(CRITERIA)}"
             )
         if self.strategy not in STRATEGIES:
             raise SafeReuseError(
@@ -270,47 +290,44 @@ class NCGuided(ExploratoryDefect):
         gen = self._generator(generator)
         dev = model_device(model)
         x0 = x.detach().to(dev)
-        cover, strategy = COVERAGES[self.coverage], STRATEGIES[self.strategy]
-        with attack_mode(model), capture_conv_outputs(model) as outs:
-            weight = torch.cat(
-                [m.weight.detach().flatten(1).pow(2).mean(1).sqrt() for _, m in conv_layers(model)]
-            ).to(dev)
+        crit = make_criterion(self.coverage, tau=self.tau, top_k=self.top_k)
+        strategy = STRATEGIES[self.strategy]
+        # One RNG per input, seeded from the shared stream in input order: an input's random choices
+        # then do not depend on the batch it is crafted in (craft_batched passes one stream along).
+        seeds = [int(torch.randint(2**62, (1,), generator=gen)) for _ in range(len(x0))]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        with attack_mode(model), capture_conv_outputs(model, crit) as cap:
+            convs = conv_layers(model)
+            weight = torch.cat([m.weight.detach().flatten(1).pow(2).mean(1).sqrt() for _, m in convs]).to(dev)
             k = min(self.k, weight.numel())
             covered = counts = None
             x_adv = x0.clone()
             for step in range(self.steps):
                 x_adv.requires_grad_(True)
-                outs.clear()
+                cap.clear()
                 with torch.enable_grad():
                     model(x_adv)
-                    raw = torch.cat([r for r, _ in outs], 1)  # [N, M], differentiable
-                    if raw.shape[1] != weight.numel():
-                        raise SafeReuseError(
-                            f"{type(model).__name__} calls its Conv2d layers {len(outs)} times per forward "
-                            f"but has {len(conv_layers(model))} of them",
-                            fix="nc-guided needs every Conv2d to run exactly once per forward",
-                        )
+                    neurons = all_neurons(cap, convs, model)  # [N, M]; .raw differentiable
                     with torch.no_grad():
-                        act_l = [sc for _, sc in outs]
-                        now = cover(act_l, self)
-                        covered = now.any(0) if covered is None else covered | now.any(0)
-                        counts = now.sum(0).float() if counts is None else counts + now.sum(0)
-                        state = CoverageState(covered, counts, torch.cat(act_l, 1), weight, step, gen)
+                        now = neurons.covered
+                        covered = now if covered is None else covered | now
+                        counts = now.float() if counts is None else counts + now
+                        state = CoverageState(covered, counts, neurons.act, weight, step, generators)
                         idx = strategy(state, k)
-                    (grad,) = torch.autograd.grad(raw.gather(1, idx).sum(), x_adv)
+                    (grad,) = torch.autograd.grad(neurons.raw.gather(1, idx).sum(), x_adv)
                 with torch.no_grad():
                     x_adv = project(x_adv.detach() + self.alpha * grad.sign(), x0, self.eps, "linf")
-            outs.clear()
+            cap.clear()
         return x_adv.detach().to(x.device)
 
 
 __all__ = [
-    "COVERAGES",
     "STRATEGIES",
+    "ConvNeurons",
     "CoverageState",
     "NCGuided",
+    "all_neurons",
     "capture_conv_outputs",
     "conv_layers",
     "neuron_coverage",
-    "scaled_channel_means",
 ]

@@ -8,6 +8,7 @@ Every method is a dataclass whose fields are its hyper-parameters, registered by
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -17,6 +18,7 @@ import torch
 from ..data import DataBundle
 from ..errors import SafeReuseError
 from ..models import ReusableModel, check_contract
+from ..params import validate_fields
 from ..registry import Registry
 from ..train import FitConfig, FitResult, fit
 from ..utils import seed_everything
@@ -52,6 +54,18 @@ class TransferMethod:
     """
 
     name: ClassVar[str] = ""
+    #: Allowed ranges of numeric hyper-parameters, checked with the types by :mod:`safereuse.params`
+    #: on every path (CLI, YAML, Python); subclasses add rows for their own fields.
+    param_ranges: ClassVar[dict[str, str]] = {
+        "epochs": ">= 1",
+        "lr": "> 0",
+        "batch_size": ">= 1",
+        "momentum": "[0, 1]",
+        "weight_decay": ">= 0",
+        "label_smoothing": "[0, 1)",
+        "head_lr_mult": ">= 0",
+        "patience": ">= 0",
+    }
     epochs: int = 20
     lr: float = 0.01
     batch_size: int = 64
@@ -62,6 +76,24 @@ class TransferMethod:
     label_smoothing: float = 0.1
     head_lr_mult: float = 10.0
     patience: int | None = None
+
+    def __post_init__(self) -> None:
+        validate_fields(self, f"method {self.name or type(self).__name__!r}")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's own ``__post_init__`` (extra checks) runs after the generic validation, so no
+        # method can skip it by forgetting ``super().__post_init__()``.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None and not getattr(own, "_validates", False):
+
+            @functools.wraps(own)
+            def post_init(self: TransferMethod) -> None:
+                TransferMethod.__post_init__(self)
+                own(self)
+
+            post_init._validates = True  # type: ignore[attr-defined]
+            cls.__post_init__ = post_init  # type: ignore[method-assign]
 
     def config(self) -> dict[str, Any]:
         """Resolved hyper-parameters, recorded in the student's manifest."""
@@ -104,18 +136,22 @@ class TransferMethod:
         return Student(student.model, self.name, self.config(), result, student.extras, student.info)
 
     # Subclasses override these two steps.
-    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> _Prepared:
+    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
         model.reset_head(data.num_classes, seed=seed)
-        return _Prepared(model)
+        return Prepared(model)
 
     def train(
-        self, prepared: _Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
+        self, prepared: Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
     ) -> FitResult:
         return fit(prepared.model, data.train, data.val, cfg, checkpoint_dir=checkpoint_dir)
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """What :meth:`TransferMethod.prepare` hands to :meth:`TransferMethod.train`: the student before
+    fine-tuning, plus the tensors and facts its artifact will record (``Student.extras`` / ``info``).
+    Subclass it when ``train`` needs more (the baselines keep a frozen teacher copy)."""
+
     model: ReusableModel
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)

@@ -13,8 +13,8 @@
   stochastic weight averaging (SWA, Izmailov et al., UAI 2018) over the last epochs.
 
 All of them train through :func:`safereuse.train.fit`: the penalties come in through ``loss_fn``,
-masks through ``after_step``; the feature maps are read with forward hooks on ``model.blocks()``
-(head excluded) of the student and of a frozen copy of the teacher, removed in ``finally``.
+masks through ``after_step``; the feature maps are read with :func:`safereuse.slicing.capture` at
+``model.blocks()`` (head excluded) of the student and of a frozen copy of the teacher.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -34,18 +34,20 @@ from torch import nn
 from ..data import DataBundle
 from ..errors import SafeReuseError
 from ..models import ReusableModel
-from ..train import FitConfig, FitResult, accuracy_on, fit
-from .base import METHODS, TransferMethod, _Prepared
-from .remos import (
+from ..slicing import (
+    Capture,
     KeepMask,
     LayerKind,
     apply_reset,
-    check_choice,
+    capture,
     magnitude_slice,
     reinit_body,
     slice_info,
     slice_layers,
+    weight_masks,
 )
+from ..train import FitConfig, FitResult, accuracy_on, fit
+from .base import METHODS, Prepared, TransferMethod
 
 # -- magnitude pruning -----------------------------------------------------------------------------
 
@@ -72,26 +74,22 @@ class MagPrune(TransferMethod):
         True
     """
 
+    param_ranges: ClassVar[dict[str, str]] = {"ratio": "[0, 1]"}
     ratio: float = 0.8
     layers: LayerKind = "auto"
     keep_mask: bool = False
 
-    def __post_init__(self) -> None:
-        check_choice("layers", self.layers, ("auto", "conv", "linear", "all"))
-        if not 0.0 <= float(self.ratio) <= 1.0:
-            raise SafeReuseError(f"ratio={self.ratio} is outside [0, 1]", fix="choose e.g. ratio=0.8")
-
-    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> _Prepared:
+    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
         layers = slice_layers(model, self.layers)
         masks = magnitude_slice([m.weight for _, m in layers], self.ratio)
-        keep = {f"{n}.weight": k.cpu() for (n, _), k in zip(layers, masks, strict=True)}
+        keep = weight_masks(layers, masks)
         apply_reset(model, keep)
         model.reset_head(data.num_classes, seed=seed)
         extras = {f"mag-prune.keep.{k}": v for k, v in keep.items()}
-        return _Prepared(model, extras, slice_info([n for n, _ in layers], keep))
+        return Prepared(model, extras, slice_info([n for n, _ in layers], keep))
 
     def train(
-        self, prepared: _Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
+        self, prepared: Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
     ) -> FitResult:
         keep = {k.removeprefix("mag-prune.keep."): v for k, v in prepared.extras.items()}
         after = KeepMask(keep) if self.keep_mask else None
@@ -116,7 +114,7 @@ def feature_modules(model: ReusableModel) -> list[tuple[str, nn.Module]]:
 
 
 @dataclass
-class _TeacherPrepared(_Prepared):
+class _TeacherPrepared(Prepared):
     teacher: nn.Module | None = None
     reference: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -158,44 +156,43 @@ class FeatureRegulariser:
         self.reference = reference or {}
         self.dropout = dropout
         self.label_smoothing = label_smoothing
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._t_feats: list[torch.Tensor] = []
-        self._s_feats: list[torch.Tensor] = []
-        self._recording = False
+        self._stack: ExitStack | None = None
+        self._teacher_cap: Capture | None = None
+        self._student_cap: Capture | None = None
         self._ref_dev: dict[str, torch.Tensor] = {}
 
     def __enter__(self) -> FeatureRegulariser:
-        try:
-            assert isinstance(self.teacher, ReusableModel)
-            for _, mod in feature_modules(self.teacher):
-                self._handles.append(mod.register_forward_hook(self._capture(self._t_feats)))
-            for _, mod in feature_modules(self.student):
-                self._handles.append(mod.register_forward_hook(self._capture(self._s_feats)))
-                if self.dropout > 0:
-                    self._handles.append(mod.register_forward_hook(self._drop))
-        except BaseException:
-            self.close()
-            raise
+        assert isinstance(self.teacher, ReusableModel)
+        with ExitStack() as stack:
+            # clones: later in-place activations must not change the recorded maps
+            self._teacher_cap = stack.enter_context(
+                capture(self.teacher, feature_modules(self.teacher), reduce=torch.clone)
+            )
+            self._student_cap = stack.enter_context(
+                capture(
+                    self.student,
+                    feature_modules(self.student),
+                    grad=True,
+                    reduce=torch.clone,
+                    transform=self._drop if self.dropout > 0 else None,
+                )
+            )
+            for cap in (self._teacher_cap, self._student_cap):
+                cap.active = False  # recording only inside loss(): fit's evaluation passes are not kept
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        self._t_feats.clear()
-        self._s_feats.clear()
+        """Remove the hooks (idempotent)."""
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+        self._teacher_cap = self._student_cap = None
 
-    def _capture(self, store: list[torch.Tensor]) -> Callable[..., None]:
-        def hook(_m: nn.Module, _args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            if self._recording and self.feature_weight:
-                store.append(out.clone())
-
-        return hook
-
-    def _drop(self, m: nn.Module, _args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor | None:
+    def _drop(self, m: nn.Module, out: torch.Tensor) -> torch.Tensor | None:
         if not m.training:
             return None
         if out.dim() == 4:
@@ -203,32 +200,37 @@ class FeatureRegulariser:
         return F.dropout(out, self.dropout, training=True)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self._t_feats.clear()
-        self._s_feats.clear()
-        self._recording = True
+        t_cap, s_cap = self._teacher_cap, self._student_cap
+        if t_cap is None or s_cap is None:
+            raise RuntimeError("FeatureRegulariser.loss is only available inside its with block")
+        record = bool(self.feature_weight)
+        t_cap.clear()
+        s_cap.clear()
+        t_cap.active = s_cap.active = record
         try:
-            if self.feature_weight:
+            if record:
                 if next(self.teacher.parameters()).device != x.device:
                     self.teacher.to(x.device)
                 with torch.no_grad():
                     self.teacher(x)
             logits = model(x)
         finally:
-            self._recording = False
+            t_cap.active = s_cap.active = False
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        if self.feature_weight:
-            if len(self._s_feats) != len(self._t_feats):
+        if record:
+            s_feats, t_feats = s_cap.outputs(), t_cap.outputs()
+            t_cap.clear()
+            s_cap.clear()
+            if len(s_feats) != len(t_feats):
                 raise SafeReuseError(
                     "student and teacher produced different numbers of block outputs",
                     fix="use a student with the teacher's architecture",
                 )
             feat = sum(
                 F.mse_loss(s, t) / t.pow(2).mean().clamp_min(1e-8)
-                for s, t in zip(self._s_feats, self._t_feats, strict=True)
+                for s, t in zip(s_feats, t_feats, strict=True)
             )
             loss = loss + self.feature_weight * feat
-            self._t_feats.clear()
-            self._s_feats.clear()
         if self.sp_weight and self.reference:
             sp = torch.zeros((), device=x.device)
             for name, ref in self.reference.items():
@@ -241,13 +243,19 @@ class FeatureRegulariser:
         return loss
 
 
-def _frozen_copy(model: ReusableModel) -> ReusableModel:
+def frozen_teacher(model: ReusableModel) -> ReusableModel:
     """A private copy of the teacher for feature targets: no gradients, eval mode except BatchNorm.
 
     BatchNorm normalises with the batch's statistics, as the student's does in training, so a
     student equal to the teacher has exactly zero feature loss (with running statistics, the
     train/eval difference alone would push a fine-tuned student away from the teacher). Only this
     copy's running statistics change; it is discarded after training.
+
+    Example:
+        >>> from safereuse.models import create_model
+        >>> t = frozen_teacher(create_model("smallcnn", num_classes=3))
+        >>> t.training, t.bn1.training, any(p.requires_grad for p in t.parameters())
+        (False, True, False)
     """
     teacher = copy.deepcopy(model)
     teacher.eval()
@@ -289,6 +297,7 @@ class Delta(TransferMethod):
         0.01
     """
 
+    param_ranges: ClassVar[dict[str, str]] = {"feature_weight": ">= 0", "sp_weight": ">= 0"}
     feature_weight: float = 1.0
     sp_weight: float = 0.01
     reinit: ClassVar[bool] = False
@@ -299,8 +308,8 @@ class Delta(TransferMethod):
             if not (v >= 0 and math.isfinite(v)):
                 raise SafeReuseError(f"{what}={v} must be a non-negative number", fix="choose e.g. 0.01")
 
-    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> _Prepared:
-        teacher = _frozen_copy(model)
+    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
+        teacher = frozen_teacher(model)
         head = model.head_name + "."
         reference = (
             {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith(head)}
@@ -313,7 +322,7 @@ class Delta(TransferMethod):
         info = {"reinit": self.reinit, "blocks": [n for n, _ in feature_modules(model)]}
         return _TeacherPrepared(model, teacher=teacher, reference=reference, info=info)
 
-    def regulariser(self, prepared: _Prepared, cfg: FitConfig) -> FeatureRegulariser:
+    def regulariser(self, prepared: Prepared, cfg: FitConfig) -> FeatureRegulariser:
         assert isinstance(prepared, _TeacherPrepared) and prepared.teacher is not None
         return FeatureRegulariser(
             prepared.teacher,
@@ -325,7 +334,7 @@ class Delta(TransferMethod):
         )
 
     def train(
-        self, prepared: _Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
+        self, prepared: Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
     ) -> FitResult:
         with self.regulariser(prepared, cfg) as reg:
             return fit(
@@ -387,6 +396,11 @@ class Renofeation(TransferMethod):
 
     lr: float = 0.05
     head_lr_mult: float = 1.0
+    param_ranges: ClassVar[dict[str, str]] = {
+        "feature_weight": ">= 0",
+        "dropout": "[0, 1)",
+        "swa_start": "[0, 1]",
+    }
     feature_weight: float = 1.0
     dropout: float = 0.1
     swa_start: float = 0.75
@@ -399,8 +413,8 @@ class Renofeation(TransferMethod):
         if not (self.feature_weight >= 0 and math.isfinite(self.feature_weight)):
             raise SafeReuseError("feature_weight must be a non-negative number", fix="choose e.g. 1.0")
 
-    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> _Prepared:
-        teacher = _frozen_copy(model)
+    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
+        teacher = frozen_teacher(model)
         reinit_body(model, seed)
         model.reset_head(data.num_classes, seed=seed)
         return _TeacherPrepared(
@@ -408,13 +422,13 @@ class Renofeation(TransferMethod):
         )
 
     def train(
-        self, prepared: _Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
+        self, prepared: Prepared, data: DataBundle, cfg: FitConfig, checkpoint_dir: str | Path | None
     ) -> FitResult:
         assert isinstance(prepared, _TeacherPrepared) and prepared.teacher is not None
         model = prepared.model
         steps_per_epoch = max(1, math.ceil(len(data.train) / cfg.batch_size))
         first = min(int(self.swa_start * cfg.epochs), cfg.epochs - 1)  # average epochs first+1 .. epochs
-        swa = _WeightAverage(steps_per_epoch, first)
+        swa = WeightAverage(steps_per_epoch, first)
         reg = FeatureRegulariser(
             prepared.teacher,
             model,
@@ -438,8 +452,19 @@ class Renofeation(TransferMethod):
         return dataclasses.replace(result, best_val_acc=val, best_epoch=result.epochs_run)
 
 
-class _WeightAverage:
-    """``after_step`` callable: running average of the parameters at the end of each epoch > ``first``."""
+class WeightAverage:
+    """``after_step`` callable: running average of the parameters at the end of each epoch > ``first``.
+
+    Example:
+        >>> lin = torch.nn.Linear(1, 1, bias=False)
+        >>> swa = WeightAverage(steps_per_epoch=1, first=0)
+        >>> for w in (2.0, 4.0):
+        ...     _ = lin.weight.data.fill_(w)
+        ...     swa(lin)
+        >>> swa.load_into(lin)
+        >>> swa.count, lin.weight.item()
+        (2, 3.0)
+    """
 
     def __init__(self, steps_per_epoch: int, first: int) -> None:
         self.steps_per_epoch = steps_per_epoch

@@ -7,13 +7,13 @@ the ReMoS paper (ICSE 2022) uses fine-tune and retrain as its two reference poin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..data import DataBundle
 from ..models import ReusableModel, create_model
 from ..train import FitConfig
 from ..utils import config_hash, seed_everything
-from .base import METHODS, TransferMethod, _Prepared
+from .base import METHODS, Prepared, TransferMethod
 
 
 @METHODS.register("finetune", "fine-tune every layer from the teacher (new head)")
@@ -25,7 +25,6 @@ class Finetune(TransferMethod):
         >>> Finetune(epochs=5, lr=0.01).config()["method"]
         'finetune'
     """
-
 
 
 @METHODS.register("finetune-last-k", "fine-tune only the last k blocks (BatchNorm policy selectable)")
@@ -43,6 +42,7 @@ class FinetuneLastK(TransferMethod):
         2
     """
 
+    param_ranges: ClassVar[dict[str, str]] = {"k": ">= 1"}
     k: int = 2
     bn_stats: Literal["update", "freeze"] = "freeze"
     bn_affine: Literal["train", "freeze"] = "train"
@@ -84,18 +84,18 @@ class Retrain(TransferMethod):
     lr: float = 0.05
     head_lr_mult: float = 1.0
 
-    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> _Prepared:
+    def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
         if model.info is None:
             # A foreign model (``adapt``): re-initialise it in place through reset_parameters.
-            from .remos import reinit_body
+            from ..slicing import reinit_body
 
             model.reset_head(data.num_classes, seed=seed)
             reinit_body(model, seed)
             model.set_normalization(data.mean, data.std)
-            return _Prepared(model)
+            return Prepared(model)
         # A seed of its own: re-using the run's seed would reproduce the teacher's own initialisation.
         seed_everything(int(config_hash({"retrain": seed}, 8), 16))
         kwargs = dict(model.info.kwargs, num_classes=data.num_classes)
         fresh = create_model(model.info.arch, **kwargs)
         fresh.set_normalization(data.mean, data.std)
-        return _Prepared(fresh)
+        return Prepared(fresh)

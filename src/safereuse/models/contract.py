@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import SafeReuseError
+from ..slicing.capture import capture
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,29 @@ class InputSpec:
 
     def with_stats(self, mean: tuple[float, ...], std: tuple[float, ...]) -> InputSpec:
         return InputSpec(self.channels, self.size, tuple(mean), tuple(std), self.pixel_range)
+
+    @classmethod
+    def neutral(cls, in_channels: int, image_size: int) -> InputSpec:
+        """A square input normalised with mean 0.5 / std 0.5 per channel (the small architectures'
+        default, until ``set_normalization`` puts the training data's statistics in).
+
+        Example:
+            >>> InputSpec.neutral(1, 28)
+            InputSpec(channels=1, size=(28, 28), mean=(0.5,), std=(0.5,), pixel_range=(0.0, 1.0))
+        """
+        return cls(in_channels, (image_size, image_size), (0.5,) * in_channels, (0.5,) * in_channels)
+
+    @classmethod
+    def imagenet(cls, in_channels: int, image_size: int) -> InputSpec:
+        """The ImageNet statistics for RGB input (torchvision's layouts), :meth:`neutral` otherwise.
+
+        Example:
+            >>> InputSpec.imagenet(3, 224).mean == IMAGENET_MEAN, InputSpec.imagenet(1, 28).mean
+            (True, (0.5,))
+        """
+        if in_channels == 3:
+            return cls(3, (image_size, image_size), IMAGENET_MEAN, IMAGENET_STD)
+        return cls.neutral(in_channels, image_size)
 
 
 @dataclass
@@ -219,17 +243,10 @@ class AdaptedModel(ReusableModel):
         self._block_names = [f"module.{b}" for b in (blocks or [n for n, _ in module.named_children()])]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def grab(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            captured.append(args[0])
-
-        handle = self.head.register_forward_pre_hook(grab)
-        try:
+        # the foreign module has no features() of its own: run it and take what enters the head
+        with capture(self, [(self.head_name, self.head)], inputs=True, outputs=False, grad=True) as cap:
             self.module(x)
-        finally:
-            handle.remove()
-        return captured[-1]
+        return cap.inputs()[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(self.normalize(x))

@@ -26,7 +26,6 @@ from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
 from .init import torchvision_init
 from .registry import MODELS
-from .resnet import _imagenet_spec
 
 # t (expansion), c (output channels), n (repeats), s (stride of the first repeat) — Table 2 of the paper
 INVERTED_RESIDUAL_SETTING: list[tuple[int, int, int, int]] = [
@@ -165,4 +164,4 @@ def mobilenet_v2(
             fix="use width_mult > 0 and 0 <= dropout < 1",
         )
     small = image_size < 64 if small_input is None else bool(small_input)
-    return MobileNetV2(num_classes, _imagenet_spec(in_channels, image_size), width_mult, small, dropout)
+    return MobileNetV2(num_classes, InputSpec.imagenet(in_channels, image_size), width_mult, small, dropout)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .contract import IMAGENET_MEAN, IMAGENET_STD, InputSpec, ReusableModel
+from .contract import InputSpec, ReusableModel
 from .registry import MODELS
 
 
@@ -137,16 +137,6 @@ class ResNet(ReusableModel):
         return names + ["fc"]
 
 
-def _imagenet_spec(in_channels: int, image_size: int) -> InputSpec:
-    if in_channels == 3:
-        return InputSpec(3, (image_size, image_size), IMAGENET_MEAN, IMAGENET_STD)
-    return InputSpec(in_channels, (image_size, image_size), (0.5,) * in_channels, (0.5,) * in_channels)
-
-
-def _small_spec(in_channels: int, image_size: int) -> InputSpec:
-    return InputSpec(in_channels, (image_size, image_size), (0.5,) * in_channels, (0.5,) * in_channels)
-
-
 @MODELS.register("resnet18", "ResNet-18, ImageNet layout (torchvision keys)")
 def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
     """ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016), ImageNet layout.
@@ -160,7 +150,7 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int = 22
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet18``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, _imagenet_spec(in_channels, image_size))
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, InputSpec.imagenet(in_channels, image_size))
 
 
 @MODELS.register("resnet34", "ResNet-34, ImageNet layout (torchvision keys)")
@@ -176,7 +166,7 @@ def resnet34(num_classes: int = 1000, in_channels: int = 3, image_size: int = 22
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet34``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, _imagenet_spec(in_channels, image_size))
+    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, InputSpec.imagenet(in_channels, image_size))
 
 
 @MODELS.register("resnet50", "ResNet-50, ImageNet layout (torchvision keys)")
@@ -192,7 +182,7 @@ def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 22
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet50``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, _imagenet_spec(in_channels, image_size))
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, InputSpec.imagenet(in_channels, image_size))
 
 
 @MODELS.register("resnet8", "small ResNet-8 for 28 px inputs (width configurable)")
@@ -209,7 +199,7 @@ def resnet8(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, w
     Returns:
         A :class:`ResNet` with torchvision-style names (``conv1``, ``bn1``, ``layerK.0``, ``fc``).
     """
-    return ResNet(BasicBlock, [1, 1, 1], num_classes, _small_spec(in_channels, image_size), width, True)
+    return ResNet(BasicBlock, [1, 1, 1], num_classes, InputSpec.neutral(in_channels, image_size), width, True)
 
 
 @MODELS.register("resnet10", "small ResNet-10 for 28 px inputs (width configurable)")
@@ -226,11 +216,13 @@ def resnet10(num_classes: int = 10, in_channels: int = 1, image_size: int = 28, 
     Returns:
         A :class:`ResNet` with torchvision-style names (``conv1``, ``bn1``, ``layerK.0``, ``fc``).
     """
-    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes, _small_spec(in_channels, image_size), width, True)
+    return ResNet(
+        BasicBlock, [1, 1, 1, 1], num_classes, InputSpec.neutral(in_channels, image_size), width, True
+    )
 
 
 def _cifar_resnet(n: int, num_classes: int, in_channels: int, image_size: int, width: int) -> ResNet:
-    return ResNet(BasicBlock, [n, n, n], num_classes, _small_spec(in_channels, image_size), width, True)
+    return ResNet(BasicBlock, [n, n, n], num_classes, InputSpec.neutral(in_channels, image_size), width, True)
 
 
 @MODELS.register("resnet20", "CIFAR ResNet-20 (3×3 basic blocks, widths 16/32/64), 32 px")

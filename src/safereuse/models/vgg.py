@@ -33,7 +33,6 @@ from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
 from .init import torchvision_init
 from .registry import MODELS
-from .resnet import _imagenet_spec
 
 # torchvision's configurations "A" (VGG-11) and "D" (VGG-16); "M" is a 2×2 max-pool.
 CFGS: dict[str, list[int | str]] = {
@@ -128,7 +127,7 @@ def _vgg(
             f"{arch}: hidden={width}, dropout={dropout} are out of range",
             fix="use hidden >= 1 and 0 <= dropout < 1",
         )
-    return VGG(CFGS[arch], num_classes, _imagenet_spec(in_channels, image_size), small, width, dropout)
+    return VGG(CFGS[arch], num_classes, InputSpec.imagenet(in_channels, image_size), small, width, dropout)
 
 
 @MODELS.register("vgg11", "VGG-11 with BN (torchvision vgg11_bn keys); small layout below 64 px")

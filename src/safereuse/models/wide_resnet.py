@@ -31,7 +31,6 @@ from torch import nn
 from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
 from .registry import MODELS
-from .resnet import _small_spec
 
 _ACTIVATIONS = ("relu", "leaky_relu")
 
@@ -177,7 +176,7 @@ def wide_resnet(
         A :class:`WideResNet` with ``3n + 2`` blocks (stem merged into the first residual block).
     """
     return WideResNet(
-        depth, widen_factor, num_classes, _small_spec(in_channels, image_size), drop_rate, activation
+        depth, widen_factor, num_classes, InputSpec.neutral(in_channels, image_size), drop_rate, activation
     )
 
 

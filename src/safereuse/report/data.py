@@ -2,10 +2,14 @@
 
 All rates are percentages. ``acc`` is the student's clean accuracy on its whole test split (from the
 student's manifest, ``n_test`` images); the audit's rates are over its (possibly sub-sampled) test
-images: ``dir`` over the ``n`` clean-correct ones, with a 95 % Wilson interval.
+images: ``dir`` over the ``n`` clean-correct ones, with the cell's 95 % Wilson interval.
 
 Aggregates (one row per scenario × method label × defect) give the mean ± sample standard deviation
-over seeds and a *pooled* Wilson interval: the inherited counts and the ``n`` of every seed added up.
+over seeds and a 95 % interval for the mean that counts both seed and image variation
+(:func:`safereuse.metrics.seed_interval`: Student's t with ``S − 1`` degrees of freedom on the
+per-seed rates, its standard error widened by the binomial variance of the audited images, which
+every seed shares; one seed → that cell's Wilson interval). A Wilson interval of the counts pooled
+over seeds would be too narrow: the seeds reuse the same images and differ by more than binomial noise.
 """
 
 from __future__ import annotations
@@ -18,11 +22,22 @@ from typing import Any
 import pandas as pd
 
 from ..errors import SafeReuseError
-from ..metrics import wilson_interval
+from ..metrics import CI_NONE, seed_interval
 from ..runner.core import read_run_spec
 from ..runner.ledger import LEDGER_FILE, Ledger
 
+#: Across-seed columns of ``results.csv``: the same on every row of one scenario × method label ×
+#: defect (done cells only); ``seeds_ci_method`` says how ``seeds_*_ci_*`` were computed
+#: (:data:`~safereuse.metrics.CI_SEEDS_T` or, with one seed, :data:`~safereuse.metrics.CI_ONE_SEED`).
+SEED_COLUMNS = [
+    "seeds",
+    *(f"seeds_{m}_{s}" for m in ("acc", "dir", "asr", "rob") for s in ("mean", "std", "ci_low", "ci_high")),
+    "seeds_ci_method",
+]
+
 #: Columns of ``results.csv`` (one row per cell and defect; a failed cell has one row, no defect).
+#: ``ci_low``/``ci_high`` (DIR), ``asr_ci_*`` and ``rob_ci_*`` are the cell's own 95 % Wilson intervals;
+#: ``seeds_*`` are the across-seed figures of :data:`SEED_COLUMNS`.
 COLUMNS = [
     "cell_id",
     "scenario",
@@ -43,14 +58,20 @@ COLUMNS = [
     "ci_high",
     "asr",
     "asr_n",
+    "asr_ci_low",
+    "asr_ci_high",
     "teacher_rate",
     "rob",
+    "rob_n",
+    "rob_ci_low",
+    "rob_ci_high",
     "teacher_acc",
     "teacher_backdoor_asr",
     "seconds",
     "teacher_dir",
     "student_dir",
     "error",
+    *SEED_COLUMNS,
 ]
 
 
@@ -193,12 +214,26 @@ def load_run(rundir: str | Path) -> RunData:
                     "ci_high": _num(r.get("ci_high")),
                     "asr": _num(r.get("asr")),
                     "asr_n": r.get("asr_n"),
+                    "asr_ci_low": _num(r.get("asr_ci_low")),
+                    "asr_ci_high": _num(r.get("asr_ci_high")),
                     "teacher_rate": _num(r.get("teacher_rate")),
                     "rob": _num(r.get("rob")),
+                    "rob_n": r.get("rob_n"),
+                    "rob_ci_low": _num(r.get("rob_ci_low")),
+                    "rob_ci_high": _num(r.get("rob_ci_high")),
                 }
             )
-    df = pd.DataFrame.from_records(recs, columns=COLUMNS)
-    return RunData(rundir, spec, spec_text, cells, df)
+    df = pd.DataFrame.from_records(recs, columns=[c for c in COLUMNS if c not in SEED_COLUMNS])
+    agg = aggregate(RunData(rundir, spec, spec_text, cells, df))
+    # the across-seed figures on every row of their group (rows with a defect are done cells' rows)
+    keys = ["scenario", "label", "defect"]
+    src = {c: ("seeds" if c == "seeds" else c.removeprefix("seeds_")) for c in SEED_COLUMNS}
+    if agg.empty:
+        df = df.assign(**dict.fromkeys(SEED_COLUMNS, None))
+    else:
+        per_group = agg[keys + list(src.values())].rename(columns={v: k for k, v in src.items()})
+        df = df.merge(per_group, on=keys, how="left")
+    return RunData(rundir, spec, spec_text, cells, df[COLUMNS])
 
 
 def _mean_std(s: pd.Series) -> tuple[float, float]:
@@ -208,21 +243,51 @@ def _mean_std(s: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def _counts(rates: pd.Series, ns: pd.Series) -> list[tuple[int, int]]:
+    """Per-seed ``(k, n)`` from a rate in percent and its denominator (seeds without either skipped)."""
+    out = []
+    for r, n in zip(rates, ns, strict=True):
+        if r is None or n is None or not (math.isfinite(float(r)) and math.isfinite(float(n))) or n <= 0:
+            continue
+        out.append((round(float(r) * int(n) / 100), int(n)))
+    return out
+
+
+def _seed_figures(name: str, rates: pd.Series, ns: pd.Series) -> dict[str, Any]:
+    """``{name}_mean/_std/_ci_low/_ci_high`` over seeds (mean ± std of the rates as given; the
+    interval from :func:`~safereuse.metrics.seed_interval` on the counts) and that interval's method."""
+    m, s = _mean_std(rates)
+    si = seed_interval(_counts(rates, ns))
+    return {
+        f"{name}_mean": m,
+        f"{name}_std": s,
+        f"{name}_ci_low": si.ci_low,
+        f"{name}_ci_high": si.ci_high,
+        f"{name}_ci_method": si.method,
+    }
+
+
 def aggregate(data: RunData) -> pd.DataFrame:
     """One row per scenario × method label × defect, over the done cells' seeds.
 
-    Columns: ``scenario, label, defect, kind, seeds, acc_mean, acc_std, dir_mean, dir_std, k, n,
-    wilson_low, wilson_high, asr_mean, asr_std, teacher_rate`` (percentages; ``k``/``n`` pooled).
+    Columns: ``scenario, label, defect, kind, seeds``; for each of ``acc, dir, asr, rob`` the mean and
+    sample std over seeds and the 95 % interval ``_ci_low, _ci_high`` of
+    :func:`~safereuse.metrics.seed_interval` (seed and image variation; ``nan`` where the rate does not
+    apply); ``ci_method`` (the DIR interval's method, see :data:`~safereuse.metrics.CI_SEEDS_T`);
+    ``k, n`` (DIR counts summed over seeds, shown for scale, not used by the interval) and the mean
+    ``teacher_rate``. Percentages throughout.
     """
     df = data.records
     done = df[(df["status"] == "done") & df["defect"].notna()]
     out = []
     for (sc, label, defect), g in done.groupby(["scenario", "label", "defect"], sort=False):
-        acc_m, acc_s = _mean_std(g["acc"])
-        dir_m, dir_s = _mean_std(g["dir"])
-        asr_m, asr_s = _mean_std(g["asr"])
-        k, n = int(g["k"].sum()), int(g["n"].fillna(0).sum())
-        lo, hi = wilson_interval(k, n) if n else (math.nan, math.nan)
+        figs: dict[str, Any] = {}
+        for name, rate_col, n_col in (("acc", "acc", "n_test"), ("dir", "dir", "n"), ("asr", "asr", "asr_n"),
+                                      ("rob", "rob", "rob_n")):  # fmt: skip
+            figs.update(_seed_figures(name, g[rate_col], g[n_col]))
+        method = figs.pop("dir_ci_method")
+        for name in ("acc", "asr", "rob"):
+            figs.pop(f"{name}_ci_method")
         out.append(
             {
                 "scenario": sc,
@@ -230,16 +295,10 @@ def aggregate(data: RunData) -> pd.DataFrame:
                 "defect": defect,
                 "kind": g["kind"].iloc[0],
                 "seeds": int(g["seed"].nunique()),
-                "acc_mean": acc_m,
-                "acc_std": acc_s,
-                "dir_mean": dir_m,
-                "dir_std": dir_s,
-                "k": k,
-                "n": n,
-                "wilson_low": 100 * lo if math.isfinite(lo) else math.nan,
-                "wilson_high": 100 * hi if math.isfinite(hi) else math.nan,
-                "asr_mean": asr_m,
-                "asr_std": asr_s,
+                **figs,
+                "ci_method": method if method != CI_NONE else None,
+                "k": int(g["k"].sum()),
+                "n": int(g["n"].fillna(0).sum()),
                 "teacher_rate": _mean_std(g["teacher_rate"])[0],
             }
         )
@@ -247,12 +306,13 @@ def aggregate(data: RunData) -> pd.DataFrame:
 
 
 def method_summary(data: RunData) -> pd.DataFrame:
-    """One row per scenario × method label: cells done/failed/other, ACC mean ± std over seeds."""
+    """One row per scenario × method label: cells done/failed/other, ACC mean ± std over seeds and its
+    95 % interval (:func:`~safereuse.metrics.seed_interval`)."""
     cells = data.records.drop_duplicates("cell_id")
     out = []
     for (sc, label), g in cells.groupby(["scenario", "label"], sort=False):
         done = g[g["status"] == "done"]
-        acc_m, acc_s = _mean_std(done["acc"])
+        acc = _seed_figures("acc", done["acc"], done["n_test"])
         out.append(
             {
                 "scenario": sc,
@@ -260,8 +320,10 @@ def method_summary(data: RunData) -> pd.DataFrame:
                 "done": len(done),
                 "failed": int((g["status"] == "failed").sum()),
                 "other": int((~g["status"].isin(["done", "failed"])).sum()),
-                "acc_mean": acc_m,
-                "acc_std": acc_s,
+                "acc_mean": acc["acc_mean"],
+                "acc_std": acc["acc_std"],
+                "acc_ci_low": acc["acc_ci_low"],
+                "acc_ci_high": acc["acc_ci_high"],
                 "teacher_acc": _mean_std(done["teacher_acc"])[0],
             }
         )

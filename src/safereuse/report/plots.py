@@ -1,9 +1,12 @@
 """Report figures (matplotlib, Agg, no global pyplot state): PNG bytes.
 
 - :func:`tradeoff_figure` — per defect: ACC (y) vs DIR (x), one panel per scenario, each method label
-  at its mean over seeds with ± std error bars, and the Pareto front (low DIR, high ACC) as a line.
-- :func:`method_bars` — per scenario: bars of ACC and of each defect's DIR (and ASR for backdoors),
-  mean ± std over seeds, the pooled 95 % Wilson interval as a black tick range.
+  at its mean over seeds, and the Pareto front (low DIR, high ACC) as a line.
+- :func:`method_bars` — per scenario: bars of ACC and of each defect's DIR (and ASR for backdoors, Rob
+  for white-box defects), the mean over seeds.
+
+Error bars are the 95 % interval over seeds and images of
+:func:`safereuse.metrics.seed_interval` (asymmetric where it is clipped to [0, 100]), not ± std.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ def _finite(v: float) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _err(mean: float, lo: float, hi: float) -> tuple[float, float]:
+    """(below, above) error-bar lengths of an interval around its mean (0, 0 when undefined)."""
+    if not (_finite(mean) and _finite(lo) and _finite(hi)):
+        return 0.0, 0.0
+    return max(0.0, mean - lo), max(0.0, hi - mean)
+
+
 def tradeoff_figure(
     agg: pd.DataFrame, defect: str, scenarios: Sequence[str], palette: dict[str, str]
 ) -> bytes | None:
@@ -73,11 +83,12 @@ def tradeoff_figure(
             x, y = pts[j]
             if not (_finite(x) and _finite(y)):
                 continue
+            xe, ye = _err(x, r["dir_ci_low"], r["dir_ci_high"]), _err(y, r["acc_ci_low"], r["acc_ci_high"])
             ax.errorbar(
                 x,
                 y,
-                xerr=r["dir_std"] if _finite(r["dir_std"]) else None,
-                yerr=r["acc_std"] if _finite(r["acc_std"]) else None,
+                xerr=[[xe[0]], [xe[1]]],
+                yerr=[[ye[0]], [ye[1]]],
                 fmt="o",
                 ms=7,
                 color=palette.get(r["label"], "#444444"),
@@ -98,7 +109,10 @@ def tradeoff_figure(
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"Accuracy vs inheritance of {defect} (mean ± std over seeds)", fontsize=11)
+    fig.suptitle(
+        f"Accuracy vs inheritance of {defect} (mean over seeds; bars: 95% interval over seeds and images)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return _png(fig)
 
@@ -114,38 +128,39 @@ def method_bars(
     labs = [lab for lab in labels if (ms["label"] == lab).any()]
     if not labs or sub.empty:
         return None
-    panels: list[tuple[str, pd.DataFrame, str, str, bool]] = [("ACC (%)", sub, "acc_mean", "acc_std", False)]
+    panels: list[tuple[str, pd.DataFrame, str]] = [("ACC (%)", sub, "acc")]
     for d in dict.fromkeys(sub["defect"]):
         g = sub[sub["defect"] == d]
-        panels.append((f"DIR {d} (%)", g, "dir_mean", "dir_std", True))
-        if g["asr_mean"].notna().any():
-            panels.append((f"ASR {d} (%)", g, "asr_mean", "asr_std", False))
+        panels.append((f"DIR {d} (%)", g, "dir"))
+        for name, col in (("ASR", "asr"), ("Rob", "rob")):
+            if g[f"{col}_mean"].notna().any():
+                panels.append((f"{name} {d} (%)", g, col))
     ncol = min(3, len(panels))
     nrow = math.ceil(len(panels) / ncol)
     width = max(4.2, 0.55 * len(labs) + 1.5)
     fig = Figure(figsize=(width * ncol, 3.6 * nrow))
-    for i, (title, g, mcol, scol, wilson) in enumerate(panels):
+    for i, (title, g, col) in enumerate(panels):
         ax = fig.add_subplot(nrow, ncol, i + 1)
-        if mcol == "acc_mean":  # one ACC per label (the same for every defect row)
+        if col == "acc":  # one ACC per label (the same for every defect row)
             g = g.drop_duplicates("label")
         g = g.set_index("label")
         xs = list(range(len(labs)))
-        vals = [float(g[mcol].get(lab, math.nan)) for lab in labs]
-        errs = [float(g[scol].get(lab, math.nan)) for lab in labs]
+        vals = [float(g[f"{col}_mean"].get(lab, math.nan)) for lab in labs]
+        errs = [
+            _err(
+                v, float(g[f"{col}_ci_low"].get(lab, math.nan)), float(g[f"{col}_ci_high"].get(lab, math.nan))
+            )
+            for v, lab in zip(vals, labs, strict=True)
+        ]
         ax.bar(
             xs,
             [v if _finite(v) else 0 for v in vals],
             color=[palette.get(lab, "#777") for lab in labs],
-            yerr=[e if _finite(e) else 0 for e in errs],
+            yerr=[[e[0] for e in errs], [e[1] for e in errs]],
             capsize=3,
             ecolor="#333333",
             alpha=0.9,
         )
-        if wilson:
-            for x, lab in zip(xs, labs, strict=True):
-                lo, hi = g["wilson_low"].get(lab, math.nan), g["wilson_high"].get(lab, math.nan)
-                if _finite(lo) and _finite(hi):
-                    ax.vlines(x + 0.3, lo, hi, color="black", lw=2)
         ns = [int(g["seeds"].get(lab, 0)) if "seeds" in g.columns else 0 for lab in labs]
         ax.set_xticks(xs)
         ax.set_xticklabels(
@@ -155,7 +170,7 @@ def method_bars(
         ax.set_ylim(0, 105)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
-        f"{scenario}: mean ± std over seeds (n = seeds; black range: pooled 95% Wilson)", fontsize=10
+        f"{scenario}: mean over seeds (n = seeds; bars: 95% interval over seeds and images)", fontsize=10
     )
     fig.tight_layout()
     return _png(fig)

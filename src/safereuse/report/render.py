@@ -44,9 +44,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
+def _ci(lo: Any, hi: Any) -> str:
+    return f" [{_f(lo)}, {_f(hi)}]" if _f(lo) != "-" and _f(hi) != "-" else ""
+
+
 def summary_frame(data: RunData, agg: pd.DataFrame | None = None, detail: bool = True) -> pd.DataFrame:
-    """The summary table: one row per scenario × method; ACC and each defect's DIR (and ASR) as
-    ``mean ± std`` over seeds, with the pooled Wilson interval and ``k/n`` when ``detail``."""
+    """The summary table: one row per scenario × method; ACC and each defect's DIR (and ASR, Rob) as
+    ``mean ± std`` over seeds; when ``detail``, with the 95 % interval over seeds and images
+    (:func:`~safereuse.metrics.seed_interval`) and DIR's counts ``k/n`` summed over seeds."""
     agg = aggregate(data) if agg is None else agg
     ms = method_summary(data)
     rows = []
@@ -55,7 +60,8 @@ def summary_frame(data: RunData, agg: pd.DataFrame | None = None, detail: bool =
             "scenario": m["scenario"],
             "method": m["label"],
             "cells": f"{m['done']}" + (f" (+{m['failed']} failed)" if m["failed"] else ""),
-            "ACC %": _ms(m["acc_mean"], m["acc_std"]),
+            "ACC %": _ms(m["acc_mean"], m["acc_std"])
+            + (_ci(m["acc_ci_low"], m["acc_ci_high"]) if detail else ""),
         }
         g = agg[(agg["scenario"] == m["scenario"]) & (agg["label"] == m["label"])] if not agg.empty else agg
         for d in data.defects:
@@ -65,10 +71,13 @@ def summary_frame(data: RunData, agg: pd.DataFrame | None = None, detail: bool =
             r = r.iloc[0]
             cell = _ms(r["dir_mean"], r["dir_std"])
             if detail and r["n"]:
-                cell += f" [{_f(r['wilson_low'])}, {_f(r['wilson_high'])}] {r['k']}/{r['n']}"
+                cell += f"{_ci(r['dir_ci_low'], r['dir_ci_high'])} {r['k']}/{r['n']}"
             row[f"DIR {d} %"] = cell
-            if not (isinstance(r["asr_mean"], float) and math.isnan(r["asr_mean"])):
-                row[f"ASR {d} %"] = _ms(r["asr_mean"], r["asr_std"])
+            for name, col in (("ASR", "asr"), ("Rob", "rob")):
+                if _f(r[f"{col}_mean"]) != "-":
+                    row[f"{name} {d} %"] = _ms(r[f"{col}_mean"], r[f"{col}_std"]) + (
+                        _ci(r[f"{col}_ci_low"], r[f"{col}_ci_high"]) if detail else ""
+                    )
         rows.append(row)
     df = pd.DataFrame(rows)
     return df.fillna("n/a") if not df.empty else df
@@ -128,9 +137,11 @@ def cells_frame(data: RunData) -> pd.DataFrame:
             "status": c["status"],
             "ACC %": _f(r["acc"].iloc[0]) if len(r) else "-",
         }
-        for d in data.defects:
+        for d in data.defects:  # one cell: its own Wilson interval
             rr = r[r["defect"] == d]
-            row[f"DIR {d} %"] = _f(rr["dir"].iloc[0]) if len(rr) else "-"
+            row[f"DIR {d} %"] = (
+                _f(rr["dir"].iloc[0]) + _ci(rr["ci_low"].iloc[0], rr["ci_high"].iloc[0]) if len(rr) else "-"
+            )
         row["seconds"] = _f(c["seconds"], 0)
         row["error"] = (c["error"] or "")[:300]
         rows.append(row)
@@ -209,11 +220,23 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
         if len(cells)
         else cells
     )
+    methods = sorted(set(agg["ci_method"].dropna())) if "ci_method" in agg else []
     notes = (
         "ACC: the student's clean accuracy on its whole test split. DIR: the share of the student's "
         "clean-correct audited inputs on which the defect crafted on (or planted in) the teacher fires "
-        "(lower is safer). Cells are mean ± sample std over seeds; [low, high] is the 95% Wilson interval "
-        "of the pooled counts k/n over seeds. ASR: backdoor attack success rate on the student."
+        "(lower is safer). ASR: backdoor attack success rate on the student; Rob: robust accuracy. "
+        "Summary cells are mean ± sample std over seeds, then [low, high]: a 95% interval for the mean "
+        "that accounts for both seed and image variation — Student's t with S−1 degrees of freedom "
+        "(S seeds) on the per-seed rates, its squared standard error s²/S plus the binomial variance of "
+        "one seed's rate (Agresti–Coull), which is not divided by S because every seed is audited on the "
+        "same images (safereuse.metrics.seed_interval). With one seed it is that cell's 95% Wilson "
+        "interval. Few seeds give wide intervals by necessity (t = 12.7 for 2 seeds, 4.3 for 3). A "
+        "Wilson interval of the counts pooled over seeds would be too narrow: the seeds share their "
+        "images and differ by more than binomial noise. k/n: DIR counts summed over seeds, for scale. "
+        "Single cells (All cells, results.csv ci_low/ci_high) keep their own 95% Wilson interval; "
+        "results.csv's seeds_* columns hold the across-seed figures. Interval method in this report: "
+        + (", ".join(methods) or "none (no finished cells)")
+        + "."
     )
 
     # results.csv

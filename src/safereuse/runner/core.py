@@ -9,6 +9,7 @@ Run directory layout::
     RUNDIR/spec.json          spec hash + normalised spec; a different spec is refused unless force
     RUNDIR/spec.yaml          the spec text as given (shown in reports)
     RUNDIR/ledger.sqlite      the results ledger (:mod:`safereuse.runner.ledger`)
+    RUNDIR/selection.{json,md} specs with ``select:``: validation table and choices (:mod:`.select`)
     RUNDIR/teachers/<key>/    cached teacher artifacts (key = hash of the recipe)
     RUNDIR/students/<key>/    cached student artifacts
     RUNDIR/defects/           cached crafted defect sets
@@ -30,11 +31,49 @@ from typing import Any
 from ..errors import SafeReuseError
 from ..utils import atomic_path, write_json_atomic
 from .executors import Executor, make_executor
-from .ledger import LEDGER_FILE, Ledger
+from .ledger import LEDGER_FILE, TEACHER_FAILED, Ledger, failure_cause
+from .select import SelectionPhase
 from .spec import Cell, LoadedSpec, expand, teacher_key
 from .worker import TEACHERS
 
 SPEC_JSON, SPEC_YAML, RUN_LOCK = "spec.json", "spec.yaml", ".run.lock"
+
+
+@dataclass(frozen=True)
+class FailureCause:
+    """One reason cells failed, and the cells it failed.
+
+    Attributes:
+        error: the one-line error that caused it (a :class:`SafeReuseError`'s ``problem (fix: ...)``);
+            for cells whose teacher failed, the teacher's own error.
+        teacher: the cells did not run because training their teacher failed.
+        cells: ``(cell id, where)`` of each cell it failed, in grid order.
+    """
+
+    error: str
+    teacher: bool
+    cells: tuple[tuple[str, str], ...]
+
+
+def failure_causes(failures: list[tuple[str, str, str]]) -> list[FailureCause]:
+    """Group failed cells by cause, in the order each cause first failed a cell.
+
+    Args:
+        failures: ``(cell id, where, ledger error)`` as in :attr:`RunSummary.failures`.
+
+    Returns:
+        One :class:`FailureCause` per distinct (teacher?, error).
+
+    Example:
+        >>> fs = [("a1", "s/ft/seed 0", "teacher training failed: no data (fix: get it)"),
+        ...       ("b2", "s/lp/seed 0", "teacher training failed: no data (fix: get it)")]
+        >>> [(c.error, c.teacher, len(c.cells)) for c in failure_causes(fs)]
+        [('no data (fix: get it)', True, 2)]
+    """
+    groups: dict[tuple[bool, str], list[tuple[str, str]]] = {}
+    for cell_id, where, error in failures:
+        groups.setdefault(failure_cause(error), []).append((cell_id, where))
+    return [FailureCause(err, teacher, tuple(cells)) for (teacher, err), cells in groups.items()]
 
 
 @dataclass
@@ -68,6 +107,50 @@ class RunSummary:
             + (f", {c['pending'] + c['running']} not run" if c["pending"] + c["running"] else "")
             + f" ({self.ran} run now, {self.skipped} reused) in {self.seconds:.0f} s — {self.rundir}"
         )
+
+    @property
+    def causes(self) -> list[FailureCause]:
+        """The failed cells grouped by cause (:func:`failure_causes`), first cause first."""
+        return failure_causes(self.failures)
+
+    def failure_text(self, others: int = 3, width: int = 300) -> str:
+        """Why cells failed, for the terminal: the first failure's cause in full (with its fix), then
+        up to ``others`` other causes cut to ``width`` characters; ``""`` when nothing failed.
+
+        Example:
+            >>> s = RunSummary(Path("run"), "h", 2, 2, 0, {}, [("a1", "s/ft/seed 0", "RuntimeError: boom")])
+            >>> print(s.failure_text())
+            1 cell failed; the first, s/ft/seed 0 (cell a1), with:
+              RuntimeError: boom
+            fix the cause, then rerun with --retry-failed
+        """
+        causes = self.causes
+        if not causes:
+            return ""
+        n = len(self.failures)
+        first = causes[0]
+        cell_id, where = first.cells[0]
+        how = "because training its teacher failed:" if first.teacher else "with:"
+        lines = [
+            f"{n} cell{'s' * (n != 1)} failed; the first, {where} (cell {cell_id}), {how}",
+            f"  {first.error}",
+        ]
+        if len(first.cells) > 1:
+            k = f"all {n}" if len(causes) == 1 else f"{len(first.cells)} of the {n}"
+            lines.append(f"  ({k} failed cells have this cause)")
+        if len(causes) > 1:
+            rest = sum(len(c.cells) for c in causes[1:])
+            lines.append(f"  {rest} more for {len(causes) - 1} other cause{'s' * (len(causes) > 2)}:")
+            for c in causes[1 : others + 1]:
+                err = c.error if len(c.error) <= width else c.error[: width - 1] + "…"
+                teacher = "its teacher failed: " if c.teacher else ""
+                lines.append(f"  - {len(c.cells)} × first {c.cells[0][1]}: {teacher}{err}")
+            if len(causes) > others + 1:
+                lines.append(
+                    f"  - … and {len(causes) - others - 1} more (see `safereuse report {self.rundir}`)"
+                )
+        lines.append("fix the cause, then rerun with --retry-failed")
+        return "\n".join(lines)
 
 
 # -- run directory checks --------------------------------------------------------------------------
@@ -210,6 +293,7 @@ def run(
     t_start = time.perf_counter()
     out = Path(out)
     cells = expand(spec)
+    selection = SelectionPhase(spec, cells) if spec.spec.select is not None else None
     spec_hash = spec.spec.spec_hash()
     check_rundir(out, spec_hash, force)
     ex = executor if isinstance(executor, Executor) else make_executor(executor, jobs, address)
@@ -219,6 +303,14 @@ def run(
             _record_spec(out, spec, spec_hash)
             with Ledger(out / LEDGER_FILE) as ledger:
                 ledger.set_meta("spec_hash", spec_hash)
+                if selection is not None:  # phase 1 on the holdout; `cells` becomes the chosen points
+                    cells = selection.run(
+                        ledger,
+                        spec_hash,
+                        out,
+                        lambda sel: _schedule(sel, ex, ledger, out, device, data_dir, progress),
+                        retry_failed,
+                    )
                 ledger.add_cells(cells, spec_hash)
                 ids = ledger.to_run([c.id for c in cells], retry_failed=retry_failed)
                 todo = [c for c in cells if c.id in set(ids)]
@@ -229,6 +321,12 @@ def run(
                     for r in ledger.rows(spec_hash)
                     if r["status"] == "failed"
                 ]
+                total, ran, skipped = len(cells), len(todo), len(cells) - len(todo)
+                if selection is not None:
+                    n_now = len(cells)
+                    total, counts, failures = selection.totals(ledger, spec_hash, counts, failures, n_now)
+                    ran += selection.ran
+                    skipped += len(selection.sel_cells) - selection.ran
     except BaseException:
         ex.close(cancel=True)
         raise
@@ -236,9 +334,9 @@ def run(
     return RunSummary(
         out,
         spec_hash,
-        len(cells),
-        len(todo),
-        len(cells) - len(todo),
+        total,
+        ran,
+        skipped,
         counts,
         failures,
         time.perf_counter() - t_start,
@@ -305,9 +403,7 @@ def _schedule(
                     else:
                         for cell in by_teacher[obj]:
                             ledger.mark_running(cell.id)
-                            finish(
-                                cell, {**result, "error": f"teacher training failed: {result.get('error')}"}
-                            )
+                            finish(cell, {**result, "error": f"{TEACHER_FAILED}{result.get('error')}"})
                     if not teacher_queue and not any(w == "teacher" for w, _ in in_flight.values()):
                         bar.set_description_str("cells")
                 else:
@@ -316,4 +412,4 @@ def _schedule(
         bar.close()
 
 
-__all__ = ["RunSummary", "check_rundir", "read_run_spec", "run", "run_lock"]
+__all__ = ["FailureCause", "RunSummary", "check_rundir", "failure_causes", "read_run_spec", "run", "run_lock"]

@@ -1,9 +1,10 @@
 """Executors: where tasks run. In-process (``--jobs 1``), a local process pool, or Ray.
 
 All three have the same small interface used by the driver's scheduling loop: ``capacity`` (how many
-tasks to keep in flight), ``submit(kind, payload) -> handle`` and ``wait() -> [(handle, result)]``
-(blocks until at least one finishes). A task that dies outside the task function (a killed worker,
-a lost Ray node) comes back as a failed result, never as an exception of the driver.
+tasks to keep in flight), ``submit(task, payload) -> handle`` (``task`` is ``teacher`` or ``cell``) and
+``wait() -> [(handle, result)]`` (blocks until at least one finishes). A task that dies outside the
+task function (a killed worker, a lost Ray node) comes back as a failed result, never as an exception
+of the driver.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Executor:
     name: str = "local"
     threads: int | None = None
 
-    def submit(self, kind: str, payload: dict[str, Any]) -> Any:  # pragma: no cover - interface
+    def submit(self, task: str, payload: dict[str, Any]) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
     def wait(self) -> list[tuple[Any, Result]]:  # pragma: no cover - interface
@@ -57,14 +58,14 @@ class SequentialExecutor(Executor):
         self._queue: deque[tuple[int, str, dict[str, Any]]] = deque()
         self._n = 0
 
-    def submit(self, kind: str, payload: dict[str, Any]) -> int:
+    def submit(self, task: str, payload: dict[str, Any]) -> int:
         self._n += 1
-        self._queue.append((self._n, kind, payload))
+        self._queue.append((self._n, task, payload))
         return self._n
 
     def wait(self) -> list[tuple[Any, Result]]:
-        handle, kind, payload = self._queue.popleft()
-        return [(handle, run_task(kind, payload))]
+        handle, task, payload = self._queue.popleft()
+        return [(handle, run_task(task, payload))]
 
 
 def _init_worker(threads: int) -> None:
@@ -97,8 +98,8 @@ class PoolExecutor(Executor):
         )
         self._futures: set[Any] = set()
 
-    def submit(self, kind: str, payload: dict[str, Any]) -> Any:
-        fut = self._pool.submit(run_task, kind, payload)
+    def submit(self, task: str, payload: dict[str, Any]) -> Any:
+        fut = self._pool.submit(run_task, task, payload)
         self._futures.add(fut)
         return fut
 
@@ -201,8 +202,8 @@ class RayExecutor(Executor):
         self._remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
         self._refs: dict[Any, Any] = {}
 
-    def submit(self, kind: str, payload: dict[str, Any]) -> Any:
-        ref = self._remote.remote(kind, {**payload, "threads": payload.get("threads") or 1})
+    def submit(self, task: str, payload: dict[str, Any]) -> Any:
+        ref = self._remote.remote(task, {**payload, "threads": payload.get("threads") or 1})
         self._refs[ref] = ref
         return ref
 
@@ -229,26 +230,33 @@ class RayExecutor(Executor):
         return f"ray at {self.address or 'local'} ({self.capacity} at a time)"
 
 
-def make_executor(kind: str = "local", jobs: int | None = 1, address: str | None = None) -> Executor:
-    """Build an executor by name.
+def make_executor(executor: str = "local", jobs: int | None = 1, address: str | None = None) -> Executor:
+    """Build an executor by name (the CLI's ``--executor``).
 
     Args:
-        kind: ``local`` or ``ray``.
+        executor: ``local`` or ``ray``.
         jobs: tasks at a time (local: 1 = in this process; ray: default the cluster's CPUs).
         address: Ray cluster address (``ray`` only).
 
+    Returns:
+        The :class:`Executor`.
+
     Raises:
-        SafeReuseError: unknown kind, bad ``jobs``, ``address`` without Ray, Ray missing or unreachable.
+        SafeReuseError: unknown executor, bad ``jobs``, ``address`` without Ray, Ray missing or unreachable.
+
+    Example:
+        >>> make_executor("local").describe()
+        'local (1 at a time)'
     """
     if jobs is not None and (isinstance(jobs, bool) or jobs < 1):
         raise SafeReuseError(f"--jobs {jobs} must be ≥ 1", fix="pass e.g. --jobs 2")
-    if kind == "local":
+    if executor == "local":
         if address:
             raise SafeReuseError("--address needs --executor ray", fix="add --executor ray")
         return SequentialExecutor() if (jobs or 1) == 1 else PoolExecutor(jobs or 1)
-    if kind == "ray":
+    if executor == "ray":
         return RayExecutor(address, jobs)
-    raise SafeReuseError(f"unknown executor {kind!r}", fix="use local or ray")
+    raise SafeReuseError(f"unknown executor {executor!r}", fix="use local or ray")
 
 
 __all__ = ["Executor", "PoolExecutor", "RayExecutor", "SequentialExecutor", "make_executor"]

@@ -13,7 +13,9 @@ Schema (table ``cells``)::
     config TEXT             resolved cell config (JSON)
     status TEXT             pending | running | done | failed
     metrics TEXT            JSON: teacher / student / audit results (done cells)
-    error TEXT              one-line error (failed cells); traceback TEXT: the full one
+    error TEXT              one-line error (failed cells); traceback TEXT: the full one. A cell whose
+                            teacher failed holds TEACHER_FAILED + the teacher's own error
+                            (:func:`failure_cause` splits it again)
     artifacts TEXT          JSON: teacher / student directories relative to RUNDIR
     timings TEXT            JSON: seconds spent on teacher, student, audit
     attempts INTEGER        how many times the cell was started
@@ -35,6 +37,8 @@ from typing import Any
 from ..errors import SafeReuseError
 
 LEDGER_FILE = "ledger.sqlite"
+#: Prefix of the ``error`` of a cell that did not run because its teacher's training failed.
+TEACHER_FAILED = "teacher training failed: "
 SCHEMA_VERSION = "1"
 STATUSES = ("pending", "running", "done", "failed")
 
@@ -233,12 +237,33 @@ class Ledger:
         return out
 
 
+def failure_cause(error: str | None) -> tuple[bool, str]:
+    """Split a failed cell's ``error`` into (did its teacher fail, the error that caused it).
+
+    Args:
+        error: the ledger's ``error`` column.
+
+    Returns:
+        ``(True, the teacher's own error)`` for a cell whose teacher failed, else ``(False, error)``.
+
+    Example:
+        >>> failure_cause("teacher training failed: dataset 'x' is unknown (fix: see the list)")
+        (True, "dataset 'x' is unknown (fix: see the list)")
+        >>> failure_cause("RuntimeError: boom")
+        (False, 'RuntimeError: boom')
+    """
+    error = error or "unknown error (no message recorded)"
+    if error.startswith(TEACHER_FAILED):
+        return True, error[len(TEACHER_FAILED) :]
+    return False, error
+
+
 def _dump(obj: Any) -> str | None:
     if obj is None:
         return None
-    from ..utils import _json_default
+    from ..utils import json_default
 
-    return json.dumps(obj, sort_keys=True, default=_json_default, allow_nan=True)
+    return json.dumps(obj, sort_keys=True, default=json_default, allow_nan=True)
 
 
-__all__ = ["LEDGER_FILE", "STATUSES", "Ledger"]
+__all__ = ["LEDGER_FILE", "STATUSES", "TEACHER_FAILED", "Ledger", "failure_cause"]

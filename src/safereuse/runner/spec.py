@@ -46,15 +46,37 @@ crafted set per scenario).
 **Sweeps.** A list value in ``params`` of a method or defect is a sweep over its items; the cells are
 the product of all sweeps. When the parameter itself takes a list (its annotation is a list or tuple),
 a flat list is the value and a list of lists is the sweep.
+
+**Selection** (optional). Without ``select:`` every sweep point is a cell of the report. With it, the
+runner chooses each swept method's parameters on held-back data and reports only the chosen point,
+on the test split (:mod:`safereuse.runner.select`)::
+
+    select:
+      holdout: 500                # images held back from every student's training pool
+      rule: min-dir-within        # or max-acc
+      defect: penultimate         # min-dir-within: the defect whose DIR is minimised ...
+      within: 3                   # ... among points within 3 accuracy points of the best (default 3)
+      scope: scenario             # choose per scenario × method, or `all`: one point per method
+      pool: mean                  # how seeds are pooled
+      defects: [penultimate]      # what the selection cells audit (default: every defect above)
+
+Phase 1 trains every point of every swept method (a method with two or more points) and audits it on
+the ``holdout`` images: stratified over the classes, taken out of the training pool before
+``train_size`` sampling, the same for every seed, and disjoint from the student's train, validation
+and test images (:attr:`safereuse.data.DataSpec.holdout`). The rule then picks one point per group
+from the means over seeds — ties go to the higher accuracy, then to the earlier point of the spec —
+and phase 2 runs the chosen points (labelled by the method's name) and every unswept method as the
+report's cells, audited on the test split, which selection never reads. Every student of the spec,
+swept or not, trains on the pool minus the holdout, so phase 2 reuses phase 1's students.
+``RUNDIR/selection.md`` and ``selection.json`` keep the whole validation table, the rule and the
+choices. Both phases resume through the ledger.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import re
-import typing
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +85,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import SafeReuseError
+from ..params import accepted_params, is_list_type, param_hints, validate_params
 from ..utils import config_hash
 
 #: Bumped when the meaning of a resolved cell config changes (part of every cell id).
@@ -140,6 +163,18 @@ class AuditCfg(_Strict):
     seed: int | Literal["cell"] = 0
 
 
+class SelectCfg(_Strict):
+    """Hyper-parameter selection on a held-back split (the module docstring's "Selection")."""
+
+    holdout: int = Field(ge=1)
+    rule: str = "min-dir-within"
+    defect: str | None = None
+    within: float | None = Field(default=None, ge=0.0)
+    scope: Literal["scenario", "all"] = "scenario"
+    pool: Literal["mean"] = "mean"
+    defects: list[str] | None = Field(default=None, min_length=1)
+
+
 class Spec(_Strict):
     """A whole experiment: scenarios × methods (× sweeps) × seeds, each audited for the defects."""
 
@@ -150,6 +185,7 @@ class Spec(_Strict):
     defects: list[DefectCfg] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     audit: AuditCfg = Field(default_factory=AuditCfg)
+    select: SelectCfg | None = None
 
     def spec_hash(self) -> str:
         """Hash of the validated content (formatting, comments and defaults left out)."""
@@ -312,60 +348,17 @@ def bundled_spec(name: str) -> LoadedSpec:
 
 
 # -- registry checks -------------------------------------------------------------------------------
-@functools.cache
 def _hints(factory: Any) -> dict[str, Any]:
-    target = factory if isinstance(factory, type) else factory
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: no type checks
-        return {}
-    hints.pop("return", None)
-    return {k: v for k, v in hints.items() if typing.get_origin(v) is not typing.ClassVar}
+    return param_hints(factory)
 
 
 def _is_list_type(hint: Any) -> bool:
     """Whether the annotation ``hint`` accepts a list (list, tuple, or a union with one)."""
-    import types
-
-    origin = typing.get_origin(hint)
-    if hint in (list, tuple) or origin in (list, tuple):
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_list_type(a) for a in typing.get_args(hint))
-    return False
-
-
-def _check_value(factory: Any, key: str, value: Any) -> Any:
-    """Validate ``value`` against the annotation of ``factory``'s parameter ``key`` (if resolvable)."""
-    hint = _hints(factory).get(key)
-    if hint is None or hint is Any:
-        return value
-    from pydantic import TypeAdapter
-
-    try:
-        adapter = TypeAdapter(hint)
-    except Exception:  # noqa: BLE001 - a type pydantic cannot check
-        return value
-    try:
-        out = adapter.validate_python(value, strict=False)
-    except ValidationError as exc:
-        raise ValueError(
-            f"{value!r} is not a valid {getattr(hint, '__name__', str(hint))}: {exc.errors()[0]['msg']}"
-        ) from None
-    # keep the user's value when it is already of an accepted type (ints stay ints for float fields)
-    return value if isinstance(value, (bool, int, float, str, type(None))) and out == value else out
+    return is_list_type(hint)
 
 
 def _accepted(factory: Any) -> set[str] | None:
-    import inspect
-
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return {n for n in params if n != "self"}
+    return accepted_params(factory)
 
 
 def _check_params(
@@ -376,21 +369,14 @@ def _check_params(
     what: str,
     forbidden: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    """Check names and types of ``params`` for ``factory``; return them with values validated."""
-    accepted = _accepted(factory)
+    """Check names, types and ranges of ``params`` for ``factory`` (the one path of
+    :mod:`safereuse.params`, so the message is the CLI's and Python's); return them validated."""
     out = {}
     for key, value in params.items():
-        if key in forbidden or (accepted is not None and key not in accepted):
-            choices = sorted((accepted or set()) - set(forbidden))
-            raise loaded.error(
-                loc + (key,),
-                f"{what} has no parameter {key!r}",
-                fix=f"use one of: {', '.join(choices) or '(none)'}",
-            )
         try:
-            out[key] = _check_value(factory, key, value)
-        except ValueError as exc:
-            raise loaded.error(loc + (key,), f"{what}: {exc}") from None
+            out.update(validate_params(factory, {key: value}, what, forbidden=forbidden))
+        except SafeReuseError as exc:
+            raise loaded.error(loc + (key,), exc.problem, exc.fix) from None
     return out
 
 
@@ -417,10 +403,7 @@ def _sweep_points(
     return [dict(p) for p in itertools.product(*axes)] if axes else [{}]
 
 
-def _fit_fields() -> set[str]:
-    from ..train import FitConfig
-
-    return {f.name for f in fields(FitConfig)} - {"seed", "device", "progress"}
+_RUN_FIT_KEYS = frozenset({"seed", "device", "progress"})  # FitConfig fields the runner sets itself
 
 
 def check_registries(loaded: LoadedSpec) -> None:
@@ -465,22 +448,16 @@ def check_registries(loaded: LoadedSpec) -> None:
             f"model {t.arch!r}",
             forbidden={"num_classes", "in_channels", "image_size"},
         )
-        fit_ok = _fit_fields()
-        for key in t.fit:
-            if key not in fit_ok:
-                raise loaded.error(
-                    loc + ("teacher", "fit", key),
-                    f"teacher training has no parameter {key!r}",
-                    fix=f"use one of: {', '.join(sorted(fit_ok))}",
-                )
-        t.fit = _check_params(loaded, loc + ("teacher", "fit"), FitConfig, t.fit, "teacher training")
+        t.fit = _check_params(
+            loaded, loc + ("teacher", "fit"), FitConfig, t.fit, "teacher training", forbidden=_RUN_FIT_KEYS
+        )
         if t.epochs is not None and "epochs" in t.fit and t.fit["epochs"] != t.epochs:
             raise loaded.error(loc + ("teacher", "epochs"), "epochs and fit.epochs disagree", fix="keep one")
         if t.backdoor is not None:
             if t.backdoor not in DEFECTS:
                 raise _registry_error(loaded, loc + ("teacher", "backdoor"), DEFECTS, t.backdoor)
             cls = DEFECTS.get(t.backdoor)
-            if getattr(cls, "kind", "") != "backdoor":
+            if not cls.planted_in_teacher:
                 raise loaded.error(
                     loc + ("teacher", "backdoor"),
                     f"{t.backdoor!r} is not a backdoor",
@@ -515,7 +492,7 @@ def check_registries(loaded: LoadedSpec) -> None:
         loc = ("defects", i)
         if d.name not in DEFECTS:
             raise _registry_error(loaded, loc + ("name",), DEFECTS, d.name)
-        if getattr(DEFECTS.get(d.name), "kind", "") == "backdoor" and d.name not in backdoors:
+        if DEFECTS.get(d.name).planted_in_teacher and d.name not in backdoors:
             raise loaded.error(
                 loc + ("name",),
                 f"no scenario's teacher plants the backdoor {d.name!r}",
@@ -525,6 +502,10 @@ def check_registries(loaded: LoadedSpec) -> None:
     _defect_points(loaded, 0)
     if len(set(spec.seeds)) != len(spec.seeds):
         raise loaded.error(("seeds",), "a seed is listed twice", fix="list each seed once")
+    if spec.select is not None:
+        from .select import check_select
+
+        check_select(loaded)
 
 
 def _registry_error(
@@ -550,7 +531,7 @@ def _instantiate(loaded: LoadedSpec, loc: tuple[Any, ...], cls: Any, params: dic
 
 
 # -- expansion -------------------------------------------------------------------------------------
-def _data_dict(part: DataCfg, seed: int) -> dict[str, Any]:
+def _data_dict(part: DataCfg, seed: int, holdout: int = 0) -> dict[str, Any]:
     from ..data import DataSpec, parse_classes
 
     return DataSpec(
@@ -560,6 +541,7 @@ def _data_dict(part: DataCfg, seed: int) -> dict[str, Any]:
         per_class=part.per_class,
         val_fraction=part.val_fraction,
         seed=seed,
+        holdout=holdout,
     ).to_dict()
 
 
@@ -623,8 +605,8 @@ def _method_points(loaded: LoadedSpec) -> list[tuple[str, dict[str, Any], dict[s
     return out
 
 
-def _defect_points(loaded: LoadedSpec, cell_seed: int | None) -> list[tuple[str, dict[str, Any], str]]:
-    """``(name, resolved params, kind)`` for every defect point; ``seed`` is filled in."""
+def _defect_points(loaded: LoadedSpec, cell_seed: int | None) -> list[tuple[str, dict[str, Any], bool]]:
+    """``(name, resolved params, planted in the teacher)`` for every defect point; ``seed`` is filled in."""
     from ..defects import DEFECTS
 
     audit_seed = cell_seed if loaded.spec.audit.seed == "cell" else loaded.spec.audit.seed
@@ -640,16 +622,16 @@ def _defect_points(loaded: LoadedSpec, cell_seed: int | None) -> list[tuple[str,
             params = (
                 {k: v for k, v in obj.config().items() if k != "defect"} if hasattr(obj, "config") else point
             )
-            out.append((d.name, _jsonable(params), getattr(cls, "kind", "")))
+            out.append((d.name, _jsonable(params), cls.planted_in_teacher))
     return out
 
 
 def _jsonable(obj: Any) -> Any:
     import json
 
-    from ..utils import _json_default
+    from ..utils import json_default
 
-    text = json.dumps(obj, sort_keys=True, default=_json_default)
+    text = json.dumps(obj, sort_keys=True, default=json_default)
     return json.loads(text, parse_constant=lambda c: {"NaN": math.nan}.get(c, c))
 
 
@@ -699,6 +681,8 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
     spec = loaded.spec
     methods = _method_points(loaded)
     labels = method_labels(methods)
+    # with a select: section every student trains on the pool minus the holdout, in both phases
+    holdout = spec.select.holdout if spec.select is not None else 0
     cells: list[Cell] = []
     for seed in spec.seeds:
         defects = _defect_points(loaded, seed)
@@ -706,14 +690,14 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
             for sc in spec.scenarios:
                 bd = sc.teacher.backdoor
                 cell_defects = [
-                    {"name": n, "params": p} for n, p, kind in defects if kind != "backdoor" or n == bd
+                    {"name": n, "params": p} for n, p, planted in defects if not planted or n == bd
                 ]
                 config = {
                     "v": CELL_VERSION,
                     "scenario": sc.name,
                     "seed": seed,
                     "teacher": teacher_recipe(sc.teacher, seed),
-                    "student": {"data": _data_dict(sc.student, seed)},
+                    "student": {"data": _data_dict(sc.student, seed, holdout)},
                     "method": {"name": name, "params": _jsonable(given), "config": resolved},
                     "defects": cell_defects,
                     "audit": {"max_samples": spec.audit.max_samples, "batch_size": spec.audit.batch_size},
@@ -733,6 +717,7 @@ __all__ = [
     "LoadedSpec",
     "MethodCfg",
     "ScenarioCfg",
+    "SelectCfg",
     "Spec",
     "StudentCfg",
     "TeacherCfg",

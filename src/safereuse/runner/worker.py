@@ -149,15 +149,16 @@ def _audit(payload: dict[str, Any], teacher: Any, student: Any, bundle: Any) -> 
 
     Sets crafted on the teacher are the same for every cell of a scenario (same teacher, same test
     images): those defects are audited under a lock per teacher × student data, so one cell crafts
-    them while the others wait for the cache instead of crafting them twice side by side. White-box
-    and backdoor defects (crafted on each student, or no crafting) run outside the lock.
+    them while the others wait for the cache instead of crafting them twice side by side. Which
+    defects those are, each defect class declares (``crafted_on_teacher``); the others (crafted on
+    each student, or planted) run outside the lock.
     """
     from ..defects import DEFECTS, audit
 
     cfg = payload["config"]
     rundir = Path(payload["rundir"])
     specs = [(d["name"], d["params"]) for d in cfg["defects"]]
-    shared = [i for i, (n, _) in enumerate(specs) if getattr(DEFECTS.get(n), "kind", "") in _TEACHER_CRAFTED]
+    shared = [i for i, (n, _) in enumerate(specs) if DEFECTS.get(n).crafted_on_teacher]
     own = [i for i in range(len(specs)) if i not in shared]
 
     def run_audit(idx: list[int]) -> dict[str, Any]:
@@ -185,9 +186,6 @@ def _audit(payload: dict[str, Any], teacher: Any, student: Any, bundle: Any) -> 
         for i, row in zip(idx, rep["rows"], strict=True):
             rows[i] = row
     return {**parts[0][1], "rows": rows}
-
-
-_TEACHER_CRAFTED = ("adversarial", "nc-guided")
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -246,6 +244,8 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         teacher = load_model(t_dir, device="cpu")
         student = load_model(s_dir, device="cpu")
         bundle = load_data(_data_spec(cfg["student"]["data"], payload.get("data_dir")))
+        if cfg["audit"].get("split") == "holdout":  # a selection cell (runner.select): never the test split
+            bundle = bundle.holdout_view()
         report = _audit(payload, teacher, student, bundle)
         timings["audit"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
@@ -271,12 +271,25 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     return {"status": "done", "metrics": metrics, "artifacts": artifacts, "timings": timings}
 
 
-def run_task(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Dispatch for executors: ``kind`` is ``teacher`` or ``cell``."""
-    return run_teacher(payload) if kind == "teacher" else run_cell(payload)
+TASKS = {"teacher": run_teacher, "cell": run_cell}
+"""The task functions executors dispatch to, by task name."""
+
+
+def run_task(task: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Dispatch for executors: ``task`` is ``teacher`` or ``cell``.
+
+    Raises:
+        SafeReuseError: an unknown task name.
+    """
+    try:
+        fn = TASKS[task]
+    except KeyError:
+        raise SafeReuseError(f"unknown task {task!r}", fix=f"use one of: {', '.join(TASKS)}") from None
+    return fn(payload)
 
 
 __all__ = [
+    "TASKS",
     "ensure_student",
     "ensure_teacher",
     "file_lock",

@@ -1,11 +1,26 @@
-"""Slicing tools: coverage profiles (used by ReMoS; reusable by NNSlicer)."""
+"""What transfer methods and defects share: activation capture, coverage, weight masks, relevance.
+
+- :mod:`~safereuse.slicing.capture`: :func:`capture`, the one way to read (or change) what layers
+  compute — hooks in a context manager, removed in ``finally``;
+- :mod:`~safereuse.slicing.coverage`: NC / TKNC / SNAC coverage (:func:`channel_coverage`) and the
+  per-layer :func:`coverage_profile` of a data set (ReMoS; the nc-guided generator uses the same
+  definition);
+- :mod:`~safereuse.slicing.masks`: mask sets (parameter name → bool, True = kept), exact top-k
+  selection, magnitude pruning, reset / enforce / re-initialisation helpers;
+- :mod:`~safereuse.slicing.relevance`: ReMoS's relevant slice from coverage and magnitudes.
+
+The package imports nothing from ``safereuse.models`` at import time (the model layer uses
+:func:`capture`).
+"""
 
 from __future__ import annotations
 
+from .capture import Capture, Record, capture, resolve_layers
 from .coverage import (
     CRITERIA,
     CoverageProfile,
     Criterion,
+    channel_coverage,
     coverage_layers,
     coverage_profile,
     make_criterion,
@@ -14,16 +29,55 @@ from .coverage import (
     snac,
     tknc,
 )
+from .masks import (
+    KeepMask,
+    LayerKind,
+    Masks,
+    apply_reset,
+    fresh_state,
+    magnitude_key,
+    magnitude_keys,
+    magnitude_slice,
+    one_cpu_thread,
+    reinit_body,
+    slice_info,
+    slice_layers,
+    smallest_k_mask,
+    split_like,
+    weight_masks,
+)
+from .relevance import relevant_slice
 
 __all__ = [
     "CRITERIA",
+    "Capture",
     "CoverageProfile",
     "Criterion",
+    "KeepMask",
+    "LayerKind",
+    "Masks",
+    "Record",
+    "apply_reset",
+    "capture",
+    "channel_coverage",
     "coverage_layers",
     "coverage_profile",
+    "fresh_state",
+    "magnitude_key",
+    "magnitude_keys",
+    "magnitude_slice",
     "make_criterion",
     "nc",
+    "one_cpu_thread",
+    "reinit_body",
+    "relevant_slice",
+    "resolve_layers",
     "scaled_channel_means",
+    "slice_info",
+    "slice_layers",
+    "smallest_k_mask",
     "snac",
+    "split_like",
     "tknc",
+    "weight_masks",
 ]

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..errors import SafeReuseError
+from .capture import capture
 
 Criterion = Callable[[torch.Tensor], torch.Tensor]
 """``scaled channel means [N, C] (in [0, 1]) -> covered flags bool [N, C]``."""
@@ -173,7 +174,7 @@ def _per_sample(t: torch.Tensor, n: int, channel_last: bool, where: str) -> torc
     )
 
 
-def scaled_channel_means(t: torch.Tensor, channel_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_channel_means(t: torch.Tensor, channel_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Channel means of each sample's min-max scaled tensor, and whether the sample's tensor is non-constant.
 
     Args:
@@ -181,19 +182,51 @@ def scaled_channel_means(t: torch.Tensor, channel_last: bool) -> tuple[torch.Ten
         channel_last: channel dimension is the last one (linear layers).
 
     Returns:
-        ``(m, valid)``: ``float32 [N, C]`` in ``[0, 1]`` and ``bool [N]``.
+        ``(m, valid)``: ``[N, C]`` in ``[0, 1]`` (float32, float64 for float64 input) and ``bool [N]``.
+
+    Example:
+        >>> m, valid = scaled_channel_means(torch.tensor([[[0.0, 2.0], [4.0, 4.0]]]))
+        >>> m.tolist(), valid.tolist()
+        ([[0.25, 1.0]], [True])
     """
     n = t.shape[0]
+    dtype = torch.promote_types(t.dtype, torch.float32)
     if channel_last:
-        means = t.reshape(n, -1, t.shape[-1]).mean(1, dtype=torch.float32)
+        means = t.reshape(n, -1, t.shape[-1]).mean(1, dtype=dtype)
     else:
-        means = t.reshape(n, t.shape[1], -1).mean(2, dtype=torch.float32)
+        means = t.reshape(n, t.shape[1], -1).mean(2, dtype=dtype)
     flat = t.reshape(n, -1)
-    lo, hi = flat.amin(1).float(), flat.amax(1).float()  # (torch.aminmax with dim is ~30× slower on CPU)
+    # (torch.aminmax with dim is ~30× slower on CPU)
+    lo, hi = flat.amin(1).to(dtype), flat.amax(1).to(dtype)
     span = hi - lo
     valid = span > 0
     m = (means - lo[:, None]) / torch.where(valid, span, torch.ones_like(span))[:, None]
     return m.clamp_(0.0, 1.0), valid
+
+
+def channel_coverage(
+    t: torch.Tensor, criterion: Criterion, channel_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled channel means and covered flags of each sample of one layer's tensor.
+
+    The one definition of "covered" in safereuse: ReMoS's profile sums these flags over samples,
+    the nc-guided generator steers towards them. A constant sample tensor covers nothing.
+
+    Args:
+        t: a layer's input or output, samples first (see :func:`scaled_channel_means`).
+        criterion: a :class:`Criterion` (e.g. ``nc(0.5)``).
+        channel_last: channel dimension is the last one (linear layers).
+
+    Returns:
+        ``(m, covered)``: scaled channel means ``[N, C]`` and ``bool [N, C]``.
+
+    Example:
+        >>> t = torch.tensor([[[0.0, 2.0], [4.0, 4.0]], [[1.0, 1.0], [1.0, 1.0]]])
+        >>> channel_coverage(t, nc(0.5))[1].tolist()  # the constant second sample covers nothing
+        [[False, True], [False, False]]
+    """
+    m, valid = scaled_channel_means(t, channel_last)
+    return m, criterion(m) & valid[:, None]
 
 
 @contextmanager
@@ -274,42 +307,41 @@ def coverage_profile(
         f_in[name] = torch.zeros(c_in, dtype=torch.int64, device=dev)
         f_out[name] = torch.zeros(w.shape[0], dtype=torch.int64, device=dev)
     calls = dict.fromkeys(mods, 0)
-    state = {"n": 0}
+    n_batch = 0
     # an input read by several layers (a conv and its residual shortcut) is reduced once per batch
     shared: dict[tuple[int, bool], tuple[weakref.ref, torch.Tensor]] = {}
 
-    def counts(t: torch.Tensor, channel_last: bool, name: str) -> torch.Tensor:
-        key = (id(t), channel_last)
-        hit = shared.get(key)
-        if hit is not None and hit[0]() is t:
-            return hit[1]
-        x = _per_sample(t.detach(), state["n"], channel_last, f"{name}'s tensors")
-        m, valid = scaled_channel_means(x, channel_last)
-        c = (crit(m) & valid[:, None]).sum(0)
-        shared[key] = (weakref.ref(t), c)
-        return c
+    def counts(name: str, channel_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        def reduce(t: torch.Tensor) -> torch.Tensor:
+            key = (id(t), channel_last)
+            hit = shared.get(key)
+            if hit is not None and hit[0]() is t:
+                return hit[1]
+            x = _per_sample(t, n_batch, channel_last, f"{name}'s tensors")
+            c = channel_coverage(x, crit, channel_last)[1].sum(0)
+            shared[key] = (weakref.ref(t), c)
+            return c
 
-    def make_hook(name: str, channel_last: bool) -> Callable[..., None]:
-        def hook(_m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            f_in[name].add_(counts(args[0], channel_last, name))
-            f_out[name].add_(counts(out, channel_last, name))
-            calls[name] += 1
+        return reduce
 
-        return hook
-
-    handles = []
-    try:
-        with _inference_state(model):
-            for name, mod in mods.items():
-                handles.append(mod.register_forward_hook(make_hook(name, isinstance(mod, nn.Linear))))
-            for i in range(0, len(x), batch_size):
-                xb = x[i : i + batch_size].to(dev, non_blocking=True)
-                state["n"] = len(xb)
-                shared.clear()
-                model(xb)
-    finally:
-        for h in handles:
-            h.remove()
+    with ExitStack() as stack:
+        stack.enter_context(_inference_state(model))
+        caps = [
+            stack.enter_context(
+                capture(model, [(name, mod)], inputs=True, reduce=counts(name, isinstance(mod, nn.Linear)))
+            )
+            for name, mod in mods.items()
+        ]
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(dev, non_blocking=True)
+            n_batch = len(xb)
+            shared.clear()
+            model(xb)
+            for cap in caps:
+                for r in cap.records:
+                    (f_in if r.site == "input" else f_out)[r.name].add_(r.value)
+                    calls[r.name] += r.site == "output"
+                cap.clear()
     return CoverageProfile(
         f_in={k: v.cpu() for k, v in f_in.items()},
         f_out={k: v.cpu() for k, v in f_out.items()},

@@ -1,0 +1,207 @@
+"""The defect contract, generated from one declarative table: a new defect is one class plus one row.
+
+Every registered defect must have exactly one row in :data:`TABLE` (a defect without a row fails the
+suite, and so does a row without a defect). Each row names the defect, the parameters that keep it
+fast, and the scenario it needs: ``clean`` (a trained teacher and a fine-tuned student on the same
+task) or ``planted`` (a teacher that carries this very defect, planted with the row's parameters, and
+a student of it). The tests then check, for every row, through the public audit:
+
+- ``probe`` returns its rates as :class:`~safereuse.metrics.Rate` objects with counts, a DIR taken
+  over the student's clean-correct set, every rate within [0, 100];
+- an attack never raises the accuracy of the model it was crafted on, and Rob never exceeds ACC;
+- teacher and student leave the audit bit-identical, with no hook left behind (``assert_no_trace``);
+- the declared capabilities hold: a defect ``crafted_on_teacher`` gives the same crafted set to every
+  student of a teacher (the runner crafts it once, under a lock); a defect ``planted_in_teacher`` is
+  refused for a teacher that does not carry it.
+
+Tiny models (smallcnn width 8 on scikit-learn digits 0-2) and 32 audited images keep it fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+
+from safereuse.data import load_data
+from safereuse.defects import DEFECTS, Defect, audit
+from safereuse.defects.probe import ProbeContext
+from safereuse.errors import SafeReuseError
+from safereuse.metrics import Rate
+from safereuse.models import create_model
+from safereuse.train import FitConfig, fit, predict
+
+N = 32
+FAST = dict(progress=False, batch_size=32, lr=0.05, device="cpu")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One defect of the contract table."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    scenario: str = "clean"  # "clean" | "planted" (the teacher carries this defect, planted with kwargs)
+
+
+TABLE = [
+    Row("penultimate", {"steps": 3}),
+    Row("mimic", {"steps": 3}),
+    Row("nc-guided", {"steps": 2, "strategy": "dlfuzz"}),
+    Row("pgd", {"steps": 3}),
+    Row("fgsm"),
+    Row("cw", {"binary_search_steps": 1, "max_iter": 3}),
+    Row("deepfool", {"max_iter": 5}),
+    Row("autoattack", {"steps": 3}),
+    Row("badnets", {"poison_rate": 0.3}, "planted"),
+    Row("blend", {"poison_rate": 0.3}, "planted"),
+    Row("weight-poison", {"poison_rate": 0.3}, "planted"),
+    Row("latent", {"clean_epochs": 1, "trigger_steps": 3}, "planted"),
+]
+BY_NAME = {r.name: r for r in TABLE}
+
+
+def test_the_table_is_every_registered_defect_exactly_once():
+    names = [r.name for r in TABLE]
+    assert len(names) == len(set(names)), "a defect has two rows"
+    missing, extra = set(DEFECTS.names()) - set(names), set(names) - set(DEFECTS.names())
+    assert not missing, f"defects without a row in the contract table: {sorted(missing)}"
+    assert not extra, f"rows for defects that are not registered: {sorted(extra)}"
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data():
+    return load_data("digits", classes=[0, 1, 2], train_size=90)
+
+
+def _small(num_classes: int):
+    torch.manual_seed(0)
+    return create_model("smallcnn", num_classes=num_classes, width=8, hidden=32)
+
+
+def _student_of(teacher, data, seed: int):
+    """A copy of the teacher fine-tuned one epoch on ``data`` (a new head if the class count differs)."""
+    s = copy.deepcopy(teacher)
+    if s.num_classes != data.num_classes:
+        s.reset_head(data.num_classes, seed=seed)
+    fit(s, data.train, data.val, FitConfig(epochs=1, seed=seed, **FAST))
+    return s.eval()
+
+
+@pytest.fixture(scope="module")
+def scenarios(data):
+    """``scenario(row) -> (teacher, student, other student, audit keywords)``, built once per teacher."""
+    made: dict[str, tuple] = {}
+
+    def get(row: Row):
+        key = row.name if row.scenario == "planted" else "clean"
+        if key not in made:
+            teacher = _small(data.num_classes)
+            kw: dict[str, Any] = {"teacher_data": data.spec}
+            if row.scenario == "planted":
+                plant = DEFECTS.create(row.name, **row.kwargs).plant(
+                    teacher, data, FitConfig(epochs=2, **FAST)
+                )
+                kw["backdoor"] = plant
+                published = plant.record.get("published_classes")
+                if published is not None:  # a latent backdoor's published head lacks the target
+                    kw["teacher_data"] = {**data.spec.to_dict(), "classes": published}
+            elif row.scenario == "clean":
+                fit(teacher, data.train, data.val, FitConfig(epochs=4, **FAST))
+            else:  # pragma: no cover - a new scenario needs its builder here
+                raise AssertionError(f"unknown scenario {row.scenario!r}")
+            teacher.eval()
+            made[key] = (teacher, _student_of(teacher, data, 0), _student_of(teacher, data, 1), kw)
+        return made[key]
+
+    return get
+
+
+def _request(row: Row) -> tuple[str, dict[str, Any]]:
+    """What the audit is asked for: a planted defect is audited as planted (its name only)."""
+    return (row.name, {}) if row.scenario == "planted" else (row.name, dict(row.kwargs))
+
+
+# -- the contract ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("row", TABLE, ids=lambda r: r.name)
+def test_probe_contract(row, data, scenarios, assert_no_trace, monkeypatch):
+    teacher, student, _, kw = scenarios(row)
+    cls = DEFECTS.get(row.name)
+    assert issubclass(cls, Defect) and cls.probe is not Defect.probe, "the defect must answer for itself"
+    assert isinstance(cls.kind, str) and cls.kind, "a kind label for the report"
+
+    crafted: list[tuple[str, torch.Tensor]] = []
+    real_craft = ProbeContext.craft
+
+    def spy(self, defect, role):
+        x_adv, hit = real_craft(self, defect, role)
+        crafted.append((role, x_adv))
+        return x_adv, hit
+
+    monkeypatch.setattr(ProbeContext, "craft", spy)
+    with assert_no_trace(teacher, student, state=True):
+        rep = audit(teacher, student, data, [_request(row)], max_samples=N, batch_size=16, device="cpu", **kw)
+    (r,) = rep.rows
+    assert r.defect == row.name and r.kind == cls.kind
+
+    # rates with counts, within [0, 100]; DIR over the student's clean-correct set
+    assert "dir" in r.rates and r.rates["acc"] is rep.acc
+    for name, rate in r.rates.items():
+        assert isinstance(rate, Rate), name
+        assert 0 <= rate.k <= rate.n <= N, (name, rate)
+        if rate.n:
+            assert 0.0 <= rate.value <= 100.0 and 0.0 <= rate.ci_low <= rate.value <= rate.ci_high <= 100.0
+            assert rate.value == pytest.approx(100 * rate.k / rate.n)
+        else:
+            assert math.isnan(rate.value)
+    assert r.rates["dir"].n == rep.acc.k == r.n
+    if "teacher" in r.rates:
+        x, y = _audited(data)
+        assert r.rates["teacher"].n == int((predict(teacher, x).argmax(1) == y).sum())
+
+    # an attack never raises the accuracy of the model it was crafted on; Rob never exceeds ACC
+    if "rob" in r.rates:
+        assert r.rates["rob"].k <= rep.acc.k
+    x, y = _audited(data)
+    for role, x_adv in crafted:
+        model = teacher if role == "teacher" else student
+        assert x_adv.shape == x.shape
+        clean = int((predict(model, x).argmax(1) == y).sum())
+        assert int((predict(model, x_adv).argmax(1) == y).sum()) <= clean, role
+    if cls.crafted_on_teacher:
+        assert crafted and {role for role, _ in crafted} == {"teacher"}
+
+
+def _audited(data):
+    idx = torch.arange(N) * len(data.test) // N
+    return data.test.x[idx], data.test.y[idx]
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in TABLE if DEFECTS.get(r.name).crafted_on_teacher], ids=lambda r: r.name
+)
+def test_crafted_on_teacher_means_one_set_for_every_student(row, data, scenarios, tmp_path):
+    """What lets the runner craft it once per teacher: another student reuses the cached set."""
+    teacher, student, other, kw = scenarios(row)
+    args = dict(max_samples=N, batch_size=16, device="cpu", cache_dir=tmp_path, **kw)
+    first = audit(teacher, student, data, [_request(row)], **args)
+    second = audit(teacher, other, data, [_request(row)], **args)
+    assert (first.rows[0].cached, second.rows[0].cached) == (False, True)
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in TABLE if DEFECTS.get(r.name).planted_in_teacher], ids=lambda r: r.name
+)
+def test_planted_in_teacher_is_refused_for_a_teacher_without_it(row, data, scenarios):
+    teacher, student, _, _ = scenarios(BY_NAME["penultimate"])  # the clean teacher
+    with pytest.raises(SafeReuseError, match="no planted backdoor"):
+        audit(teacher, student, data, [row.name], max_samples=4, device="cpu")
+    other = next(r for r in TABLE if r.scenario == "planted" and r.name != row.name)
+    t2, s2, _, kw = scenarios(other)
+    with pytest.raises(SafeReuseError, match=f"carries a {other.name!r} backdoor"):
+        audit(t2, s2, data, [row.name], max_samples=4, device="cpu", **kw)
