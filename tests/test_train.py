@@ -10,7 +10,7 @@ import torch
 from safereuse.data import load_data
 from safereuse.errors import SafeReuseError
 from safereuse.models import create_model
-from safereuse.train import FitConfig, _lr_factor, accuracy_on, fit, trainable_names
+from safereuse.train import FitConfig, accuracy_on, fit, lr_factor, trainable_names
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +80,11 @@ def test_fit_leaves_no_trace(data, assert_no_trace):
 
 
 def test_head_lr_multiplier_builds_two_groups(data):
-    from safereuse.train import _make_optimizer
+    from safereuse.train import make_optimizer
 
     m = _model()
     cfg = _cfg(head_lr_mult=10.0)
-    opt = _make_optimizer(m, trainable_names(m, cfg), cfg)
+    opt = make_optimizer(m, trainable_names(m, cfg), cfg)
     lrs = sorted(g["lr"] for g in opt.param_groups)
     assert lrs == pytest.approx([0.05, 0.5])
     head_params = {id(p) for p in m.fc.parameters()}
@@ -94,12 +94,12 @@ def test_head_lr_multiplier_builds_two_groups(data):
 
 def test_lr_schedules_hand_checked():
     cos = _cfg(epochs=2, schedule="cosine")
-    assert _lr_factor(cos, 0, 10) == pytest.approx(1.0)
-    assert _lr_factor(cos, 10, 10) == pytest.approx(0.5)  # half-way: cos(pi/2)
+    assert lr_factor(cos, 0, 10) == pytest.approx(1.0)
+    assert lr_factor(cos, 10, 10) == pytest.approx(0.5)  # half-way: cos(pi/2)
     step = _cfg(epochs=4, schedule="step", step_size=2, gamma=0.1)
-    assert [_lr_factor(step, s, 5) for s in (0, 9, 10, 19)] == pytest.approx([1, 1, 0.1, 0.1])
+    assert [lr_factor(step, s, 5) for s in (0, 9, 10, 19)] == pytest.approx([1, 1, 0.1, 0.1])
     warm = _cfg(epochs=2, schedule="cosine", warmup_epochs=1)
-    assert _lr_factor(warm, 0, 4) == pytest.approx(0.25)
+    assert lr_factor(warm, 0, 4) == pytest.approx(0.25)
 
 
 def test_resume_after_interrupt_matches_uninterrupted_run(data, tmp_path):

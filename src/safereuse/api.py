@@ -417,3 +417,155 @@ def audit(
         device=device,
         seed=seed,
     )
+
+
+def import_model(
+    weights: str | Path,
+    arch: str | None = None,
+    *,
+    out: str | Path,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    in_channels: int | None = None,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    parent: str | Path | Artifact | None = None,
+    data: DataSpec | None = None,
+    evaluate: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Turn a checkpoint made elsewhere into an artifact: a teacher, or with ``parent`` a student.
+
+    The weights are read without running code and mapped from torchvision's, RobustBench's, the
+    robustness library's or safereuse's key layout (:mod:`safereuse.importing`). The manifest records
+    the file's SHA-256, format and layout (``source``) and the input normalisation chosen. A student
+    fine-tuned with the user's own code imports with ``parent`` (the teacher's artifact): its manifest
+    then names the teacher as a transferred student's does, so :func:`audit` works on the pair.
+
+    Args:
+        weights: ``.safetensors`` or ``.pth`` / ``.pt`` / ``.bin`` (``torch.save`` of a state dict,
+            possibly inside ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"net": ...}``).
+        arch: zoo architecture (``safereuse list models``); default: the parent's.
+        out: artifact directory to create.
+        num_classes: outputs of the head (default: read from the head's weights).
+        class_names: the class names, in label order (their count must fit the head).
+        in_channels: input channels (default: read from the stem's weights).
+        image_size: side of the square input (default: the parent's, else the architecture's).
+        mean: per-channel input mean in ``[0, 1]`` pixels; with ``std``, overrides the checkpoint's
+            and the defaults (the parent's, else the layout's: ImageNet statistics for torchvision's
+            layouts, raw pixels for RobustBench's).
+        std: per-channel input standard deviation.
+        arch_kwargs: other architecture options (default: the parent's when the architecture is its).
+        parent: the teacher's artifact directory (or loaded :class:`Artifact`): import a student.
+        data: the model's task (dataset and classes); needed to audit or evaluate it.
+        evaluate: with ``data``, measure the test accuracy (a wrong normalisation shows here).
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        The written manifest (``role`` teacher or student, ``source``, ``metrics``).
+
+    Raises:
+        SafeReuseError: an existing ``out``, an unreadable or unsafe file, keys or a class count that
+            do not fit the architecture, data whose images or classes do not fit the model.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> tmp = pathlib.Path(tempfile.mkdtemp())
+        >>> torch.save(create_model("smallcnn", num_classes=4).state_dict(), tmp / "w.pth")
+        >>> m = import_model(tmp / "w.pth", "smallcnn", out=tmp / "t",
+        ...                  data=DataSpec("digits", classes=[0, 1, 2, 3]))
+        >>> m["role"], m["num_classes"], m["source"]["layout"], m["metrics"]["n_test"]
+        ('teacher', 4, 'safereuse', 72)
+    """
+    from .importing import import_weights
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    p_art = None
+    if parent is not None:
+        p_art = parent if isinstance(parent, Artifact) else load_model(parent, device="cpu")
+    if arch is None:
+        if p_art is None:
+            raise SafeReuseError("no architecture given", fix="pass --arch (see `safereuse list models`)")
+        arch = str(p_art.manifest["arch"])
+    base: dict[str, Any] = {}
+    default_norm = None
+    if p_art is not None:
+        spec = p_art.model.input_spec
+        base = {"image_size": spec.size[0]}
+        if p_art.manifest.get("arch") == arch:
+            base = {**dict(p_art.manifest.get("arch_kwargs") or {}), **base}
+            base.pop("num_classes", None)
+            base.pop("in_channels", None)  # read from the student's own stem
+        default_norm = (spec.mean, spec.std)
+    if data is not None:
+        from .data import DATASETS
+
+        if not data.name.startswith("imagefolder:"):
+            DATASETS.get(data.name)  # an unknown name fails here, with its close match
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if num_classes is not None and num_classes != len(class_names):
+            raise SafeReuseError(
+                f"{num_classes} classes were given but the class names list {len(class_names)}",
+                fix="give one of them, or make them agree",
+            )
+        num_classes = len(class_names)
+    if data is not None and data.classes is not None:
+        if num_classes is not None and num_classes != len(data.classes):
+            raise SafeReuseError(
+                f"--classes names {len(data.classes)} classes but {num_classes} were given",
+                fix="make the class list and the class count agree",
+            )
+        num_classes = len(data.classes)
+    kwargs = {**base, **(arch_kwargs or {})}
+    image_size = image_size if image_size is not None else kwargs.pop("image_size", None)
+    kwargs.pop("image_size", None)
+    imported = import_weights(
+        weights,
+        arch,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        arch_kwargs=kwargs,
+        default_normalization=default_norm,
+    )
+    model = imported.model
+    metrics: dict[str, Any] = {}
+    if data is not None and evaluate:
+        bundle = load_data(data)
+        check_input_fits(model, bundle)
+        if bundle.num_classes != model.num_classes:
+            raise SafeReuseError(
+                f"{data.name} {data.classes or 'all classes'} has {bundle.num_classes} classes but the "
+                f"model's head has {model.num_classes}",
+                fix="pass --classes with the classes the model was trained on, in its label order",
+            )
+        class_names = class_names or bundle.class_names
+        metrics = _test_split_metrics(model, bundle)
+    parent_record = None
+    if p_art is not None:
+        parent_record = {
+            "hash": p_art.hash,
+            "path": str(p_art.path),
+            "arch": p_art.manifest.get("arch"),
+            "data": p_art.manifest.get("data"),
+            "backdoor": bool(p_art.manifest.get("backdoor")),
+        }
+    manifest = {
+        "role": "student" if p_art is not None else "teacher",
+        "data": data.to_dict() if data is not None else None,
+        "class_names": list(class_names) if class_names is not None else None,
+        "seed": None,
+        "parent": parent_record,
+        "method": {"name": "import", "config": {"arch": arch, "arch_kwargs": model.info.kwargs}},
+        "source": imported.source,
+        "fit_result": None,
+        "backdoor": None,
+        "metrics": metrics,
+    }
+    return save_model(model, out, manifest, overwrite=overwrite)

@@ -5,6 +5,12 @@ the parent teacher's hash, the method and its resolved configuration, the data s
 the metrics. Tensors never travel as pickles. A directory is written under a temporary name and
 renamed into place, so a crash never leaves a half-written artifact.
 
+A *materialised* model (:func:`safereuse.slicing.materialize`: the zoo architecture with channels
+removed) is saved with its pruning record in the manifest (``"pruned": {"format":
+"channels-removed/1", "steps": [[layer, [removed output channels]], ...]}``); :func:`load_model` builds
+the architecture, replays the record with Torch-Pruning, then loads the weights with the usual
+strict shape check.
+
 Example:
     >>> import tempfile, pathlib
     >>> from safereuse.models import create_model
@@ -31,12 +37,14 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import SafeReuseError
 from .models import InputSpec, ModelInfo, ReusableModel, create_model
+from .slicing.materialize import PRUNED_ATTR, prune_channels
 from .utils import sha256_file
 
 MODEL_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 EXTRAS_FILE = "extras.safetensors"
 FORMAT = "safereuse-model/1"
+PRUNED_FORMAT = "channels-removed/1"
 
 
 @dataclass
@@ -56,6 +64,28 @@ class Artifact:
 def _tensors_of(model: ReusableModel) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage; clone so tied or viewed tensors save cleanly
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _pruned_entry(model: ReusableModel) -> dict[str, Any]:
+    # a materialised model (safereuse.slicing.materialize) is the zoo architecture minus channels: the
+    # manifest records which, so load_model can rebuild the smaller architecture before the weights
+    record = getattr(model, PRUNED_ATTR, None)
+    if not record:
+        return {}
+    return {"pruned": {"format": PRUNED_FORMAT, "steps": [[name, list(idxs)] for name, idxs in record]}}
+
+
+def _rebuild_pruned(model: ReusableModel, entry: Any, spec: InputSpec, mfile: Path) -> None:
+    if not isinstance(entry, dict) or entry.get("format") != PRUNED_FORMAT or "steps" not in entry:
+        raise SafeReuseError(
+            f"{mfile} has a pruned record this version cannot read (expected format {PRUNED_FORMAT})",
+            fix="re-create the model",
+        )
+    example = torch.zeros(1, spec.channels, *spec.size)
+    try:
+        prune_channels(model, entry["steps"], example)
+    except SafeReuseError as exc:
+        raise SafeReuseError(f"{mfile}: {exc.problem}", fix=exc.fix) from None
 
 
 def save_model(
@@ -103,9 +133,12 @@ def save_model(
             "num_classes": model.num_classes,
             "input": model.input_spec.to_dict(),
             **(manifest or {}),
+            **_pruned_entry(model),
             "hash": sha256_file(tmp / MODEL_FILE),
             "extras": sorted(extras) if extras else [],
         }
+        if "pruned" not in _pruned_entry(model):
+            full.pop("pruned", None)  # a record copied from another manifest must not reshape this model
         (tmp / MANIFEST_FILE).write_text(json.dumps(full, indent=2, sort_keys=True, default=str) + "\n")
         if out.exists():
             old = out.with_name(f".{out.name}.old")
@@ -213,6 +246,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Artifact
     state = read_state_file(path / MODEL_FILE)
     model = create_model(arch, **kwargs)
     model.set_normalization(spec.mean, spec.std)
+    if "pruned" in manifest:
+        _rebuild_pruned(model, manifest["pruned"], spec, mfile)
     load_state(model, state, str(path / MODEL_FILE))
     expected = manifest.get("hash")
     if expected and sha256_file(path / MODEL_FILE) != expected:

@@ -366,6 +366,79 @@ def demo_cmd(
     )
 
 
+@app.command("import")
+def import_cmd(
+    weights: Path = typer.Option(..., "--weights", help=".safetensors, or a .pth/.pt/.bin state dict"),
+    out: Path = typer.Option(..., "--out", help="artifact directory to create"),
+    arch: str | None = typer.Option(
+        None, "--arch", help="architecture (safereuse list models; default: the parent's)"
+    ),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", help="outputs of the head (default: read from the weights)"
+    ),
+    classes_file: Path | None = typer.Option(None, "--classes-file", help="class names, one a line"),
+    input_size: int | None = typer.Option(None, "--input-size", help="side of the square input in pixels"),
+    channels: int | None = typer.Option(
+        None, "--channels", help="input channels (default: from the weights)"
+    ),
+    mean: str | None = typer.Option(
+        None, "--mean", help="per-channel mean of [0,1] pixels, e.g. 0.485,0.456,0.406"
+    ),
+    std: str | None = typer.Option(None, "--std", help="per-channel std, e.g. 0.229,0.224,0.225"),
+    parent: Path | None = typer.Option(
+        None, "--parent", help="teacher artifact this model was fine-tuned from (imports a student)"
+    ),
+    data: str | None = typer.Option(None, "--data", help="the model's dataset (needed to audit it)"),
+    classes: str | None = ClassesOpt,
+    param: list[str] | None = typer.Option(
+        None, "--param", "-p", help="architecture option key=value, e.g. width=8"
+    ),
+    no_eval: bool = typer.Option(False, "--no-eval", help="skip the test-accuracy check on --data"),
+    data_dir: str | None = DataDirOpt,
+) -> None:
+    """Import a checkpoint made elsewhere (torchvision, RobustBench, robustness or safereuse keys).
+
+    The weights are read without running code (safetensors, or torch.load with weights_only=True).
+    With --parent the model is a student of that teacher, so `safereuse audit` works on the pair.
+    """
+    from . import api
+    from .data import DataSpec, parse_classes
+    from .importing import parse_floats, read_class_names
+    from .registry import parse_params
+
+    if classes is not None and data is None:
+        raise SafeReuseError("--classes needs --data", fix="name the dataset the classes belong to")
+    spec = DataSpec(data, classes=parse_classes(classes), data_dir=data_dir) if data else None
+    m = api.import_model(
+        weights,
+        arch,
+        out=out,
+        num_classes=num_classes,
+        class_names=read_class_names(classes_file) if classes_file else None,
+        in_channels=channels,
+        image_size=input_size,
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+        arch_kwargs=parse_params(param),
+        parent=parent,
+        data=spec,
+        evaluate=not no_eval,
+    )
+    src, inp = m["source"], m["input"]
+    size = "×".join(str(v) for v in inp["size"])
+    typer.echo(
+        f"{m['role']} {m['arch']} ({m['num_classes']} classes) from {src['format']} file, "
+        f"{src['layout']} layout; sha256 {src['sha256'][:12]}"
+    )
+    norm = f"mean {tuple(round(v, 4) for v in inp['mean'])}, std {tuple(round(v, 4) for v in inp['std'])}"
+    typer.echo(f"input {inp['channels']}×{size} pixels in [0, 1], {norm} (from {src['input_from']})")
+    if m["metrics"]:
+        met = m["metrics"]
+        what = spec.classes if spec and spec.classes else "all classes"
+        typer.echo(f"test acc {_pct(met['test_acc'])} (n={met['n_test']}) on {data} {what}")
+    typer.echo(f"saved {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, no tracebacks, non-zero exit codes.
 

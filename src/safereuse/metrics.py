@@ -13,7 +13,8 @@ DIR (defect inheritance rate, Zhang et al., "ReMoS", ICSE 2022) is measured over
 set ``C = {x : s(x) = y}`` of the student ``s``.
 
 Model-cost helpers: :func:`count_params`, :func:`count_nonzero_weights`, :func:`flops`
-(``torch.utils.flop_counter``) and :func:`latency` (``torch.utils.benchmark``).
+(``torch.utils.flop_counter``), :func:`latency` (``torch.utils.benchmark``), and SeaM's
+:func:`sparse_flops` (multiplications with non-zero weights) and :func:`latency_ms` (per batch size).
 """
 
 from __future__ import annotations
@@ -590,6 +591,133 @@ def latency(
     return Latency(float(m.median), float(m.iqr), len(m.times), int(x.shape[0]), str(x.device))
 
 
+def sparse_flops(
+    model: nn.Module, example_input: torch.Tensor, masks: dict[str, torch.Tensor] | None = None
+) -> int:
+    """Multiplications of one forward pass at batch 1, counting only non-zero weights (SeaM's rule).
+
+    SeaM (Qi et al., ICSE 2023) counts a conv as ``nnz(W) · H_out · W_out`` multiplications and a
+    linear as ``nnz(W)``, head included. The dense count comes from
+    ``torch.utils.flop_counter.FlopCounterMode`` (which counts a multiply-add as 2 FLOPs, hence the
+    halving: the result is *multiplications*, ≈ MACs, not FLOPs); each conv / linear call is then
+    scaled by ``nnz / numel`` of its effective weight — ``module.weight`` (so parametrize masks count),
+    times ``masks[name + ".weight"]`` when given. Other ops that FlopCounterMode counts (matmuls,
+    attention) stay dense; BN, activations, pooling and biases are not multiplications it counts.
+    The model runs in eval mode under ``no_grad``; its ``training`` flags are restored and the
+    counting hooks removed.
+
+    Args:
+        model: any module.
+        example_input: an input batch (only its first sample is used).
+        masks: parameter name → bool tensor (True = kept) applied on top of the weights.
+
+    Returns:
+        The number of multiplications.
+
+    Example:
+        >>> conv = nn.Conv2d(1, 2, 3, bias=False)  # 18 weights, 3 × 3 outputs per channel
+        >>> keep = torch.ones(2, 1, 3, 3, dtype=torch.bool)
+        >>> keep[0] = False
+        >>> x = torch.zeros(1, 1, 5, 5)
+        >>> sparse_flops(conv, x), sparse_flops(conv, x, {"weight": keep})
+        (162, 81)
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    masks = masks or {}
+    names = {m: n for n, m in model.named_modules()}
+    counter = FlopCounterMode(display=False)
+    starts: list[int] = []
+    calls: list[tuple[int, int, int]] = []  # (dense FLOPs, nnz, numel) per conv / linear call
+
+    def before(module: nn.Module, args: Any) -> None:
+        starts.append(counter.get_total_flops())
+
+    def after(module: nn.Module, args: Any, output: Any) -> None:
+        dense = counter.get_total_flops() - starts.pop()
+        w = module.weight.detach()
+        k = masks.get(f"{names[module]}.weight" if names[module] else "weight")
+        nz = w != 0 if k is None else (w != 0) & k.to(w.device)
+        calls.append((dense, int(nz.sum()), w.numel()))
+
+    handles = []
+    flags = {n: m.training for n, m in model.named_modules()}
+    try:
+        for m in model.modules():
+            if isinstance(m, _WEIGHTED):
+                handles += [m.register_forward_pre_hook(before), m.register_forward_hook(after)]
+        model.eval()
+        with torch.no_grad(), counter:
+            model(example_input[:1])
+    finally:
+        for h in handles:
+            h.remove()
+        for n, m in model.named_modules():
+            m.training = flags[n]
+    total = int(counter.get_total_flops())
+    layered = sum(d for d, _, _ in calls)
+    sparse = sum(d // 2 * nz // numel for d, nz, numel in calls)
+    return (total - layered) // 2 + sparse
+
+
+def latency_ms(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    batch_sizes: Sequence[int] = (1, 64),
+    threads: int = 2,
+    min_run_time: float = 0.5,
+) -> dict[int, float]:
+    """Median milliseconds per forward pass of a whole batch, per batch size, with fixed CPU threads.
+
+    Each batch size is timed like :func:`latency` (``torch.utils.benchmark.Timer.blocked_autorange``,
+    eval mode, ``no_grad``, one warm-up pass; ``training`` flags restored) on random inputs shaped
+    like ``example_input``'s samples, all with ``threads`` intra-op threads — compare two models only
+    within one run and with the same threads. torch's own thread setting is restored afterwards.
+
+    Args:
+        model: any module (runs where its parameters are; inputs go to ``example_input``'s device).
+        example_input: an input batch giving the per-sample shape and the device.
+        batch_sizes: the batch sizes to time.
+        threads: intra-op CPU threads for the timer.
+        min_run_time: seconds of measurement per batch size.
+
+    Returns:
+        ``{batch size: median ms per batch}``.
+
+    Example:
+        >>> lat = latency_ms(nn.Linear(4, 2), torch.zeros(1, 4), batch_sizes=(1, 8), min_run_time=0.01)
+        >>> sorted(lat), all(v > 0 for v in lat.values())
+        ([1, 8], True)
+    """
+    if threads < 1 or not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise SafeReuseError(
+            f"latency_ms needs threads >= 1 and positive batch sizes (got {threads}, {tuple(batch_sizes)})",
+            fix="e.g. threads=2, batch_sizes=(1, 64)",
+        )
+    from torch.utils import benchmark
+
+    before = torch.get_num_threads()
+    flags = {n: m.training for n, m in model.named_modules()}
+    gen = torch.Generator().manual_seed(0)
+    out: dict[int, float] = {}
+    try:
+        model.eval()
+        with torch.no_grad():
+            for b in batch_sizes:
+                x = torch.rand((int(b), *example_input.shape[1:]), generator=gen)
+                x = x.to(example_input.device, example_input.dtype)
+                model(x)  # warm-up (lazy init, allocator)
+                timer = benchmark.Timer(
+                    stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads
+                )
+                out[int(b)] = 1000.0 * float(timer.blocked_autorange(min_run_time=min_run_time).median)
+        return out
+    finally:
+        for n, m in model.named_modules():
+            m.training = flags[n]
+        torch.set_num_threads(before)
+
+
 __all__ = [
     "CI_NONE",
     "CI_ONE_SEED",
@@ -607,10 +735,12 @@ __all__ = [
     "dir_nc",
     "flops",
     "latency",
+    "latency_ms",
     "mean_std",
     "rate",
     "robust_accuracy",
     "seed_interval",
+    "sparse_flops",
     "student_t_cdf",
     "student_t_quantile",
     "wilson_interval",

@@ -207,7 +207,17 @@ def _frozen_bn(model: nn.Module, cfg: FitConfig) -> list[nn.Module]:
     ]
 
 
-def _make_optimizer(model: nn.Module, trainable: set[str], cfg: FitConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, trainable: set[str], cfg: FitConfig) -> torch.optim.Optimizer:
+    """The optimiser of :func:`fit`: the trainable body at ``cfg.lr``, the head at ``lr · head_lr_mult``.
+
+    Args:
+        model: the model being trained (its ``head_name`` names the head, if any).
+        trainable: names of the parameters to optimise.
+        cfg: optimiser, learning rate, momentum and weight decay.
+
+    Returns:
+        An SGD or AdamW optimiser with one or two parameter groups.
+    """
     head_name = getattr(model, "head_name", None)
     head, body = [], []
     for n, p in model.named_parameters():
@@ -227,7 +237,8 @@ def _make_optimizer(model: nn.Module, trainable: set[str], cfg: FitConfig) -> to
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def _lr_factor(cfg: FitConfig, step: int, steps_per_epoch: int) -> float:
+def lr_factor(cfg: FitConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning-rate multiplier at ``step`` (warm-up, then the cosine / step / constant schedule)."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "constant":
         return 1.0
@@ -286,7 +297,7 @@ def fit(
     frozen_bn = _frozen_bn(model, cfg)
     saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     modes = _modes(model)
-    opt = _make_optimizer(model, trainable, cfg)
+    opt = make_optimizer(model, trainable, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
@@ -315,7 +326,7 @@ def fit(
             tot_loss = torch.zeros((), device=dev)
             for i in range(steps_per_epoch):
                 step = epoch * steps_per_epoch + i
-                f = _lr_factor(cfg, step, steps_per_epoch)
+                f = lr_factor(cfg, step, steps_per_epoch)
                 for g, lr0 in zip(opt.param_groups, base_lrs, strict=True):
                     g["lr"] = lr0 * f
                 idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]

@@ -6,6 +6,7 @@ from .base import METHODS, Student, TransferMethod, check_input_fits
 from .baselines import Delta, DeltaR, MagPrune, Renofeation
 from .basic import Finetune, FinetuneLastK, LinearProbe, Retrain
 from .remos import ReMoS
+from .seam import SeaM, SeaMTransfer
 
 __all__ = [
     "METHODS",
@@ -18,6 +19,8 @@ __all__ = [
     "ReMoS",
     "Renofeation",
     "Retrain",
+    "SeaM",
+    "SeaMTransfer",
     "Student",
     "TransferMethod",
     "check_input_fits",

@@ -15,7 +15,10 @@ A spec with a ``select:`` section (see :mod:`safereuse.runner.spec`) runs in two
 
 Both phases go through the ledger, so an interrupted run resumes where it stopped; the choice is a
 pure function of the phase-1 results, so a resumed run makes the same one. The run directory gets
-``selection.json`` (the whole validation table, the rule, the choices) and ``selection.md``.
+``selection.json`` (the whole validation table — per-seed values, means, a note per point —, the rule,
+the choices) and ``selection.md``. Phase 2 waits for its group: while a selection cell of a group is
+failed or missing (retry with ``--retry-failed``), that group has no test cells and the run summary
+counts them as not run.
 
 Rules are registered in :data:`RULES`; a rule gets the seed-pooled rows of one group and returns the
 chosen row with a note per row. SeaM / NNSlicer / CARTL defaults are chosen the same way: sweep their
@@ -292,8 +295,9 @@ def validation_table(loaded: LoadedSpec, sel_cells: list[Cell], rows: list[dict[
         rows: ledger rows of those cells (any order; others are ignored).
 
     Returns:
-        ``{"rule", "groups": [{"scenario", "method", "points": [{"label", "config", "params", "acc",
-        "dir", "seeds", "complete", "note"}], "chosen": label or None}]}`` in spec order. A group is
+        ``{"rule", "holdout", "groups": [{"scenario", "method", "points": [{"label", "order", "config",
+        "params", "acc", "dir", "acc_seeds", "dir_seeds", "seeds", "complete", "note"}], "chosen": label
+        or None}]}`` in spec order (``scenario`` is ``*`` with ``scope: all``). A group is
         decided only when all of its selection cells are done.
     """
     sel = loaded.spec.select
@@ -421,11 +425,7 @@ def selection_markdown(table: dict[str, Any]) -> str:
 
 def write_selection(rundir: Path, table: dict[str, Any]) -> None:
     """Write ``selection.json`` and ``selection.md`` into the run directory (atomically)."""
-    clean = json.loads(json.dumps(table, default=str), parse_constant=lambda c: None)
-    for g in clean["groups"]:
-        for p in g["points"]:
-            p.pop("acc_seeds", None)
-            p.pop("dir_seeds", None)
+    clean = json.loads(json.dumps(table, default=str), parse_constant=lambda c: None)  # NaN → null
     write_json_atomic(rundir / SELECTION_JSON, clean)
     with atomic_path(rundir / SELECTION_MD) as tmp:
         tmp.write_text(selection_markdown(table))

@@ -1,0 +1,364 @@
+"""Structural materialisation: remove the channels a mask set switches off, for a really smaller model.
+
+A masked dense model is no faster than the dense one. :func:`materialize` turns a mask set
+(:data:`~safereuse.slicing.masks.Masks`) into a smaller dense network: every channel that the masks
+switch off is removed for real — the producing conv / linear rows, the BN entries, the consumers'
+input columns, the residual-add partners and downsample paths — with the dependency graph of
+Torch-Pruning (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023); whatever the
+masks leave of the remaining weights is applied as zeros. This is SeaM's "go beyond" (Qi et al.,
+"Reusing Deep Neural Network Models through Model Re-engineering", ICSE 2023; spec ``seam.md``,
+"Efficiency measurement"): real latency from removed channels, not from unstructured sparsity.
+
+**When a channel goes.** Torch-Pruning groups the coupled channels (a channel of a residual stream
+is produced by every conv that adds into it and read by every conv that reads the stream). An
+index of a group is removed when *all* its producers (the conv / linear layers whose output rows
+form it, depthwise convs included) have all-False masks there, or when *all* its consumers (the
+layers reading it) have all-False input columns there: a channel is kept if any coupled member
+keeps it. A layer without a mask entry keeps all its channels. A group that would lose every
+channel is refused.
+
+**What the result equals.** A channel whose producing weights are masked still outputs its BN
+shift ``β − γμ/σ`` (a constant) in the masked model, and a constant passed through a zero-padded
+conv is not a bias, so no removal can reproduce it. Removing the channel is exact for the masked
+model in which its *consumers'* input columns are masked too: :func:`effective_masks` returns that
+mask set, and ``apply_reset(copy, effective_masks(...))`` equals the materialised model up to float
+summation order (tested ≤ 1e-5). When the masks already zero the consumers (or only consumers), the
+two mask sets are equal.
+
+**Rebuilding.** The materialised model carries its pruning record (:data:`PRUNED_ATTR`): the root
+layer and the removed indices of each group, in order. :func:`prune_channels` replays such a record
+on a freshly built model of the same architecture — which is how
+:func:`safereuse.artifacts.load_model` rebuilds a pruned artifact (never a pickle).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SafeReuseError
+from .masks import Masks
+
+PRUNED_ATTR = "pruned_channels"
+"""Attribute of a materialised model: list of ``[root layer name, removed output indices]``."""
+
+PruneRecord = list[tuple[str, list[int]]]
+"""Ordered pruning steps: the root conv / linear of a group and the output channels it loses."""
+
+_PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.out_channels and m.groups > 1
+
+
+def _head_of(model: nn.Module) -> nn.Module | None:
+    try:
+        head = getattr(model, "head", None)
+    except (AttributeError, KeyError):
+        return None
+    return head if isinstance(head, nn.Module) else None
+
+
+def _check_masks(model: nn.Module, masks: Masks) -> None:
+    params = dict(model.named_parameters())
+    for name, k in masks.items():
+        if name not in params:
+            raise SafeReuseError(
+                f"the mask set names {name!r}, which is not a parameter of {type(model).__name__}",
+                fix="build the masks on this model (keys are named_parameters() names)",
+            )
+        if tuple(k.shape) != tuple(params[name].shape) or k.dtype != torch.bool:
+            raise SafeReuseError(
+                f"mask {name!r} is {k.dtype} {tuple(k.shape)}, expected torch.bool "
+                f"{tuple(params[name].shape)}",
+                fix="give one bool tensor shaped like each parameter (True = kept)",
+            )
+
+
+class _Graph:
+    """Torch-Pruning's dependency graph of ``model`` (traced in eval mode; training flags restored)."""
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor) -> None:
+        import torch_pruning as tp  # here, not at the top: only materialisation needs it
+
+        self.model = model
+        self.names = {m: n for n, m in model.named_modules()}
+        flags = {n: m.training for n, m in model.named_modules()}
+        try:
+            with torch.enable_grad():
+                self.dg = tp.DependencyGraph().build_dependency(model, example_input[:1], verbose=False)
+        finally:
+            for n, m in model.named_modules():
+                m.training = flags[n]
+        self.head = _head_of(model)
+
+    def groups(self) -> list[Any]:
+        ignored = [self.head] if self.head is not None else []
+        return list(self.dg.get_all_groups(ignored_layers=ignored, root_module_types=_PRUNABLE))
+
+    def roles(self, group: Any) -> list[tuple[str, str, nn.Module, list[int], list[int]]]:
+        """``(role, module name, module, idxs, root idxs)`` of the conv / linear / BN members:
+        role ``out`` (producer rows, BN entries, depthwise convs) or ``in`` (consumer columns)."""
+        out = []
+        for item in group.items:
+            m = item.dep.target.module
+            if not isinstance(m, nn.Module) or m not in self.names:
+                continue  # element-wise ops, reshapes: no parameters
+            handler = item.dep.handler
+            if self.dg.is_out_channel_pruning_fn(handler):
+                role = "out"
+            elif self.dg.is_in_channel_pruning_fn(handler):
+                role = "in"
+            else:  # pragma: no cover - every registered pruner is one or the other
+                continue
+            if role == "in" and _is_depthwise(m):
+                role = "out"
+            out.append((role, self.names[m], m, list(item.idxs), list(item.root_idxs)))
+        return out
+
+    def prune(self, record: PruneRecord) -> None:
+        for name, idxs in record:
+            m = self.model.get_submodule(name)
+            pruner = self.dg.get_pruner_of_module(m)
+            self.dg.get_pruning_group(m, pruner.prune_out_channels, list(idxs)).prune(record_history=False)
+
+
+def _zero_at(mask: torch.Tensor, rows: Sequence[int]) -> bool:
+    return not bool(mask[list(rows)].any())
+
+
+def _plan(graph: _Graph, masks: Masks) -> tuple[PruneRecord, dict[tuple[str, str], set[int]]]:
+    """The pruning steps and, per ``(layer, "out" | "in")``, the indices that layer loses."""
+    record: PruneRecord = []
+    removed: dict[tuple[str, str], set[int]] = {}
+    for group in graph.groups():
+        members = graph.roles(group)
+        root = graph.names[group[0].dep.target.module]
+        n_root = len(group[0].idxs)
+        # per root index: the rows (producers) / columns (consumers) of each conv / linear member
+        votes: dict[str, list[list[bool]]] = {
+            "out": [[] for _ in range(n_root)],
+            "in": [[] for _ in range(n_root)],
+        }
+        for role, name, m, idxs, roots in members:
+            if not isinstance(m, _PRUNABLE):
+                continue
+            k = masks.get(f"{name}.weight")
+            bias = masks.get(f"{name}.bias") if role == "out" else None
+            by_root: dict[int, list[int]] = {}
+            for i, r in zip(idxs, roots, strict=True):
+                by_root.setdefault(r, []).append(i)
+            for r, rows in by_root.items():
+                if k is None:
+                    zero = False
+                elif role == "out":
+                    zero = _zero_at(k, rows) and (bias is None or _zero_at(bias, rows))
+                else:
+                    zero = not bool(k[:, rows].any())
+                votes[role][r].append(zero)
+        drop = [
+            r for r in range(n_root) if any(votes[role][r] and all(votes[role][r]) for role in ("out", "in"))
+        ]
+        if not drop:
+            continue
+        if len(drop) == n_root:
+            raise SafeReuseError(
+                f"the masks switch off every channel of {root} (and the layers coupled with it)",
+                fix="keep at least one output channel per layer",
+            )
+        record.append((root, drop))
+        dropped = set(drop)
+        for role, name, _, idxs, roots in members:
+            lost = {i for i, r in zip(idxs, roots, strict=True) if r in dropped}
+            removed.setdefault((name, role), set()).update(lost)
+    return record, removed
+
+
+def _keep_index(size: int, lost: set[int] | None) -> torch.Tensor | None:
+    if not lost:
+        return None
+    return torch.tensor([i for i in range(size) if i not in lost], dtype=torch.long)
+
+
+def _slice_mask(
+    name: str, mask: torch.Tensor, module: nn.Module, removed: dict[tuple[str, str], set[int]]
+) -> torch.Tensor:
+    """The part of ``mask`` (of parameter ``name`` of ``module``) that survives the removal."""
+    layer = name.rpartition(".")[0]
+    out = _keep_index(mask.shape[0], removed.get((layer, "out")))
+    if out is not None:
+        mask = mask.index_select(0, out)
+    if mask.dim() > 1 and isinstance(module, _PRUNABLE) and not _is_depthwise(module):
+        cols = _keep_index(mask.shape[1], removed.get((layer, "in")))
+        if cols is not None:
+            mask = mask.index_select(1, cols)
+    return mask
+
+
+def _closure(model: nn.Module, masks: Masks, removed: dict[tuple[str, str], set[int]]) -> Masks:
+    full = {k: v.clone() for k, v in masks.items()}
+    for (layer, role), lost in removed.items():
+        m = model.get_submodule(layer)
+        if not isinstance(m, _PRUNABLE) or not lost:
+            continue
+        key = f"{layer}.weight"
+        k = full.setdefault(key, torch.ones_like(m.weight, dtype=torch.bool, device="cpu"))
+        idx = sorted(lost)
+        if role == "out":
+            k[idx] = False
+            if f"{layer}.bias" in full:
+                full[f"{layer}.bias"][idx] = False
+        else:
+            k[:, idx] = False
+    return full
+
+
+def effective_masks(model: nn.Module, masks: Masks, example_input: torch.Tensor) -> Masks:
+    """The mask set whose masked model :func:`materialize` reproduces exactly.
+
+    ``masks`` plus, for every removed channel, its producers' rows and its consumers' input columns
+    set to False (consumer weights without a mask entry get one). See the module docstring for why
+    the plain masked model can differ (the BN shift of a channel whose producers are masked).
+
+    Args:
+        model: the network (left untouched).
+        masks: parameter name → bool tensor shaped like it (True = kept).
+        example_input: one input batch (its first sample is traced).
+
+    Returns:
+        A new mask set.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> k = torch.ones(4, 3, dtype=torch.bool)
+        >>> k[1] = False
+        >>> eff = effective_masks(net, {"0.weight": k}, torch.zeros(1, 3))
+        >>> eff["2.weight"][:, 1].tolist()  # the consumer no longer reads hidden unit 1
+        [False, False]
+    """
+    _check_masks(model, masks)
+    work = copy.deepcopy(model)
+    _, removed = _plan(_Graph(work, example_input), masks)
+    return _closure(model, masks, removed)
+
+
+def materialize(model: nn.Module, masks: Masks, example_input: torch.Tensor) -> nn.Module:
+    """A smaller dense copy of ``model`` without the channels ``masks`` switch off.
+
+    Channels are removed with Torch-Pruning's dependency graph (coupled residual channels, BN,
+    downsample paths, flatten into a linear); the head's outputs are never removed. The remaining
+    masks are applied to the kept weights as zeros. The copy keeps the model contract (``features``,
+    ``head``, ``num_classes``, input spec and normalisation, ``info``) and carries its pruning
+    record in the attribute :data:`PRUNED_ATTR`, which :func:`safereuse.artifacts.save_model` stores.
+
+    Args:
+        model: the network (left untouched; deep-copied).
+        masks: parameter name → bool tensor shaped like it (True = kept).
+        example_input: an input batch on the model's device (its first sample is traced).
+
+    Returns:
+        The materialised model, same device, same ``training`` flags. Its outputs equal those of
+        ``model`` with :func:`effective_masks` applied (≤ 1e-5 in float32).
+
+    Raises:
+        SafeReuseError: a mask that does not fit the model, or masks that remove every channel of a
+            layer.
+
+    Example:
+        >>> torch.manual_seed(0) and None
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))
+        >>> keep = torch.ones(4, 1, 3, 3, dtype=torch.bool)
+        >>> keep[[0, 2]] = False
+        >>> small = materialize(net, {"0.weight": keep}, torch.rand(1, 1, 8, 8))
+        >>> small[0].out_channels, small[3].in_channels, net[0].out_channels
+        (2, 2, 4)
+        >>> getattr(small, PRUNED_ATTR)
+        [('0', [0, 2])]
+    """
+    _check_masks(model, masks)
+    out = copy.deepcopy(model)
+    graph = _Graph(out, example_input)
+    record, removed = _plan(graph, masks)
+    graph.prune(record)
+    params = dict(out.named_parameters())
+    with torch.no_grad():
+        for name, k in masks.items():
+            p = params[name]
+            sliced = _slice_mask(name, k, out.get_submodule(name.rpartition(".")[0]), removed)
+            if sliced.shape != p.shape:  # pragma: no cover - Torch-Pruning and the bookkeeping disagree
+                raise RuntimeError(
+                    f"mask {name} sliced to {tuple(sliced.shape)}, parameter is {tuple(p.shape)}"
+                )
+            p.masked_fill_(~sliced.to(p.device), 0.0)
+    setattr(out, PRUNED_ATTR, [*getattr(model, PRUNED_ATTR, []), *record])
+    return out
+
+
+def prune_channels(model: nn.Module, record: Any, example_input: torch.Tensor) -> None:
+    """Replay a pruning record (:data:`PRUNED_ATTR` of a materialised model) on ``model``, in place.
+
+    Used to rebuild a pruned artifact: build the architecture, replay its record, load the weights.
+
+    Args:
+        model: a freshly built model of the architecture the record was made on.
+        record: ``[[layer name, [removed output indices]], ...]`` (lists or tuples, e.g. from JSON).
+        example_input: an input batch for the trace.
+
+    Raises:
+        SafeReuseError: a record that does not fit the model (unknown or non-conv/linear layer,
+            indices out of range or repeated, a layer left without channels).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> prune_channels(net, [["0", [1, 3]]], torch.zeros(1, 3))
+        >>> net[0].out_features, net[2].in_features
+        (2, 2)
+    """
+    steps = _parse_record(record)
+    graph = _Graph(model, example_input)
+    for name, idxs in steps:
+        try:
+            m = model.get_submodule(name)
+        except AttributeError:
+            m = None
+        size = getattr(m, "out_channels", getattr(m, "out_features", None))
+        if not isinstance(m, _PRUNABLE) or m not in graph.dg.module2node or size is None:
+            raise SafeReuseError(
+                f"pruning record names {name!r}, which is no conv / linear layer of {type(model).__name__}",
+                fix="re-create the artifact from the model it was materialised from",
+            )
+        if min(idxs) < 0 or max(idxs) >= size or len(idxs) >= size:
+            raise SafeReuseError(
+                f"pruning record removes channels {idxs[:4]}… of {name!r}, which has {size}",
+                fix="re-create the artifact from the model it was materialised from",
+            )
+        graph.prune([(name, idxs)])
+    setattr(model, PRUNED_ATTR, steps)
+
+
+def _parse_record(record: Any) -> PruneRecord:
+    bad = SafeReuseError(
+        "the pruning record is corrupt (expected [[layer name, [channel indices]], ...])",
+        fix="re-create the artifact from the model it was materialised from",
+    )
+    if not isinstance(record, (list, tuple)):
+        raise bad
+    steps: PruneRecord = []
+    for step in record:
+        if not isinstance(step, (list, tuple)) or len(step) != 2 or not isinstance(step[0], str):
+            raise bad
+        idxs = step[1]
+        if (
+            not isinstance(idxs, (list, tuple))
+            or not idxs
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in idxs)
+            or len(set(idxs)) != len(idxs)
+        ):
+            raise bad
+        steps.append((step[0], [int(i) for i in idxs]))
+    return steps
