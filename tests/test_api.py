@@ -14,7 +14,7 @@ def test_interrupted_teacher_training_resumes(tmp_path, monkeypatch):
     import safereuse.train as T
 
     spec = DataSpec("digits", classes=[0, 1, 2], train_size=120)
-    real = T._lr_factor
+    real = T.lr_factor
     calls = {"n": 0}
 
     def interrupt_in_epoch_2(cfg, step, steps_per_epoch):
@@ -23,14 +23,14 @@ def test_interrupted_teacher_training_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(cfg, step, steps_per_epoch)
 
-    monkeypatch.setattr(T, "_lr_factor", interrupt_in_epoch_2)
+    monkeypatch.setattr(T, "lr_factor", interrupt_in_epoch_2)
     kwargs = dict(out=tmp_path / "t", fit_params={"epochs": 3, "batch_size": 32}, progress=False)
     with pytest.raises(KeyboardInterrupt):
         api.train_teacher("smallcnn", spec, **kwargs)
     assert not (tmp_path / "t").exists()
     partial = [p for p in os.listdir(tmp_path) if p.endswith(".partial")]
     assert len(partial) == 1
-    monkeypatch.setattr(T, "_lr_factor", real)
+    monkeypatch.setattr(T, "lr_factor", real)
     man = api.train_teacher("smallcnn", spec, **kwargs)
     assert man["fit_result"]["resumed_from"] == 1 and man["fit_result"]["epochs_run"] == 3
     assert os.listdir(tmp_path) == ["t"]  # the partial state is cleaned up

@@ -116,6 +116,17 @@ def test_without_bn_masked_rows_and_biases_are_exact():
     assert materialize(net, {"0.weight": k}, x)[0].out_channels == 4
 
 
+def test_output_channels_are_never_removed():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3)).eval()  # no head attribute
+    k = torch.ones(3, 4, 3, 3, dtype=torch.bool)
+    k[1] = False
+    x = torch.rand(2, 1, 8, 8)
+    small = materialize(net, {"2.weight": k}, x)
+    assert small[2].out_channels == 3 and getattr(small, PRUNED_ATTR) == []
+    with torch.no_grad():
+        assert torch.equal(small(x), _masked(net, {"2.weight": k})(x))
+
+
 def test_residual_channels_go_only_when_every_coupled_mask_agrees():
     model, x = _model("resnet8")  # width 8: conv1 and layer1.0.conv2 add into one residual stream
     rows = [0, 1, 2]
@@ -174,6 +185,14 @@ def test_masks_that_do_not_fit_are_refused(masks, match):
     model, x = _model("resnet8")
     with pytest.raises(SafeReuseError, match=match):
         materialize(model, masks, x)
+
+
+def test_a_model_inside_the_mask_search_is_refused():
+    from safereuse.slicing.maskparam import mask_scores
+
+    model, x = _model("resnet8")
+    with mask_scores(model, "conv", "channel"), pytest.raises(SafeReuseError, match="parametrizations"):
+        materialize(model, {}, x)
 
 
 # -- the artifact format -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ TABLE = {
     "delta": ({}, []),
     "delta-r": ({}, []),
     "renofeation": ({}, []),
+    "seam": ({"head_epochs": 1, "mask_epochs": 3}, []),
 }
 
 

@@ -477,7 +477,7 @@ def import_model(
         >>> m = import_model(tmp / "w.pth", "smallcnn", out=tmp / "t",
         ...                  data=DataSpec("digits", classes=[0, 1, 2, 3]))
         >>> m["role"], m["num_classes"], m["source"]["layout"], m["metrics"]["n_test"]
-        ('teacher', 4, 'safereuse', 72)
+        ('teacher', 4, 'safereuse', 176)
     """
     from .importing import import_weights
 
@@ -533,6 +533,7 @@ def import_model(
         std=std,
         arch_kwargs=kwargs,
         default_normalization=default_norm,
+        default_origin="parent",
     )
     model = imported.model
     metrics: dict[str, Any] = {}
@@ -569,3 +570,146 @@ def import_model(
         "metrics": metrics,
     }
     return save_model(model, out, manifest, overwrite=overwrite)
+
+
+def reengineer(
+    model: str | Path | Artifact,
+    target_classes: str | int | Sequence[int],
+    *,
+    out: str | Path,
+    binary: bool = False,
+    params: dict[str, Any] | None = None,
+    data: DataSpec | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    overwrite: bool = False,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Re-engineer a model for a target problem with SeaM and save it (direct reuse).
+
+    SeaM (Qi et al., ICSE 2023) searches the weights the target problem needs
+    (:class:`safereuse.methods.SeaM`), selecting on the problem's validation split. With
+    ``granularity=channel`` the artifact is the materialised model (channels whose masks are all
+    zero removed for real, :func:`safereuse.slicing.materialize.materialize`). The artifact holds the
+    (masked or materialised) model, the masks (``seam.keep.<param>``) and the stacked head
+    (``manifest["target_head"]``, :class:`safereuse.models.stacked.TargetHeadModel`).
+
+    Args:
+        model: the trained model's artifact directory (or a loaded :class:`Artifact`).
+        target_classes: dataset class ids of the target problem (``"5-9"``, ``3``, ``[1, 4]``),
+            among the classes the model was trained on.
+        out: artifact directory to create.
+        binary: one class against an equal-sized sample of the others.
+        params: :class:`~safereuse.methods.SeaM` parameters (``lr_mask``, ``alpha``, ``epochs``,
+            ``granularity``...).
+        data: the data slice (default: the one the model was trained on, from its manifest).
+        seed: seed of the head and the data order.
+        device: ``auto``, ``cpu``, ``cuda``...
+        progress: show progress bars.
+        overwrite: replace an existing ``out``.
+        threads: CPU threads of the latency measurement (both models, same run).
+
+    Returns:
+        The metrics (``acc_original``, ``acc_reengineered``, ``n``, ``weights_kept``,
+        ``flops_original``, ``flops_reengineered``, ``latency_original_ms``,
+        ``latency_reengineered_ms`` per batch size 1 and 64, ...) and ``out``; the manifest's
+        ``metrics`` hold the same numbers. The multi-class score of the original model is argmax over
+        all its classes, exact class only: it favours SeaM (``original_rule`` says which rule).
+    """
+    from .data import parse_classes
+    from .data.targets import target_problem
+    from .methods import SeaM
+    from .metrics import latency_ms, sparse_flops
+    from .models.stacked import TargetHeadModel
+    from .params import validate_params
+    from .slicing.materialize import materialize
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    method = SeaM(**validate_params(SeaM, dict(params or {}), "reengineer"))
+    art = model if isinstance(model, Artifact) else load_model(model, device="cpu")
+    if data is None:
+        d = dict(art.manifest.get("data") or {})
+        if not d:
+            raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
+        data = DataSpec(**d)
+    wanted = parse_classes(target_classes)
+    if not wanted:
+        raise SafeReuseError("the target problem names no class", fix="pass e.g. --target-classes 3")
+    ids = list(data.classes) if data.classes is not None else list(range(art.model.num_classes))
+    outside = [c for c in wanted if c not in ids]
+    if outside:
+        raise SafeReuseError(
+            f"target class {outside[0]} is outside the model's classes ({', '.join(map(str, ids))})",
+            fix="choose target classes the model was trained on",
+        )
+    bundle = load_data(data)
+    check_input_fits(art.model, bundle)
+    if bundle.num_classes != art.model.num_classes:
+        raise SafeReuseError(
+            f"the model has {art.model.num_classes} classes but the data slice has {bundle.num_classes}",
+            fix="pass the data the model was trained on",
+        )
+    problem = target_problem(bundle, [ids.index(c) for c in wanted], binary, art.model.num_classes)
+    recipe = {"model": art.hash, "data": data.to_dict(), "classes": wanted, "binary": binary,
+              "seam": method.config(), "seed": seed}  # fmt: skip
+    partial = _partial_dir(out, recipe)
+    r = method.reengineer(
+        art.model, problem, seed=seed, device=device, progress=progress, checkpoint_dir=partial
+    )
+    result = r.model.cpu().eval()
+    example = problem.test.x[:1].cpu()
+    if method.granularity == "channel":
+        inner = materialize(result.inner, r.masks, example)
+        head = result.target_head
+        result = TargetHeadModel(inner, problem.num_classes)
+        result.target_head.load_state_dict(head.state_dict())
+        result.eval()
+        pred = predict(result, problem.test.x).argmax(1)
+        acc = float((pred == problem.test.y).float().mean())
+    else:
+        acc = r.acc_reengineered
+    original = art.model.cpu().eval()
+    flops_o = sparse_flops(original, example)
+    flops_r = sparse_flops(result, example)
+    lat_o = latency_ms(original, example, threads=threads)
+    lat_r = latency_ms(result, example, threads=threads)
+    metrics = {
+        "acc_original": r.acc_original,
+        "acc_reengineered": acc,
+        "n": r.n,
+        "weights_kept": r.weights_kept,
+        "flops_original": flops_o,
+        "flops_reengineered": flops_r,
+        "latency_original_ms": {str(k): v for k, v in lat_o.items()},
+        "latency_reengineered_ms": {str(k): v for k, v in lat_r.items()},
+        "latency_threads": threads,
+        "val_acc_original": r.val_acc_original,
+        "val_acc_reengineered": r.val_acc,
+        "selected_epoch": r.search.epoch,
+        "original_rule": (
+            "binary: correct iff (pred == target) == (label == target)"
+            if binary
+            else "multi-class: argmax over all the model's classes, exact class only (favours SeaM)"
+        ),
+    }
+    extras = {f"seam.keep.{k}": v for k, v in r.masks.items()}
+    extras.update(result.head_tensors())
+    manifest = {
+        "role": "reengineered",
+        # a multi-class problem is the data slice of its classes (so `safereuse evaluate` scores it)
+        "data": data.to_dict() if binary else {**data.to_dict(), "classes": wanted},
+        "class_names": problem.class_names,
+        "seed": seed,
+        "parent": {"hash": art.hash, "path": str(art.path), "arch": art.manifest.get("arch"),
+                   "data": art.manifest.get("data"), "backdoor": bool(art.manifest.get("backdoor"))},
+        "method": {"name": "seam-reengineer", "config": method.config()},
+        "target_head": {"num_classes": problem.num_classes, "kind": problem.kind,
+                        "target_classes": wanted, "head": "relu-linear"},
+        "search": {"history": r.search.history, "seconds": r.search.seconds},
+        "metrics": metrics,
+    }  # fmt: skip
+    save_model(result.inner, out, manifest, extras, overwrite=overwrite)
+    shutil.rmtree(partial, ignore_errors=True)
+    return {**metrics, "out": str(out), "target_classes": wanted, "binary": binary}

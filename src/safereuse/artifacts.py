@@ -256,5 +256,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Artifact
         )
     extras = read_state_file(path / EXTRAS_FILE) if (path / EXTRAS_FILE).is_file() else {}
     model.info = ModelInfo(arch, kwargs)
+    if manifest.get("target_head"):
+        # SeaM's re-engineered model (safereuse reengineer): the stored model under a stacked head
+        from .models.stacked import stack_from_extras
+
+        model = stack_from_extras(model, extras, manifest["target_head"])
     model.to(device).eval()
     return Artifact(path, model, manifest, extras)

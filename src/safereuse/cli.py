@@ -439,6 +439,63 @@ def import_cmd(
     typer.echo(f"saved {out}")
 
 
+@app.command("reengineer")
+def reengineer_cmd(
+    model: Path = typer.Option(..., "--model", help="trained model artifact directory"),
+    target_classes: str = typer.Option(
+        ..., "--target-classes", help="class id(s) of the target problem, e.g. 3 (with --binary) or 5-9"
+    ),
+    out: Path = typer.Option(..., "--out", help="artifact directory to create"),
+    binary: bool = typer.Option(False, "--binary", help="one class vs an equal-sized sample of the others"),
+    data: str | None = typer.Option(None, "--data", help="dataset (default: the model's own)"),
+    train_size: int | None = TrainSizeOpt,
+    param: list[str] | None = typer.Option(
+        None, "--param", "-p", help="SeaM parameter: lr_mask=0.05, alpha=1.0, epochs=50, granularity=channel"
+    ),
+    seed: int = SeedOpt,
+    device: str = DeviceOpt,
+    threads: int = typer.Option(2, "--threads", help="CPU threads of the latency measurement"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+    data_dir: str | None = DataDirOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Re-engineer a model for a target problem (SeaM): keep only the weights it needs."""
+    from . import api
+    from .artifacts import load_model
+    from .registry import parse_params
+
+    art = load_model(model)
+    spec = _model_data_spec(art, data, None, data_dir)
+    if train_size is not None:
+        spec.train_size = train_size
+    res = api.reengineer(
+        art,
+        target_classes,
+        out=out,
+        binary=binary,
+        params=parse_params(param),
+        data=spec,
+        seed=seed,
+        device=device,
+        progress=not quiet and not as_json,
+        threads=threads,
+    )
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    lo, lr = res["latency_original_ms"], res["latency_reengineered_ms"]
+    kind = " (binary)" if binary else ""
+    typer.echo(
+        f"target {res['target_classes']}{kind}: acc original {_pct(res['acc_original'])}, re-engineered "
+        f"{_pct(res['acc_reengineered'])} (n={res['n']}); weights kept {_pct(res['weights_kept'])}"
+    )
+    fo, fr = res["flops_original"], res["flops_reengineered"]
+    typer.echo(f"FLOPs (multiplications, batch 1): {fo:,} -> {fr:,}")
+    for b in lo:
+        typer.echo(f"latency batch {b} ({res['latency_threads']} threads): {lo[b]:.3f} ms -> {lr[b]:.3f} ms")
+    typer.echo(f"saved {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, no tracebacks, non-zero exit codes.
 

@@ -131,7 +131,7 @@ class Imported:
         model: the contract model (``info`` set, eval mode, on the CPU).
         source: ``{path, sha256, format, layout, unwrapped, notes, input_from}`` for the manifest;
             ``input_from`` says where the normalisation came from (``arguments``, ``checkpoint``,
-            ``default`` or ``layout``).
+            the default given, e.g. ``parent``, or ``layout``).
     """
 
     model: ReusableModel
@@ -141,14 +141,14 @@ class Imported:
 # -- reading ---------------------------------------------------------------------------------------
 def _sniff(path: Path) -> str | None:
     """``safetensors``, ``torch`` or None, from the first bytes."""
-    size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(9)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # a zip (torch >= 1.6) or a pickle (legacy)
         return "torch"
     if len(head) == 9:
         (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n <= size - 8 and head[8:9] == b"{":  # 8-byte header length, then the JSON header
+        # an 8-byte header length, then the JSON header; a length past the end is a truncated file
+        if n > 0 and head[8:9] == b"{":
             return "safetensors"
     return None
 
@@ -340,11 +340,10 @@ def map_keys(state: dict[str, torch.Tensor], target: Collection[str], native: st
     return Mapped(out, layout, norm, unwrapped, notes)
 
 
-def _meta_state(arch: str, kwargs: dict[str, Any]) -> tuple[type, dict[str, torch.Tensor]]:
-    """A model's class and state-dict shapes, built on the meta device (no memory, no RNG)."""
+def _meta_model(arch: str, kwargs: dict[str, Any]) -> ReusableModel:
+    """The model built on the meta device: names and shapes only (no memory, no RNG)."""
     with torch.device("meta"):
-        model = create_model(arch, **kwargs)
-    return type(model), model.state_dict()
+        return create_model(arch, **kwargs)
 
 
 def fitting_archs(keys: Collection[str], exclude: str = "") -> list[str]:
@@ -361,7 +360,7 @@ def fitting_archs(keys: Collection[str], exclude: str = "") -> list[str]:
         if name == exclude:
             continue
         try:
-            _, state = _meta_state(name, {})
+            state = _meta_model(name, {}).state_dict()
         except Exception:  # noqa: BLE001 - an architecture that cannot be built by default names nothing
             continue
         if set(state) == keys:
@@ -433,6 +432,7 @@ def import_weights(
     std: Sequence[float] | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     default_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    default_origin: str = "default",
 ) -> Imported:
     """Build the zoo model ``arch`` holding a checkpoint's weights.
 
@@ -448,6 +448,7 @@ def import_weights(
         arch_kwargs: other architecture options (e.g. ``{"width": 8}``, ``{"activation": "leaky_relu"}``).
         default_normalization: ``(mean, std)`` used when neither the arguments nor the checkpoint give
             one (e.g. the parent teacher's), before the layout's default.
+        default_origin: how the source record names ``default_normalization``'s origin.
 
     Returns:
         The :class:`Imported` model (eval mode, CPU) and its source record.
@@ -465,9 +466,10 @@ def import_weights(
     )
     if (mean is None) != (std is None):
         raise SafeReuseError("--mean and --std go together", fix="pass both, one value per channel")
-    cls, default_state = _meta_state(arch, kwargs)
-    mapped = map_keys(ckpt.state, default_state, "safereuse")
-    head_key = f"{cls.head_name}.weight"
+    default = _meta_model(arch, kwargs)
+    default_state = default.state_dict()
+    mapped = map_keys(ckpt.state, default_state, native_layout(default))
+    head_key = f"{default.head_name}.weight"
     head = mapped.state.get(head_key)
     if head is not None and head.ndim == 2:
         if num_classes is not None and num_classes != head.shape[0]:
@@ -499,16 +501,13 @@ def import_weights(
             raise SafeReuseError(f"{k}={v!r} must be a positive integer", fix="e.g. 10")
     all_kwargs = {**kwargs, **shape_kwargs}
     try:
-        _, expected = _meta_state(arch, all_kwargs)
+        expected = _meta_model(arch, all_kwargs).state_dict()
     except SafeReuseError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. an input too small for the architecture's strides
         raise SafeReuseError(
             f"{arch} cannot be built with {all_kwargs} ({type(exc).__name__})", fix="check --input-size"
         ) from None
-    if mapped.layout == "safereuse":  # nothing foreign recognised: say whose layout the keys follow
-        with torch.device("meta"):
-            mapped.layout = native_layout(create_model(arch, **all_kwargs))
     check_fits(mapped.state, expected, arch, str(ckpt.path.name))
     model = create_model(arch, **all_kwargs)
     if mean is not None and std is not None:
@@ -516,7 +515,8 @@ def import_weights(
     elif mapped.normalization is not None:
         norm, origin = mapped.normalization, "checkpoint"
     elif default_normalization is not None:
-        norm, origin = (tuple(default_normalization[0]), tuple(default_normalization[1])), "default"
+        norm = (tuple(default_normalization[0]), tuple(default_normalization[1]))
+        origin = default_origin
     elif mapped.layout == "robustbench":  # RobustBench / TRADES models take raw [0, 1] pixels
         c = model.input_spec.channels
         norm, origin = ((0.0,) * c, (1.0,) * c), "layout"

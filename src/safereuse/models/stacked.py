@@ -43,7 +43,9 @@ class TargetHeadModel(ReusableModel):
         super().__init__(inner.input_spec)
         self.inner = inner
         self.target_head = nn.Linear(inner.num_classes, num_classes)
-        self.info = inner.info
+        # no architecture record of its own: save the inner model plus head_tensors() (what
+        # ``safereuse reengineer`` does); save_model refuses the wrapper itself
+        self.info = None
 
     def set_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         self.inner.set_normalization(mean, std)

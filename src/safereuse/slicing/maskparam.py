@@ -103,7 +103,7 @@ class _ScoreMask(nn.Module):
 
     def __init__(self, score: torch.Tensor, ndim: int) -> None:
         super().__init__()
-        self.score = score
+        object.__setattr__(self, "score", score)  # not registered: the scores live outside the model
         self.view = (-1,) + (1,) * (ndim - 1) if score.dim() == 1 and ndim > 1 else None
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
@@ -189,7 +189,7 @@ def mask_scores(
 ) -> Iterator[MaskScores]:
     """Put score masks on the weights (and biases) of ``model``'s Conv / Linear layers, for a ``with``.
 
-    While inside, the layers compute with ``W ⊙ 1[S > 0]`` and the original parameters are frozen
+    While inside, the layers compute with ``W ⊙ 1[S > 0]`` and all the model's parameters are frozen
     (``requires_grad=False``); on exit (also on an exception) the parametrizations are removed and
     every parameter comes back as the same object, in the same order, with its ``requires_grad``.
 
@@ -223,6 +223,8 @@ def mask_scores(
         )
     if isinstance(layers, str):
         chosen = coverage_layers(model, layers)
+        if not chosen and coverage_layers(nn.Sequential(model), layers):
+            chosen = [("", model)]  # the model is itself one layer
     else:
         mods = dict(model.named_modules())
         missing = [n for n in layers if n not in mods]
@@ -236,10 +238,13 @@ def mask_scores(
             fix="re-engineer a model with Conv2d / Linear layers",
         )
     entries: list[_Entry] = []
+    # every parameter of the model is frozen while masked (SeaM trains only scores and the new head)
     flags = {id(p): (p, p.requires_grad) for p in model.parameters()}
     orders = {n: list(m._parameters) for n, m in chosen}
     done: list[tuple[nn.Module, str]] = []
     try:
+        for p, _ in flags.values():
+            p.requires_grad_(False)
         for n, m in chosen:
             w = m.weight
             names = ["weight"] + (["bias"] if bias and getattr(m, "bias", None) is not None else [])

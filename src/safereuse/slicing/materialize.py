@@ -14,8 +14,8 @@ is produced by every conv that adds into it and read by every conv that reads th
 index of a group is removed when *all* its producers (the conv / linear layers whose output rows
 form it, depthwise convs included) have all-False masks there, or when *all* its consumers (the
 layers reading it) have all-False input columns there: a channel is kept if any coupled member
-keeps it. A layer without a mask entry keeps all its channels. A group that would lose every
-channel is refused.
+keeps it. A layer without a mask entry keeps all its channels. Channels that no layer reads (the
+head's outputs, a last conv's) are never removed; a group that would lose every channel is refused.
 
 **What the result equals.** A channel whose producing weights are masked still outputs its BN
 shift ``β − γμ/σ`` (a constant) in the masked model, and a constant passed through a zero-padded
@@ -65,6 +65,13 @@ def _head_of(model: nn.Module) -> nn.Module | None:
 
 
 def _check_masks(model: nn.Module, masks: Masks) -> None:
+    from torch.nn.utils import parametrize
+
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        raise SafeReuseError(
+            f"{type(model).__name__} carries parametrizations (e.g. a mask search's scores)",
+            fix="materialise the model after the search, with its masks as a mask set",
+        )
     params = dict(model.named_parameters())
     for name, k in masks.items():
         if name not in params:
@@ -128,6 +135,10 @@ class _Graph:
             self.dg.get_pruning_group(m, pruner.prune_out_channels, list(idxs)).prune(record_history=False)
 
 
+def _pname(layer: str, attr: str) -> str:
+    return f"{layer}.{attr}" if layer else attr
+
+
 def _zero_at(mask: torch.Tensor, rows: Sequence[int]) -> bool:
     return not bool(mask[list(rows)].any())
 
@@ -138,6 +149,8 @@ def _plan(graph: _Graph, masks: Masks) -> tuple[PruneRecord, dict[tuple[str, str
     removed: dict[tuple[str, str], set[int]] = {}
     for group in graph.groups():
         members = graph.roles(group)
+        if not any(role == "in" and isinstance(m, _PRUNABLE) for role, _, m, _, _ in members):
+            continue  # no layer reads these channels: they are the model's output (a head, a last conv)
         root = graph.names[group[0].dep.target.module]
         n_root = len(group[0].idxs)
         # per root index: the rows (producers) / columns (consumers) of each conv / linear member
@@ -148,8 +161,8 @@ def _plan(graph: _Graph, masks: Masks) -> tuple[PruneRecord, dict[tuple[str, str
         for role, name, m, idxs, roots in members:
             if not isinstance(m, _PRUNABLE):
                 continue
-            k = masks.get(f"{name}.weight")
-            bias = masks.get(f"{name}.bias") if role == "out" else None
+            k = masks.get(_pname(name, "weight"))
+            bias = masks.get(_pname(name, "bias")) if role == "out" else None
             by_root: dict[int, list[int]] = {}
             for i, r in zip(idxs, roots, strict=True):
                 by_root.setdefault(r, []).append(i)
@@ -206,13 +219,13 @@ def _closure(model: nn.Module, masks: Masks, removed: dict[tuple[str, str], set[
         m = model.get_submodule(layer)
         if not isinstance(m, _PRUNABLE) or not lost:
             continue
-        key = f"{layer}.weight"
+        key = _pname(layer, "weight")
         k = full.setdefault(key, torch.ones_like(m.weight, dtype=torch.bool, device="cpu"))
         idx = sorted(lost)
         if role == "out":
             k[idx] = False
-            if f"{layer}.bias" in full:
-                full[f"{layer}.bias"][idx] = False
+            if _pname(layer, "bias") in full:
+                full[_pname(layer, "bias")][idx] = False
         else:
             k[:, idx] = False
     return full
