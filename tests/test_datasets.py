@@ -3,13 +3,10 @@ search order, archives, downloads from a local server, and one-line errors for c
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import socket
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -490,35 +487,6 @@ def test_cli_lists_the_datasets_and_a_corrupt_file_is_one_line(env, capsys):
 
 
 # -------------------------------------------------------------------------------------------- downloads
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str]
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.requests.append(self.path)
-        super().do_GET()
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving ``tmp_path/served``; yields (base_url, folder, log)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    log: list[str] = []
-    handler = type("H", (_QuietHandler,), {"requests": log})
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(served))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", served, log
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
 
 
 def serve_official(dataset: str, served: Path, work: Path) -> list[str]:

@@ -238,7 +238,8 @@ class AuditReport:
         ]
         fmt_row = "  ".join(("{:<%d}" if i == 0 else "{:>%d}") % w for i, w in enumerate(widths))
         out = [
-            f"teacher {self.teacher.get('path')}  →  student {self.student.get('path')}",
+            f"teacher {self.teacher.get('path') or '(in memory)'}  →  "
+            f"student {self.student.get('path') or '(in memory)'}",
             f"data {self.data.get('name')} classes={self.data.get('classes')}  n={self.n_samples}  "
             f"student ACC {self.acc}",
             fmt_row.format(*head),

@@ -9,7 +9,9 @@
   selection, magnitude pruning, reset / enforce / re-initialisation helpers;
 - :mod:`~safereuse.slicing.relevance`: ReMoS's relevant slice from coverage and magnitudes;
 - :mod:`~safereuse.slicing.materialize`: remove the channels a mask set switches off (Torch-Pruning),
-  for a really smaller model (SeaM's structural speed-up).
+  for a really smaller model (SeaM's structural speed-up);
+- :mod:`~safereuse.slicing.maskparam`: SeaM's mask search on any model (:func:`mask_scores`: score
+  masks behind ``torch.nn.utils.parametrize``; :func:`search_masks`; :func:`select_epoch`).
 
 The package imports nothing from ``safereuse.models`` at import time (the model layer uses
 :func:`capture`).
@@ -31,6 +33,7 @@ from .coverage import (
     snac,
     tknc,
 )
+from .maskparam import MaskScores, mask_scores, search_masks, select_epoch
 from .masks import (
     KeepMask,
     LayerKind,
@@ -59,6 +62,7 @@ __all__ = [
     "Criterion",
     "KeepMask",
     "LayerKind",
+    "MaskScores",
     "Masks",
     "Record",
     "apply_reset",
@@ -72,6 +76,7 @@ __all__ = [
     "magnitude_keys",
     "magnitude_slice",
     "make_criterion",
+    "mask_scores",
     "materialize",
     "nc",
     "one_cpu_thread",
@@ -80,6 +85,8 @@ __all__ = [
     "relevant_slice",
     "resolve_layers",
     "scaled_channel_means",
+    "search_masks",
+    "select_epoch",
     "slice_info",
     "slice_layers",
     "smallest_k_mask",

@@ -430,6 +430,8 @@ def search_masks(
     start = 0
     if ckpt is not None and ckpt.exists():
         start, history, best = ckpt.load(scores, hp, opt_head, opt_mask, gen, dev)
+        if stop_removed is not None and history and 1.0 - history[-1]["rho"] >= stop_removed:
+            start = epochs  # interrupted right after the stopping epoch was saved: nothing left to run
     t0 = time.perf_counter()
     try:
         for p in hp:

@@ -267,6 +267,12 @@ def fresh_state(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
         from ..models import create_model  # here, not at the top: models imports this package
 
         fresh = create_model(info.arch, **info.kwargs)
+        from .materialize import PRUNED_ATTR, prune_channels
+
+        record = getattr(model, PRUNED_ATTR, None)  # a materialised model: the same channels removed
+        if record:
+            spec = fresh.input_spec
+            prune_channels(fresh, record, torch.zeros(1, spec.channels, *spec.size))
     else:
         fresh = copy.deepcopy(model).cpu()
         for m in fresh.modules():
