@@ -705,7 +705,7 @@ def reengineer(
         "parent": {"hash": art.hash, "path": str(art.path), "arch": art.manifest.get("arch"),
                    "data": art.manifest.get("data"), "backdoor": bool(art.manifest.get("backdoor"))},
         "method": {"name": "seam-reengineer", "config": method.config()},
-        "target_head": {"num_classes": problem.num_classes, "kind": problem.kind,
+        "target_head": {"num_classes": problem.num_classes, "kind": problem.problem_type,
                         "target_classes": wanted, "head": "relu-linear"},
         "search": {"history": r.search.history, "seconds": r.search.seconds},
         "metrics": metrics,

@@ -235,13 +235,13 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise SafeReuseError(f"{path} is a folder, not a weights file", fix=fix)
     if not path.is_file():
         raise SafeReuseError(f"weights file {path} does not exist", fix="check the path")
-    kind = _sniff(path)
-    if kind is None:
+    fmt = _sniff(path)
+    if fmt is None:
         raise SafeReuseError(
             f"{path} is not a checkpoint (neither safetensors nor a torch.save file)",
             fix=f"pass the weights file ({', '.join(CHECKPOINT_SUFFIXES)})",
         )
-    if kind == "torch":
+    if fmt == "torch":
         state, opened = unwrap_state(_load_torch(path), str(path))
     else:
         from safetensors import SafetensorError
@@ -256,7 +256,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             ) from None
         if not state:
             raise SafeReuseError(f"{path} holds no tensors", fix="pass the model's weights file")
-    return Checkpoint(path, state, kind, sha256_file(path), opened)
+    return Checkpoint(path, state, fmt, sha256_file(path), opened)
 
 
 # -- key layouts -----------------------------------------------------------------------------------

@@ -59,13 +59,13 @@ class TargetProblem:
     """A target problem over a model's classes (build it with :func:`target_problem`).
 
     Attributes:
-        kind: ``binary`` or ``multiclass``.
+        problem_type: ``binary`` or ``multiclass``.
         classes: the model's class indices the problem is about (binary: the one target class).
         train / val / test: :class:`TargetSplit` each.
         class_names: names of the target labels.
     """
 
-    kind: Literal["binary", "multiclass"]
+    problem_type: Literal["binary", "multiclass"]
     classes: list[int]
     train: TargetSplit
     val: TargetSplit
@@ -74,7 +74,7 @@ class TargetProblem:
 
     @property
     def num_classes(self) -> int:
-        return 2 if self.kind == "binary" else len(self.classes)
+        return 2 if self.problem_type == "binary" else len(self.classes)
 
     def original_correct(self, logits: torch.Tensor, split: TargetSplit) -> torch.Tensor:
         """Which images of ``split`` the original model gets right on this problem (bool per image).
@@ -93,7 +93,7 @@ class TargetProblem:
         """
         pred = logits.argmax(1).cpu()
         src = split.source_y.cpu()
-        if self.kind == "binary":
+        if self.problem_type == "binary":
             t = self.classes[0]
             return (pred == t) == (src == t)
         return pred == src
