@@ -279,6 +279,11 @@ def test_cli_reengineer_json(digits_teacher_dir, tmp_path, capsys):
     art = load_model(out)
     assert art.model.num_classes == 2 and art.manifest["target_head"]["kind"] == "binary"
     assert art.manifest["metrics"]["acc_reengineered"] == res["acc_reengineered"]
+    # `evaluate` rebuilds the binary problem (same fixed-seed "others" sample) and scores it the same
+    code, stdout, err = run_cli(capsys, "evaluate", "--model", str(out), "--json")
+    assert code == 0, err
+    ev = json.loads(stdout)
+    assert ev["n"] == res["n"] and ev["acc"] == pytest.approx(res["acc_reengineered"])
 
 
 def test_cli_reengineer_channel_is_materialised(digits_teacher_dir, tmp_path, capsys):

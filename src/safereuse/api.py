@@ -258,14 +258,32 @@ def evaluate(
         data = DataSpec(**d)
     bundle = load_data(data)
     check_input_fits(art.model, bundle)
-    if bundle.num_classes != art.model.num_classes:
+    x, y = bundle.test.x, bundle.test.y
+    head = art.manifest.get("target_head") or {}
+    if head.get("binary") and bundle.num_classes != art.model.num_classes:
+        # A binary re-engineered model answers "target vs the others": rebuild that problem (its
+        # "others" sample is drawn with a fixed seed, so it is the one the model was scored on).
+        from .data.targets import target_problem
+
+        ids = (
+            list(bundle.spec.classes) if bundle.spec.classes is not None else list(range(bundle.num_classes))
+        )
+        missing = [c for c in head.get("target_classes", []) if c not in ids]
+        if missing or not head.get("target_classes"):
+            raise SafeReuseError(
+                f"the data slice lacks the model's target class {missing[0] if missing else '?'}",
+                fix="evaluate on the data the model was re-engineered from (the default)",
+            )
+        problem = target_problem(bundle, [ids.index(c) for c in head["target_classes"]], True)
+        x, y = problem.test.x, problem.test.y
+    elif bundle.num_classes != art.model.num_classes:
         raise SafeReuseError(
             f"the model has {art.model.num_classes} classes but the data slice has {bundle.num_classes}",
             fix="pass --classes matching the model's task",
         )
-    pred = predict(art.model, bundle.test.x, batch_size).argmax(1)
-    correct = int((pred == bundle.test.y).sum())
-    n = len(bundle.test)
+    pred = predict(art.model, x, batch_size).argmax(1)
+    correct = int((pred == y).sum())
+    n = len(y)
     return {
         "acc": correct / n if n else float("nan"),
         "n": n,
@@ -706,7 +724,7 @@ def reengineer(
                    "data": art.manifest.get("data"), "backdoor": bool(art.manifest.get("backdoor"))},
         "method": {"name": "seam-reengineer", "config": method.config()},
         "target_head": {"num_classes": problem.num_classes, "kind": problem.problem_type,
-                        "target_classes": wanted, "head": "relu-linear"},
+                        "binary": binary, "target_classes": wanted, "head": "relu-linear"},
         "search": {"history": r.search.history, "seconds": r.search.seconds},
         "metrics": metrics,
     }  # fmt: skip
