@@ -292,6 +292,10 @@ def test_selection_run_resume_and_test_split_never_read(tmp_path, monkeypatch):
     from safereuse.report.data import load_run
 
     assert sorted(load_run(out).labels) == ["finetune", "linear-probe"]  # the report shows phase 2 only
+    from safereuse.report import build_report
+
+    build_report(out)
+    assert "selection.md" in (out / "report.md").read_text()  # and says where the choice is
 
     # resume: nothing to do; a selection cell a killed run left `running` is run again, same choice
     assert run(loaded, out, jobs=1, progress=False).ran == 0

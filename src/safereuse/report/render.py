@@ -238,6 +238,12 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
         + (", ".join(methods) or "none (no finished cells)")
         + "."
     )
+    if (Path(rundir) / "selection.md").is_file():
+        notes += (
+            " Methods with a parameter sweep were chosen on held-back training images before these "
+            "test cells ran (the spec's select: section); the validation table, the rule and the "
+            "choice are in selection.md of the run directory."
+        )
 
     # results.csv
     csv_path = out / "results.csv"
