@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +156,40 @@ def save_model(
     return full
 
 
+FIX_WEIGHTS_ONLY = (
+    "where it was made, save only the weights: torch.save(model.state_dict(), 'weights.pth'), "
+    "or safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')"
+)
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: plain tensors and values only.
+
+    A pickle that refers to code is refused (never executed) with a one-line error naming what it
+    wanted; any other failure to read is one line too.
+
+    Raises:
+        SafeReuseError: the file needs arbitrary unpickling, or is not a readable torch.save file.
+    """
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it refers to {found.group(1)}" if found else "it holds more than tensors and plain values"
+        raise SafeReuseError(
+            f"{path} needs arbitrary unpickling to load ({what}); unpickling can run code, so it is refused",
+            fix=FIX_WEIGHTS_ONLY,
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/EOFError/... for the same problem
+        why = " ".join(str(exc).split())[:80]
+        raise SafeReuseError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {why})",
+            fix="re-download it, or check that it is the weights file",
+        ) from None
+
+
 def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read weights from a ``.safetensors`` file or a PyTorch ``.pth`` (with ``weights_only=True``).
 
@@ -167,13 +204,7 @@ def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise SafeReuseError(f"{path} is truncated or empty", fix="re-create or re-download it")
     is_torch = head[:2] in (b"PK", b"\x80\x02") or head[:1] == b"\x80"
     if is_torch:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user problem
-            raise SafeReuseError(
-                f"{path} is a pickle that cannot be loaded safely ({type(exc).__name__})",
-                fix="convert it to safetensors, or save a plain state_dict with torch.save",
-            ) from None
+        obj = load_torch_file(path)
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

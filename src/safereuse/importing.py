@@ -48,10 +48,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-import pickle
-import re
 import struct
-import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +56,7 @@ from typing import Any
 
 import torch
 
+from .artifacts import load_torch_file
 from .errors import SafeReuseError
 from .models import MODELS, ReusableModel, create_model
 from .models.wide_resnet import WideResNet
@@ -78,11 +76,6 @@ TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "mobi
 
 #: Options ``import_weights`` sets itself; the rest of a factory's parameters go through ``arch_kwargs``.
 SHAPE_OPTIONS = ("num_classes", "in_channels", "image_size")
-
-_FIX_WEIGHTS_ONLY = (
-    "where it was made, save only the weights: torch.save(model.state_dict(), 'weights.pth'), "
-    "or safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')"
-)
 
 
 @dataclass
@@ -151,26 +144,6 @@ def _sniff(path: Path) -> str | None:
         if n > 0 and head[8:9] == b"{":
             return "safetensors"
     return None
-
-
-def _load_torch(path: Path) -> Any:
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"it refers to {found.group(1)}" if found else "it holds more than tensors and plain values"
-        raise SafeReuseError(
-            f"{path} needs arbitrary unpickling to load ({what}); unpickling can run code, so it is refused",
-            fix=_FIX_WEIGHTS_ONLY,
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/EOFError/... for the same problem
-        why = " ".join(str(exc).split())[:80]
-        raise SafeReuseError(
-            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {why})",
-            fix="re-download it, or check that it is the weights file",
-        ) from None
 
 
 def unwrap_state(obj: Any, where: str = "the checkpoint") -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -242,7 +215,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             fix=f"pass the weights file ({', '.join(CHECKPOINT_SUFFIXES)})",
         )
     if fmt == "torch":
-        state, opened = unwrap_state(_load_torch(path), str(path))
+        state, opened = unwrap_state(load_torch_file(path), str(path))
     else:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
