@@ -237,6 +237,19 @@ def transfer(
     return written
 
 
+def _recorded_data(art: Artifact) -> DataSpec:
+    """The data slice an artifact's manifest records (its task)."""
+    d = dict(art.manifest.get("data") or {})
+    if not d:
+        raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
+    return DataSpec(**d)
+
+
+def _class_ids(classes: list[int] | None, n: int) -> list[int]:
+    """The original class ids of a data slice's labels ``0..n-1``."""
+    return list(classes) if classes is not None else list(range(n))
+
+
 def evaluate(
     model: str | Path | Artifact, data: DataSpec | None = None, batch_size: int = 512
 ) -> dict[str, Any]:
@@ -252,10 +265,7 @@ def evaluate(
     """
     art = model if isinstance(model, Artifact) else load_model(model)
     if data is None:
-        d = dict(art.manifest.get("data") or {})
-        if not d:
-            raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
-        data = DataSpec(**d)
+        data = _recorded_data(art)
     bundle = load_data(data)
     check_input_fits(art.model, bundle)
     x, y = bundle.test.x, bundle.test.y
@@ -265,9 +275,7 @@ def evaluate(
         # "others" sample is drawn with a fixed seed, so it is the one the model was scored on).
         from .data.targets import target_problem
 
-        ids = (
-            list(bundle.spec.classes) if bundle.spec.classes is not None else list(range(bundle.num_classes))
-        )
+        ids = _class_ids(bundle.spec.classes, bundle.num_classes)
         missing = [c for c in head.get("target_classes", []) if c not in ids]
         if missing or not head.get("target_classes"):
             raise SafeReuseError(
@@ -648,14 +656,11 @@ def reengineer(
     method = SeaM(**validate_params(SeaM, dict(params or {}), "reengineer"))
     art = model if isinstance(model, Artifact) else load_model(model, device="cpu")
     if data is None:
-        d = dict(art.manifest.get("data") or {})
-        if not d:
-            raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
-        data = DataSpec(**d)
+        data = _recorded_data(art)
     wanted = parse_classes(target_classes)
     if not wanted:
         raise SafeReuseError("the target problem names no class", fix="pass e.g. --target-classes 3")
-    ids = list(data.classes) if data.classes is not None else list(range(art.model.num_classes))
+    ids = _class_ids(data.classes, art.model.num_classes)
     outside = [c for c in wanted if c not in ids]
     if outside:
         raise SafeReuseError(
