@@ -65,24 +65,15 @@ __all__ = [
 ]
 
 
-class _ClippedSTE(torch.autograd.Function):
+class _StraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, s: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, s: torch.Tensor, clip: bool) -> torch.Tensor:
+        ctx.clip = clip
         return (s > 0).to(s.dtype)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        return g.clamp(-1.0, 1.0)
-
-
-class _IdentitySTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, s: torch.Tensor) -> torch.Tensor:
-        return (s > 0).to(s.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        return g
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return (g.clamp(-1.0, 1.0) if ctx.clip else g), None
 
 
 def binarize(score: torch.Tensor, clip: bool = True) -> torch.Tensor:
@@ -94,7 +85,7 @@ def binarize(score: torch.Tensor, clip: bool = True) -> torch.Tensor:
         >>> s.grad.tolist()
         [1.0, -0.5]
     """
-    return (_ClippedSTE if clip else _IdentitySTE).apply(score)
+    return _StraightThrough.apply(score, clip)
 
 
 class _ScoreMask(nn.Module):
