@@ -46,6 +46,8 @@ class Row:
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     scenario: str = "clean"  # "clean" | "planted" (the teacher carries this defect, planted with kwargs)
+    input: str = "image"  # "image" (smallcnn on digits) | "text" (tiny random BERT on toy sentences)
+    dir_over: str = "correct"  # DIR's set: "correct" (C) | "correct-non-target" (NLP label-flip rate)
 
 
 TABLE = [
@@ -61,6 +63,10 @@ TABLE = [
     Row("blend", {"poison_rate": 0.3}, "planted"),
     Row("weight-poison", {"poison_rate": 0.3}, "planted"),
     Row("latent", {"clean_epochs": 1, "trigger_steps": 3}, "planted"),
+    Row("word-trigger", {"poison_rate": 0.5}, "planted", "text", "correct-non-target"),
+    Row("ripple", {"poison_rate": 0.5, "surgery_words": 3}, "planted", "text", "correct-non-target"),
+    Row("pwws", {"max_synonyms": 3}, input="text"),
+    Row("greedy-swap", {"max_synonyms": 3}, input="text"),
 ]
 BY_NAME = {r.name: r for r in TABLE}
 
@@ -75,13 +81,42 @@ def test_the_table_is_every_registered_defect_exactly_once():
 
 # -- scenarios ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data():
+def image_data():
     return load_data("digits", classes=[0, 1, 2], train_size=90)
 
 
-def _small(num_classes: int):
+@pytest.fixture(scope="module")
+def text_data():
+    """Toy sentiment sentences as token ids (16 tokens), under a sentiment dataset's name."""
+    from safereuse.data import DataSpec
+    from safereuse.data.core import build_bundle
+    from safereuse.data.text import text_raw
+
+    pos = ["good", "great", "superb", "fine", "nice", "lovely"]
+    neg = ["bad", "awful", "poor", "dull", "weak", "ugly"]
+    frames = ["the movie was {}", "a {} story", "{} acting", "what a {} film", "so {} overall"]
+    texts = [f.format(w) for f in frames for w in pos + neg] * 3
+    labels = [1 if w in pos else 0 for f in frames for w in pos + neg] * 3
+    return build_bundle(text_raw("movie-sentences", texts, labels, max_len=16), DataSpec("movie-sentences"))
+
+
+@pytest.fixture
+def data(request, image_data, text_data):
+    """The row's data: digits for image rows, toy sentences for text rows."""
+    row = getattr(request.node, "callspec", None) and request.node.callspec.params.get("row")
+    return text_data if row is not None and row.input == "text" else image_data
+
+
+def _small(num_classes: int, text: bool = False):
     torch.manual_seed(0)
+    if text:
+        cfg = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+        return create_model("minilm", num_classes=num_classes, pretrained=False, config=cfg)
     return create_model("smallcnn", num_classes=num_classes, width=8, hidden=32)
+
+
+def _fast(data) -> dict[str, Any]:
+    return {**FAST, "optimizer": "adam", "lr": 3e-3} if not data.train.x.is_floating_point() else FAST
 
 
 def _student_of(teacher, data, seed: int):
@@ -89,30 +124,31 @@ def _student_of(teacher, data, seed: int):
     s = copy.deepcopy(teacher)
     if s.num_classes != data.num_classes:
         s.reset_head(data.num_classes, seed=seed)
-    fit(s, data.train, data.val, FitConfig(epochs=1, seed=seed, **FAST))
+    fit(s, data.train, data.val, FitConfig(epochs=1, seed=seed, **_fast(data)))
     return s.eval()
 
 
 @pytest.fixture(scope="module")
-def scenarios(data):
+def scenarios(image_data, text_data):
     """``scenario(row) -> (teacher, student, other student, audit keywords)``, built once per teacher."""
     made: dict[str, tuple] = {}
 
     def get(row: Row):
-        key = row.name if row.scenario == "planted" else "clean"
+        key = row.name if row.scenario == "planted" else f"clean-{row.input}"
+        data = text_data if row.input == "text" else image_data
         if key not in made:
-            teacher = _small(data.num_classes)
+            teacher = _small(data.num_classes, row.input == "text")
             kw: dict[str, Any] = {"teacher_data": data.spec}
             if row.scenario == "planted":
                 plant = DEFECTS.create(row.name, **row.kwargs).plant(
-                    teacher, data, FitConfig(epochs=2, **FAST)
+                    teacher, data, FitConfig(epochs=2, **_fast(data))
                 )
                 kw["backdoor"] = plant
                 published = plant.record.get("published_classes")
                 if published is not None:  # a latent backdoor's published head lacks the target
                     kw["teacher_data"] = {**data.spec.to_dict(), "classes": published}
             elif row.scenario == "clean":
-                fit(teacher, data.train, data.val, FitConfig(epochs=4, **FAST))
+                fit(teacher, data.train, data.val, FitConfig(epochs=4, **_fast(data)))
             else:  # pragma: no cover - a new scenario needs its builder here
                 raise AssertionError(f"unknown scenario {row.scenario!r}")
             teacher.eval()
@@ -159,10 +195,13 @@ def test_probe_contract(row, data, scenarios, assert_no_trace, monkeypatch):
             assert rate.value == pytest.approx(100 * rate.k / rate.n)
         else:
             assert math.isnan(rate.value)
-    assert r.rates["dir"].n == rep.acc.k == r.n
+    x, y = _audited(data)
+    keep = torch.ones_like(y, dtype=torch.bool)
+    if row.dir_over == "correct-non-target":
+        keep = y != r.target["label"]
+    assert r.rates["dir"].n == r.n == int(((predict(student, x).argmax(1) == y) & keep).sum()) <= rep.acc.k
     if "teacher" in r.rates:
-        x, y = _audited(data)
-        assert r.rates["teacher"].n == int((predict(teacher, x).argmax(1) == y).sum())
+        assert r.rates["teacher"].n == int(((predict(teacher, x).argmax(1) == y) & keep).sum())
 
     # an attack never raises the accuracy of the model it was crafted on; Rob never exceeds ACC
     if "rob" in r.rates:
@@ -198,10 +237,11 @@ def test_crafted_on_teacher_means_one_set_for_every_student(row, data, scenarios
     "row", [r for r in TABLE if DEFECTS.get(r.name).planted_in_teacher], ids=lambda r: r.name
 )
 def test_planted_in_teacher_is_refused_for_a_teacher_without_it(row, data, scenarios):
-    teacher, student, _, _ = scenarios(BY_NAME["penultimate"])  # the clean teacher
+    clean = next(r for r in TABLE if r.scenario == "clean" and r.input == row.input)
+    teacher, student, _, _ = scenarios(clean)  # the clean teacher
     with pytest.raises(SafeReuseError, match="no planted backdoor"):
         audit(teacher, student, data, [row.name], max_samples=4, device="cpu")
-    other = next(r for r in TABLE if r.scenario == "planted" and r.name != row.name)
+    other = next(r for r in TABLE if r.scenario == "planted" and r.name != row.name and r.input == row.input)
     t2, s2, _, kw = scenarios(other)
     with pytest.raises(SafeReuseError, match=f"carries a {other.name!r} backdoor"):
         audit(t2, s2, data, [row.name], max_samples=4, device="cpu", **kw)

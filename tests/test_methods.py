@@ -20,11 +20,14 @@ TABLE = {
     "linear-probe": ({}, ["conv1.", "bn1.", "conv2.", "bn2.", "fc1."]),
     "retrain": ({}, []),
     "remos": ({"ratio": 0.1}, []),
+    "nnslicer": ({"ratio": 0.1, "criterion": "predicted"}, []),
     "mag-prune": ({"ratio": 0.5}, []),
     "delta": ({}, []),
     "delta-r": ({}, []),
     "renofeation": ({}, []),
     "seam": ({"head_epochs": 1, "mask_epochs": 3}, []),
+    "cartl": ({"k": 2, "beta": 0.5, "bn_stats": "freeze"}, ["conv1.", "bn1.", "conv2.", "bn2."]),
+    "lwf": ({"feature_weight": 0.01}, []),
 }
 
 

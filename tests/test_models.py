@@ -30,6 +30,13 @@ from safereuse.models import (
 from safereuse.models.wide_resnet import wide_resnet
 
 NUM_CLASSES = 7
+TINY_BERT = {
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "vocab_size": 100,
+}
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,16 @@ class Row:
     kwargs: dict[str, Any] = field(default_factory=dict)
     in_channels: int = 3
     image_size: int = 32
+    text: bool = False  # token ids [N, image_size] (vocabulary 100, padded with 0) instead of images
 
     @property
     def id(self) -> str:
         return self.name
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``input_spec.size`` of the built model (text models record ``(1, max_len)``)."""
+        return (1, self.image_size) if self.text else (self.image_size, self.image_size)
 
     def build(self, seed: int = 0) -> ReusableModel:
         torch.manual_seed(seed)
@@ -55,6 +68,13 @@ class Row:
 
     def input(self, n: int = 2, seed: int = 123) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
+        if self.text:  # [CLS] random tokens [SEP] then padding, a different length per row
+            ids = torch.randint(1, 100, (n, self.image_size), generator=gen)
+            lengths = torch.randint(3, self.image_size + 1, (n,), generator=gen)
+            pos = torch.arange(self.image_size)
+            ids[:, 0] = 1
+            ids = torch.where(pos == (lengths - 1)[:, None], torch.full_like(ids, 2), ids)
+            return torch.where(pos < lengths[:, None], ids, torch.zeros_like(ids))
         return torch.rand(n, self.in_channels, self.image_size, self.image_size, generator=gen)
 
 
@@ -74,6 +94,7 @@ ROWS = [
     Row("mobilenet_v2", {"width_mult": 0.5}, in_channels=1, image_size=28),
     Row("wrn-28-4", image_size=16),
     Row("wrn-34-10", image_size=8),
+    Row("minilm", {"pretrained": False, "config": TINY_BERT}, in_channels=1, image_size=12, text=True),
 ]
 
 
@@ -121,7 +142,7 @@ def test_forward_shape(row: Row, model: ReusableModel) -> None:
     assert torch.isfinite(y).all()
     assert model.num_classes == NUM_CLASSES
     assert model.input_spec.channels == row.in_channels
-    assert model.input_spec.size == (row.image_size, row.image_size)
+    assert model.input_spec.size == row.input_size
     assert model.info is not None and model.info.arch == row.name
     assert check_contract(model) is model
 
@@ -139,6 +160,9 @@ def test_features_then_head_is_forward(row: Row, model: ReusableModel) -> None:
 @torch.no_grad()
 def test_features_apply_normalisation(row: Row, model: ReusableModel) -> None:
     x = row.input()
+    if row.text:  # token ids are not normalised
+        assert model.normalize(x) is x
+        return
     mean = torch.tensor(model.input_spec.mean).reshape(1, -1, 1, 1)
     std = torch.tensor(model.input_spec.std).reshape(1, -1, 1, 1)
     torch.testing.assert_close(model.features(x), model.forward_features((x - mean) / std))

@@ -282,3 +282,79 @@ def test_report_html_renders_in_headless_chromium(rundir, tmp_path):
 
 def test_spec_text_is_kept_verbatim(rundir):
     assert (rundir / "spec.yaml").read_text() == textwrap.dedent(SPEC)
+
+
+def _fake_run(rows: list[tuple[str, str, int, str, float]]):
+    """A RunData from (scenario, method, seed, status, acc %) cells: n_test 100, one penultimate row."""
+    from safereuse.report import COLUMNS, RunData
+
+    recs = pd.DataFrame(
+        [
+            {
+                "cell_id": f"c{i}",
+                "scenario": sc,
+                "method": m,
+                "label": m,
+                "seed": seed,
+                "status": st,
+                "acc": acc if st == "done" else math.nan,
+                "n_test": 100,
+                "defect": "penultimate",
+                "kind": "adversarial",
+                "dir": 10.0,
+                "n": 100,
+                "k": 10,
+            }
+            for i, (sc, m, seed, st, acc) in enumerate(rows)
+        ],
+        columns=COLUMNS,
+    )
+    return RunData(Path("."), {}, "", [], recs)
+
+
+def test_reuse_gain_hand_checked():
+    from safereuse.report import reuse_frame, reuse_gain, summary_frame
+
+    data = _fake_run(
+        [("a", "finetune", s, "done", acc) for s, acc in enumerate([80.0, 90.0, 70.0])]
+        + [("a", "retrain", s, "done", acc) for s, acc in enumerate([60.0, 65.0, 70.0])]
+        + [("a", "remos", s, "done", 70.0) for s in range(3)]
+        + [("a", "retrain", 3, "done", 10.0), ("a", "finetune", 4, "failed", 0.0)]  # unpaired: ignored
+        + [("b", "finetune", 0, "done", 50.0)]  # no retrain reference: no row
+    )
+    g = reuse_gain(data)
+    assert list(g["scenario"]) == ["a"]
+    r = g.iloc[0]
+    # differences 20, 25, 0 points → mean 15, std √175; SE² = s²/3 + mean of both Agresti–Coull
+    # variances (n = 100, z = 1.96): SE = 9.7822; t at Φ(1.96) with 2 df = 4.3028 → [−27.09, 57.09]
+    assert r["seeds"] == 3 and r["gain_mean"] == pytest.approx(15.0)
+    assert r["gain_std"] == pytest.approx(math.sqrt(175))
+    assert (r["gain_ci_low"], r["gain_ci_high"]) == pytest.approx((-27.09, 57.09), abs=0.01)
+    assert (r["acc_mean"], r["ref_acc_mean"]) == pytest.approx((80.0, 65.0))
+    # the summary shows the same difference for every method with a retrain reference
+    s = summary_frame(data, detail=False).set_index(["scenario", "method"])
+    assert s.loc[("a", "finetune"), "ACC − retrain pt"] == "+15.0 ± 13.2"
+    assert s.loc[("a", "remos"), "ACC − retrain pt"] == "+5.0 ± 5.0"
+    assert s.loc[("a", "retrain"), "ACC − retrain pt"] == "-"
+    assert s.loc[("b", "finetune"), "ACC − retrain pt"] == "-"
+    assert reuse_frame(data).to_dict("records") == [
+        {
+            "scenario": "a",
+            "finetune ACC %": "80.0",
+            "retrain ACC %": "65.0",
+            "finetune − retrain pt": "+15.0 ± 13.2 [-27.1, 57.1]",
+            "seeds": 3,
+        }
+    ]
+
+
+def test_seed_difference_edges():
+    from safereuse.metrics import seed_difference
+
+    one = seed_difference([(90, 100)], [(50, 100)])  # one seed: z on both binomial variances
+    assert one.method == "normal-1-seed" and one.mean == pytest.approx(40.0) and one.std == 0.0
+    assert one.ci_low < 40 < one.ci_high
+    none = seed_difference([None, (0, 0)], [(1, 2), (1, 2)])
+    assert none.seeds == 0 and math.isnan(none.mean)
+    clipped = seed_difference([(100, 100), (0, 100)], [(0, 100), (100, 100)])
+    assert clipped.ci_low >= -100 and clipped.ci_high <= 100

@@ -33,7 +33,7 @@ from .device import resolve_device
 from .errors import SafeReuseError
 from .methods import METHODS, check_input_fits
 from .metrics import wilson_interval
-from .models import ReusableModel, create_model
+from .models import MODELS, ReusableModel, create_model
 from .registry import check_kwargs
 from .train import FitConfig, accuracy_on, predict
 from .utils import config_hash, seed_everything
@@ -79,6 +79,31 @@ def _test_split_metrics(model, data: DataBundle) -> dict[str, Any]:
     return {"test_acc": acc, "n_test": n, "test_acc_ci": list(wilson_interval(round(acc * n), n))}
 
 
+def _adversarial_training(
+    adversarial: bool, params: dict[str, Any] | None, backdoor: str | None, seed: int
+) -> Any:
+    """The :class:`~safereuse.objectives.AdversarialTraining` of a teacher recipe, or None."""
+    if not adversarial:
+        if params:
+            raise SafeReuseError(
+                f"adversarial training parameters ({', '.join(sorted(params))}) without adversarial training",
+                fix="add --adversarial (YAML: adversarial: true) or drop them",
+            )
+        return None
+    if backdoor:
+        raise SafeReuseError(
+            "adversarial training and a planted backdoor cannot be combined",
+            fix="train either a robust teacher or a backdoored one",
+        )
+    from .objectives import AdversarialTraining
+    from .params import validate_params
+
+    checked = validate_params(
+        AdversarialTraining, dict(params or {}), "adversarial training", forbidden={"seed"}
+    )
+    return AdversarialTraining(**checked, seed=seed)
+
+
 def train_teacher(
     arch: str = DEFAULT_TEACHER_ARCH,
     data: DataSpec = DEFAULT_TEACHER_DATA,
@@ -88,12 +113,14 @@ def train_teacher(
     fit_params: dict[str, Any] | None = None,
     backdoor: str | None = None,
     backdoor_params: dict[str, Any] | None = None,
+    adversarial: bool = False,
+    adversarial_params: dict[str, Any] | None = None,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train a teacher (optionally with a planted backdoor) and save it as an artifact.
+    """Train a teacher (optionally with a planted backdoor, or adversarially) and save it as an artifact.
 
     Args:
         arch: model registry name.
@@ -103,7 +130,12 @@ def train_teacher(
         fit_params: overrides of :data:`TEACHER_FIT` (any :class:`FitConfig` field).
         backdoor: name of a backdoor defect to plant while training (e.g. ``badnets``).
         backdoor_params: its parameters.
-        seed: seed of initialisation, data order and planting.
+        adversarial: train with Madry PGD adversarial training (CARTL's robust source model;
+            :class:`~safereuse.objectives.AdversarialTraining`); the manifest records the budget
+            under ``adversarial`` and the PGD-20 robust accuracy under ``metrics.test_rob``.
+        adversarial_params: its parameters (``at_eps``, ``at_alpha``, ``at_steps``,
+            ``at_random_start``, ``fdm_lambda``, ``fdm_k``).
+        seed: seed of initialisation, data order, planting and attack random starts.
         device: ``auto``, ``cpu``, ``cuda``...
         progress: show progress bars.
         overwrite: replace an existing ``out``.
@@ -114,9 +146,11 @@ def train_teacher(
     out = Path(out)
     _check_out(out, overwrite)
     bundle = load_data(data)
-    params = {**TEACHER_FIT, **(fit_params or {})}
+    # an architecture may bring its own (minilm: AdamW at a small lr, like any pretrained transformer)
+    params = {**TEACHER_FIT, **getattr(MODELS.get(arch), "teacher_fit", {}), **(fit_params or {})}
     check_kwargs(FitConfig, params, "teacher training")
     cfg = FitConfig(**params, seed=seed, device=device, progress=progress)
+    at = _adversarial_training(adversarial, adversarial_params, backdoor, seed)
     recipe = {
         "arch": arch,
         "arch_kwargs": arch_kwargs,
@@ -125,6 +159,8 @@ def train_teacher(
         "backdoor": backdoor,
         "backdoor_params": backdoor_params,
     }
+    if at is not None:  # only then, so natural teachers keep their resume keys
+        recipe["adversarial"] = at.config()
     partial = _partial_dir(out, recipe)
     seed_everything(seed)
     model = create_model(
@@ -134,8 +170,11 @@ def train_teacher(
         image_size=bundle.image_size,
         **(arch_kwargs or {}),
     )
+    check_input_fits(model, bundle)  # text data for an image architecture, or the reverse
     model.set_normalization(bundle.mean, bundle.std)
     model.to(resolve_device(device))
+    if at is not None:
+        at.check(model)  # fdm_k against the model's blocks, before any training
     extras: dict[str, Any] = {}
     record = None
     if backdoor:
@@ -149,7 +188,8 @@ def train_teacher(
     else:
         from .train import fit
 
-        result = fit(model, bundle.train, bundle.val, cfg, checkpoint_dir=partial)
+        loss_fn = at.loss_fn(model) if at is not None else None
+        result = fit(model, bundle.train, bundle.val, cfg, loss_fn=loss_fn, checkpoint_dir=partial)
     manifest = {
         "role": "teacher",
         **_data_manifest(bundle),
@@ -170,6 +210,11 @@ def train_teacher(
         manifest["metrics"].update(_test_split_metrics(model, eval_bundle))
     else:
         manifest["metrics"] = {"val_acc": result.best_val_acc, **_test_split_metrics(model, bundle)}
+    if at is not None:
+        from .objectives import robust_accuracy_on
+
+        manifest["adversarial"] = at.record(model)
+        manifest["metrics"]["test_rob"] = robust_accuracy_on(model, bundle.test, eps=at.at_eps, seed=seed)
     written = save_model(model, out, manifest, extras or None, overwrite=overwrite)
     shutil.rmtree(partial, ignore_errors=True)
     return written
@@ -736,3 +781,57 @@ def reengineer(
     save_model(result.inner, out, manifest, extras, overwrite=overwrite)
     shutil.rmtree(partial, ignore_errors=True)
     return {**metrics, "out": str(out), "target_classes": wanted, "binary": binary}
+
+
+def slice_model(
+    model: str | Path | Artifact,
+    *,
+    out: str | Path,
+    data: DataSpec | None = None,
+    split: str = "test",
+    criterion: str | int | Sequence[int] = "predicted",
+    theta: float = 0.3,
+    reference: str = "mean",
+    limit: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """NNSlicer's dynamic slice of a saved model on a data split (Zhang et al., FSE 2020).
+
+    The neuron means are profiled on the data slice's training split; then every input of
+    ``split`` is sliced and the contributions summed (:class:`safereuse.slicing.Slicer`).
+
+    Args:
+        model: the model's artifact directory (or a loaded :class:`Artifact`).
+        out: the ``.safetensors`` file to write (its summary goes beside it as ``.json``).
+        data: the data slice (default: the one the model was trained on).
+        split: ``train``, ``val`` or ``test``: the inputs to slice.
+        criterion: ``predicted``, ``penultimate``, an output neuron (label index) or a list of them.
+        theta: θ ∈ [0, 1).
+        reference: ``mean`` (Δ from the profiled mean) or ``zero``.
+        limit: slice only the first ``limit`` inputs of the split.
+        batch_size: inputs per batch.
+        device: ``auto``, ``cpu``, ``cuda``...
+        progress: show progress bars.
+
+    Returns:
+        The slice's :meth:`~safereuse.slicing.SliceResult.summary` plus ``out``, ``model`` and
+        ``split``.
+    """
+    from .slicing import Slicer
+
+    slicer = Slicer(theta=theta, reference=reference)  # type: ignore[arg-type]
+    if split not in ("train", "val", "test"):
+        raise SafeReuseError(f"unknown split {split!r}", fix="use train, val or test")
+    art = model if isinstance(model, Artifact) else load_model(model, device="cpu")
+    bundle = load_data(data if data is not None else _recorded_data(art))
+    check_input_fits(art.model, bundle)
+    x = getattr(bundle, split).x
+    if limit is not None:
+        x = x[:limit]
+    net = art.model.to(resolve_device(device))
+    slicer.profile(net, bundle.train.x, batch_size=batch_size, progress=progress)
+    result = slicer.slice(net, x, criterion=criterion, batch_size=batch_size, progress=progress)
+    path = result.save(out)
+    return {**result.summary(), "out": str(path), "model": str(art.path), "split": split}

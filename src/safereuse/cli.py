@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from .cli_slice import slice_app
 from .errors import SafeReuseError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ teacher_app = typer.Typer(
     help="Train teacher models (optionally with a planted backdoor).", no_args_is_help=True
 )
 app.add_typer(teacher_app, name="teacher")
+app.add_typer(slice_app, name="slice")
 
 DataOpt = typer.Option(..., "--data", help="dataset: fashion-mnist, digits or imagefolder:PATH")
 ClassesOpt = typer.Option(None, "--classes", help="class subset, e.g. 0-4 or 1,3,5 (relabelled 0..k-1)")
@@ -81,21 +83,30 @@ def teacher_train(
     per_class: bool = PerClassOpt,
     epochs: int | None = typer.Option(None, "--epochs", help="training epochs (default 6)"),
     backdoor: str | None = typer.Option(None, "--backdoor", help="plant a backdoor (safereuse list defects)"),
+    adversarial: bool = typer.Option(
+        False,
+        "--adversarial",
+        help="Madry PGD adversarial training (-p at_eps=.., at_steps=.., fdm_lambda=.., fdm_k=..)",
+    ),
     param: list[str] | None = ParamOpt,
     seed: int = SeedOpt,
     device: str = DeviceOpt,
     data_dir: str | None = DataDirOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Train a teacher; --param sets training (lr=...), architecture (width=...) or backdoor options."""
+    """Train a teacher; --param sets training (lr=...), architecture (width=...), adversarial training
+    (at_eps=..., fdm_lambda=...) or backdoor options."""
     from dataclasses import fields
 
     from . import api
     from .models import MODELS
+    from .objectives import AdversarialTraining
     from .registry import parse_params
     from .train import FitConfig
 
     params = parse_params(param)
+    at_keys = {f.name for f in fields(AdversarialTraining)} - {"seed"}
+    at_params = {k: params.pop(k) for k in list(params) if k in at_keys}
     fit_keys = {f.name for f in fields(FitConfig)} - {"seed", "device", "progress"}
     fit_params = {k: v for k, v in params.items() if k in fit_keys}
     if epochs is not None:
@@ -107,7 +118,7 @@ def teacher_train(
     if bd_params and not backdoor:
         from .params import unknown_param_error
 
-        takes = fit_keys | set(arch_sig) - {"num_classes", "in_channels", "image_size"}
+        takes = fit_keys | at_keys | set(arch_sig) - {"num_classes", "in_channels", "image_size"}
         raise unknown_param_error("teacher training", sorted(bd_params)[0], takes)
     spec = _spec(data, classes, train_size, per_class, seed, data_dir)
     m = api.train_teacher(
@@ -118,6 +129,8 @@ def teacher_train(
         fit_params=fit_params,
         backdoor=backdoor,
         backdoor_params=bd_params,
+        adversarial=adversarial,
+        adversarial_params=at_params,
         seed=seed,
         device=device,
         progress=not quiet,
@@ -125,6 +138,9 @@ def teacher_train(
     met = m["metrics"]
     what = spec.classes or "all classes"
     line = f"teacher {arch} on {data} {what}: test acc {_pct(met['test_acc'])} (n={met['n_test']})"
+    if met.get("test_rob"):
+        rob = met["test_rob"]
+        line += f", PGD-{rob['attack']['steps']} Rob {_pct(rob['value'])} (n={rob['n']})"
     if m.get("backdoor"):
         line += f", backdoor {backdoor} ASR {_pct(m['backdoor'].get('teacher_asr'))}"
     typer.echo(line)

@@ -432,6 +432,8 @@ def import_weights(
     """
     from .params import validate_params
 
+    if not isinstance(weights, Checkpoint) and is_bert_folder(weights):
+        return import_bert_folder(weights, arch, num_classes=num_classes, image_size=image_size)
     ckpt = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
     factory = MODELS.get(arch)
     kwargs = validate_params(
@@ -507,6 +509,53 @@ def import_weights(
         "unwrapped": [*ckpt.unwrapped, *mapped.unwrapped],
         "notes": mapped.notes,
         "input_from": origin,
+    }
+    return Imported(model, source)
+
+
+def is_bert_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a Hugging Face BERT-family model folder (``config.json`` + ``model.safetensors``,
+    not a safereuse artifact)."""
+    p = Path(path)
+    return (
+        p.is_dir()
+        and (p / "config.json").is_file()
+        and (p / "model.safetensors").is_file()
+        and not (p / "manifest.json").is_file()
+    )
+
+
+def import_bert_folder(
+    folder: str | Path, arch: str = "minilm", *, num_classes: int | None = None, image_size: int | None = None
+) -> Imported:
+    """A local BERT-family folder (``config.json`` + ``model.safetensors``, e.g. a sentence-transformers
+    download) as a ``minilm`` model: the encoder from the folder, mean pooling, a new head.
+
+    Only safetensors weights are read (a folder with just ``pytorch_model.bin`` is refused: convert it).
+    A ``BertFor…`` checkpoint's ``bert.`` prefix is stripped; its pooler and classifier are dropped
+    (the contract's features are the mean-pooled tokens, not the pooled ``[CLS]``).
+
+    Raises:
+        SafeReuseError: another architecture, a config or weights that do not fit.
+    """
+    from .models.minilm import import_bert_folder as build
+
+    if arch != "minilm":
+        raise SafeReuseError(
+            f"{folder} is a BERT-family folder, which imports as minilm, not {arch}", fix="pass --arch minilm"
+        )
+    folder = Path(folder)
+    model = build(folder, num_classes=num_classes or 2, max_len=image_size or 64)
+    model.eval()
+    weights = folder / "model.safetensors"
+    source = {
+        "path": str(folder.resolve()),
+        "sha256": sha256_file(weights),
+        "format": "safetensors",
+        "layout": "huggingface-bert",
+        "unwrapped": [],
+        "notes": ["encoder from the folder; mean pooling; new head"],
+        "input_from": "layout",
     }
     return Imported(model, source)
 

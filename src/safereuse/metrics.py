@@ -458,6 +458,92 @@ def seed_interval(counts: Iterable[tuple[int, int] | Rate], z: float = 1.96) -> 
     )
 
 
+@dataclass(frozen=True)
+class SeedDifference:
+    """A paired difference of two rates across seeds (percentage points), e.g. what reuse buys.
+
+    Attributes:
+        mean: mean over seeds of ``a_s − b_s``, points (``nan`` without a common seed).
+        std: sample standard deviation of the per-seed differences (0.0 for one seed).
+        ci_low: lower end of the 95 % interval for the mean difference, points (≥ −100).
+        ci_high: upper end (≤ 100).
+        seeds: seeds where both rates have a non-empty denominator.
+        method: :data:`CI_SEEDS_T`, ``normal-1-seed`` or :data:`CI_NONE`.
+    """
+
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    seeds: int
+    method: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (``nan`` becomes ``None``)."""
+        return {k: _finite_or_none(v) for k, v in asdict(self).items()}
+
+
+def seed_difference(
+    a: Iterable[tuple[int, int] | Rate | None], b: Iterable[tuple[int, int] | Rate | None], z: float = 1.96
+) -> SeedDifference:
+    """Mean of ``a_s − b_s`` over paired seeds and a 95 % interval, as :func:`seed_interval` does for
+    one rate: the seeds are paired (seed ``s`` of ``a`` and of ``b`` share their training sample and
+    test images), so the observations are the per-seed differences ``d_s``, and
+
+    ``SE² = s_d² / S + mean_s[ v(a_s) + v(b_s) ]``
+
+    with ``v`` the Agresti–Coull binomial variance of one rate. The image term is not divided by
+    ``S`` (every seed is scored on the same images) and adds the two variances (ignoring their
+    positive correlation on shared images: conservative). The quantile is Student's t with ``S − 1``
+    degrees of freedom; with one seed it is ``z`` on the image term alone (``normal-1-seed``).
+
+    Args:
+        a: one ``(k, n)`` pair or :class:`Rate` per seed (None: the seed is missing).
+        b: the same seeds, in the same order.
+        z: normal quantile of the level (1.96 → 95 %).
+
+    Returns:
+        :class:`SeedDifference` in percentage points; seeds where either side is missing or has
+        ``n = 0`` are skipped.
+
+    Example:
+        >>> d = seed_difference([(80, 100), (90, 100)], [(60, 100), (70, 100)])
+        >>> round(d.mean, 1), d.std, round(d.ci_low, 1), round(d.ci_high, 1), d.seeds
+        (20.0, 0.0, -54.9, 94.9, 2)
+    """
+    from statistics import NormalDist
+
+    z2 = z * z
+
+    def one(c: tuple[int, int] | Rate | None) -> tuple[float, float] | None:
+        if c is None:
+            return None
+        k, n = (c.k, c.n) if isinstance(c, Rate) else (int(c[0]), int(c[1]))
+        if n < 0 or k < 0 or k > n:
+            raise SafeReuseError(f"invalid proportion {k}/{n}", fix="need 0 ≤ k ≤ n")
+        if n == 0:
+            return None
+        pt = (k + z2 / 2) / (n + z2)
+        return k / n, pt * (1 - pt) / (n + z2)
+
+    pairs = [(pa, pb) for pa, pb in ((one(x), one(y)) for x, y in zip(a, b, strict=True)) if pa and pb]
+    seeds = len(pairs)
+    nan = float("nan")
+    if seeds == 0:
+        return SeedDifference(nan, nan, nan, nan, 0, CI_NONE)
+    ds = [pa[0] - pb[0] for pa, pb in pairs]
+    mean = sum(ds) / seeds
+    var_images = sum(pa[1] + pb[1] for pa, pb in pairs) / seeds
+    if seeds == 1:
+        var_seeds, q, method = 0.0, z, "normal-1-seed"
+    else:
+        var_seeds = sum((d - mean) ** 2 for d in ds) / (seeds - 1)
+        q, method = student_t_quantile(NormalDist().cdf(z), seeds - 1), CI_SEEDS_T
+    se = math.sqrt(var_seeds / seeds + var_images)
+    lo, hi = max(-1.0, mean - q * se), min(1.0, mean + q * se)
+    return SeedDifference(100 * mean, 100 * math.sqrt(var_seeds), 100 * lo, 100 * hi, seeds, method)
+
+
 # -- model cost ------------------------------------------------------------------------------------
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -725,6 +811,7 @@ __all__ = [
     "Latency",
     "MeanStd",
     "Rate",
+    "SeedDifference",
     "SeedInterval",
     "accuracy",
     "asr",
@@ -739,6 +826,7 @@ __all__ = [
     "mean_std",
     "rate",
     "robust_accuracy",
+    "seed_difference",
     "seed_interval",
     "sparse_flops",
     "student_t_cdf",

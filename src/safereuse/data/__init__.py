@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import SafeReuseError
 from ..registry import check_kwargs
-from . import cifar, gtsrb, svhn  # noqa: F401  (register the loaders)
+from . import cifar, gtsrb, svhn, text  # noqa: F401  (register the loaders)
 from .core import DataBundle, DataSpec, RawData, Split, build_bundle, check_finite, parse_classes
 from .registry import DATASETS
 from .sources import load_digits, load_fashion_mnist  # noqa: F401  (registers the loaders)

@@ -199,10 +199,11 @@ def check_finite(x: torch.Tensor, what: str) -> None:
 def _check_raw(raw: RawData, name: str) -> None:
     n_all = len(raw.class_names)
     for x, y, split in ((raw.train_x, raw.train_y, "training"), (raw.test_x, raw.test_y, "test")):
-        if x.dim() != 4 or len(x) != len(y):
+        text = not x.is_floating_point()  # token ids [N, L] (safereuse.data.text)
+        if x.dim() != (2 if text else 4) or len(x) != len(y):
             raise SafeReuseError(
-                f"{name} {split} data has images {tuple(x.shape)} and labels {tuple(y.shape)}",
-                fix="images must be [N, C, H, W] with one label each",
+                f"{name} {split} data has inputs {tuple(x.shape)} and labels {tuple(y.shape)}",
+                fix="images must be [N, C, H, W] floats, texts [N, L] token ids, with one label each",
             )
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_all):
             raise SafeReuseError(
@@ -371,8 +372,11 @@ def build_bundle(raw: RawData, spec: DataSpec) -> DataBundle:
         ho = torch.from_numpy(ho[_holdout_rng(_SHUFFLE_STREAM).permutation(len(ho))])
         holdout = Split(raw.train_x[ho].contiguous(), remap[raw.train_y[ho]])
 
-    dims = [0, 2, 3]
-    mean = tuple(float(v) for v in train_split.x.mean(dim=dims))
-    std = tuple(max(float(v), 1e-6) for v in train_split.x.std(dim=dims, correction=0))
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    if train_split.x.is_floating_point():  # token ids (text) have no pixel statistics
+        dims = [0, 2, 3]
+        mean = tuple(float(v) for v in train_split.x.mean(dim=dims))
+        std = tuple(max(float(v), 1e-6) for v in train_split.x.std(dim=dims, correction=0))
     names = [raw.class_names[c] for c in classes]
     return DataBundle(spec, train_split, val_split, test, names, mean, std, holdout)

@@ -7,7 +7,7 @@ Every defect is one class that answers for itself: ``probe(ctx)`` returns its ra
 
 from __future__ import annotations
 
-from . import backdoors  # noqa: F401  (registers badnets, blend, latent, weight-poison)
+from . import backdoors, text  # noqa: F401  (register badnets, blend, latent, weight-poison; word-trigger, ripple, pwws, greedy-swap)
 from .art_attacks import AutoAttackLite, CarliniWagner, DeepFoolAttack
 from .attacks import (
     FGSM,

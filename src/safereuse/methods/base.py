@@ -158,8 +158,19 @@ class Prepared:
 
 
 def check_input_fits(model: ReusableModel, data: DataBundle) -> None:
-    """Refuse data whose image shape differs from the model's input spec."""
+    """Refuse data whose image shape differs from the model's input spec (text: token ids for a text
+    model, images for an image model)."""
     spec = model.input_spec
+    text_data = not data.train.x.is_floating_point()  # token ids [N, L] (safereuse.data.text)
+    text_model = bool(getattr(model, "takes_text", False))
+    if text_data or text_model:
+        if text_data != text_model:
+            raise SafeReuseError(
+                f"{data.spec.name} is {'text' if text_data else 'images'} but the model takes "
+                f"{'images' if text_data else 'token ids'}",
+                fix="use data of the teacher's modality",
+            )
+        return
     got = (data.channels, data.image_size, data.image_size)
     want = (spec.channels, *spec.size)
     if got != tuple(want):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from ..data import DataBundle
-from ..models import ReusableModel, create_model
+from ..models import ReusableModel, create_model, untrained_kwargs
 from ..train import FitConfig
 from ..utils import config_hash, seed_everything
 from .base import METHODS, Prepared, TransferMethod
@@ -95,7 +95,7 @@ class Retrain(TransferMethod):
             return Prepared(model)
         # A seed of its own: re-using the run's seed would reproduce the teacher's own initialisation.
         seed_everything(int(config_hash({"retrain": seed}, 8), 16))
-        kwargs = dict(model.info.kwargs, num_classes=data.num_classes)
+        kwargs = dict(untrained_kwargs(model.info), num_classes=data.num_classes)
         fresh = create_model(model.info.arch, **kwargs)
         fresh.set_normalization(data.mean, data.std)
         return Prepared(fresh)

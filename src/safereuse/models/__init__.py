@@ -6,7 +6,7 @@ from typing import Any
 
 import torch  # noqa: F401  (used in the doctest)
 
-from . import mobilenet, resnet, smallcnn, vgg, wide_resnet  # noqa: F401  (each registers its models)
+from . import minilm, mobilenet, resnet, smallcnn, vgg, wide_resnet  # noqa: F401  (each registers its models)
 from .contract import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -51,6 +51,25 @@ def create_model(
     return model
 
 
+def untrained_kwargs(info: ModelInfo) -> dict[str, Any]:
+    """``info``'s architecture options for a freshly initialised copy: ``pretrained=False`` for an
+    architecture whose factory loads published weights (``minilm``), so re-initialising never
+    brings them back.
+
+    Example:
+        >>> untrained_kwargs(ModelInfo("minilm", {"num_classes": 2}))["pretrained"]
+        False
+        >>> "pretrained" in untrained_kwargs(ModelInfo("smallcnn", {}))
+        False
+    """
+    import inspect
+
+    kwargs = dict(info.kwargs)
+    if "pretrained" in inspect.signature(MODELS.get(info.arch)).parameters:
+        kwargs["pretrained"] = False
+    return kwargs
+
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -63,4 +82,5 @@ __all__ = [
     "check_contract",
     "create_model",
     "last_k_parameters",
+    "untrained_kwargs",
 ]

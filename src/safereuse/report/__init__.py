@@ -7,8 +7,16 @@
 
 from __future__ import annotations
 
-from .data import COLUMNS, RunData, aggregate, load_run, method_summary, pareto_front
-from .render import ReportFiles, build_report, cells_frame, summary_frame, summary_text, text_table
+from .data import COLUMNS, RunData, aggregate, load_run, method_summary, pareto_front, reuse_gain
+from .render import (
+    ReportFiles,
+    build_report,
+    cells_frame,
+    reuse_frame,
+    summary_frame,
+    summary_text,
+    text_table,
+)
 
 __all__ = [
     "COLUMNS",
@@ -20,6 +28,8 @@ __all__ = [
     "load_run",
     "method_summary",
     "pareto_front",
+    "reuse_frame",
+    "reuse_gain",
     "summary_frame",
     "summary_text",
     "text_table",

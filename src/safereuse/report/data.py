@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import SafeReuseError
-from ..metrics import CI_NONE, seed_interval
+from ..metrics import CI_NONE, seed_difference, seed_interval
 from ..runner.core import read_run_spec
 from ..runner.ledger import LEDGER_FILE, Ledger
 
@@ -336,6 +336,80 @@ def method_summary(data: RunData) -> pd.DataFrame:
     return df.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
 
 
+#: The pair whose accuracy gap says what reuse buys in a scenario: fine-tune the teacher vs train
+#: the same architecture from scratch on the student's data (ReMoS's two reference points).
+REUSE_METHOD, SCRATCH_METHOD = "finetune", "retrain"
+
+
+def acc_vs_retrain(data: RunData, scratch: str = SCRATCH_METHOD) -> pd.DataFrame:
+    """Each method's test accuracy minus retraining's, seed by seed, per scenario.
+
+    Seeds are paired (seed ``s`` of both methods shares the few-shot sample and the test images);
+    the interval is :func:`~safereuse.metrics.seed_difference`'s. The reference is the first label
+    of method ``scratch`` in the scenario; scenarios without one have no rows.
+
+    Returns:
+        One row per scenario × method label (the reference excluded): ``scenario, label, method,
+        seeds, gain_mean, gain_std, gain_ci_low, gain_ci_high`` (percentage points) and
+        ``acc_mean, ref_acc_mean`` (percent, over the paired seeds).
+    """
+    cells = data.records.drop_duplicates("cell_id")
+    done = cells[(cells["status"] == "done") & cells["acc"].notna() & cells["n_test"].notna()]
+    out = []
+    for sc, g in done.groupby("scenario", sort=False):
+        ref = g[g["method"] == scratch]
+        if ref.empty:
+            continue
+        ref = ref[ref["label"] == ref["label"].iloc[0]].drop_duplicates("seed").set_index("seed")
+        for label, m in g[g["label"] != ref["label"].iloc[0]].groupby("label", sort=False):
+            m = m.drop_duplicates("seed").set_index("seed")
+            seeds = [s for s in m.index if s in ref.index]
+            if not seeds:
+                continue
+            d = seed_difference(
+                [_counts(m.loc[[s], "acc"], m.loc[[s], "n_test"])[0] for s in seeds],
+                [_counts(ref.loc[[s], "acc"], ref.loc[[s], "n_test"])[0] for s in seeds],
+            )
+            out.append(
+                {
+                    "scenario": sc,
+                    "label": label,
+                    "method": m["method"].iloc[0],
+                    "seeds": d.seeds,
+                    "gain_mean": d.mean,
+                    "gain_std": d.std,
+                    "gain_ci_low": d.ci_low,
+                    "gain_ci_high": d.ci_high,
+                    "acc_mean": float(m.loc[seeds, "acc"].mean()),
+                    "ref_acc_mean": float(ref.loc[seeds, "acc"].mean()),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def reuse_gain(data: RunData) -> pd.DataFrame:
+    """What reuse buys per scenario: fine-tune's test accuracy minus retraining's (paired seeds).
+
+    Example (a run whose scenario ``s`` has fine-tune at 80 / 90 % and retrain at 60 / 70 %):
+
+        >>> import pandas as pd
+        >>> recs = pd.DataFrame({"cell_id": list("abcd"), "scenario": "s", "status": "done",
+        ...     "method": ["finetune", "finetune", "retrain", "retrain"], "seed": [0, 1, 0, 1],
+        ...     "acc": [80.0, 90.0, 60.0, 70.0], "n_test": 100})
+        >>> recs["label"] = recs["method"]
+        >>> g = reuse_gain(RunData(Path("."), {}, "", [], recs)).iloc[0]
+        >>> [round(float(g[c]), 1) for c in ("gain_mean", "gain_std", "gain_ci_low", "gain_ci_high")]
+        [20.0, 0.0, -54.9, 94.9]
+
+    Returns:
+        :func:`acc_vs_retrain`'s rows for :data:`REUSE_METHOD` (its first label per scenario).
+    """
+    df = acc_vs_retrain(data)
+    if df.empty:
+        return df
+    return df[df["method"] == REUSE_METHOD].drop_duplicates("scenario").reset_index(drop=True)
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the non-dominated points when DIR (x) is minimised and ACC (y) maximised,
     sorted by DIR.
@@ -356,4 +430,16 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
-__all__ = ["COLUMNS", "RunData", "aggregate", "defect_labels", "load_run", "method_summary", "pareto_front"]
+__all__ = [
+    "COLUMNS",
+    "REUSE_METHOD",
+    "SCRATCH_METHOD",
+    "RunData",
+    "acc_vs_retrain",
+    "aggregate",
+    "defect_labels",
+    "load_run",
+    "method_summary",
+    "pareto_front",
+    "reuse_gain",
+]

@@ -2,6 +2,8 @@
 
 - :func:`tradeoff_figure` — per defect: ACC (y) vs DIR (x), one panel per scenario, each method label
   at its mean over seeds, and the Pareto front (low DIR, high ACC) as a line.
+- :func:`robustness_figure` — per white-box defect (one with a *Rob*, e.g. PGD-20): ACC (y) vs Rob
+  (x), one panel per scenario, and the Pareto front (high Rob, high ACC) — CARTL's trade-off plot.
 - :func:`method_bars` — per scenario: bars of ACC and of each defect's DIR (and ASR for backdoors, Rob
   for white-box defects), the mean over seeds.
 
@@ -117,6 +119,53 @@ def tradeoff_figure(
     return _png(fig)
 
 
+def robustness_figure(
+    agg: pd.DataFrame, defect: str, scenarios: Sequence[str], palette: dict[str, str]
+) -> bytes | None:
+    """ACC-vs-Rob scatter with the Pareto front (both maximised) for one white-box defect; None when
+    the defect has no robust accuracy (not white-box) or nothing is finished."""
+    from matplotlib.figure import Figure
+
+    sub = agg[(agg["defect"] == defect) & agg["rob_mean"].notna()]
+    panels = [s for s in scenarios if (sub["scenario"] == s).any()]
+    if not panels:
+        return None
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig = Figure(figsize=(4.6 * ncol, 3.9 * nrow))
+    for i, sc in enumerate(panels):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        g = sub[sub["scenario"] == sc].reset_index(drop=True)
+        pts = list(zip(g["rob_mean"].astype(float), g["acc_mean"].astype(float), strict=True))
+        for j, r in g.iterrows():
+            x, y = pts[j]
+            if not (_finite(x) and _finite(y)):
+                continue
+            xe, ye = _err(x, r["rob_ci_low"], r["rob_ci_high"]), _err(y, r["acc_ci_low"], r["acc_ci_high"])
+            ax.errorbar(x, y, xerr=[[xe[0]], [xe[1]]], yerr=[[ye[0]], [ye[1]]], fmt="o", ms=7,
+                        color=palette.get(r["label"], "#444444"), ecolor="#888888", capsize=3,
+                        label=r["label"], zorder=3)  # fmt: skip
+            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        # pareto_front minimises x: hand it −Rob, then draw the front from low to high Rob
+        front = sorted(pareto_front([(-x, y) for x, y in pts]), key=lambda k: pts[k][0])
+        if front:
+            ax.step([pts[k][0] for k in front], [pts[k][1] for k in front], where="pre", color="#222222",
+                    lw=1.2, ls="--", zorder=2, label="Pareto front")  # fmt: skip
+        ax.set_title(sc, fontsize=10)
+        ax.set_xlabel(f"Rob {defect} (%) — higher is more robust")
+        ax.set_ylabel("student ACC (%)")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(
+        f"Accuracy vs robust accuracy under {defect} (mean over seeds; bars: 95% interval over seeds "
+        "and images)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return _png(fig)
+
+
 def method_bars(
     agg: pd.DataFrame, methods: pd.DataFrame, scenario: str, labels: Sequence[str], palette: dict[str, str]
 ) -> bytes | None:
@@ -176,4 +225,4 @@ def method_bars(
     return _png(fig)
 
 
-__all__ = ["colors", "method_bars", "tradeoff_figure"]
+__all__ = ["colors", "method_bars", "robustness_figure", "tradeoff_figure"]

@@ -16,8 +16,17 @@ import pandas as pd
 from .. import __version__
 from ..errors import SafeReuseError
 from ..utils import atomic_path
-from .data import RunData, aggregate, load_run, method_summary
-from .plots import colors, method_bars, tradeoff_figure
+from .data import (
+    REUSE_METHOD,
+    SCRATCH_METHOD,
+    RunData,
+    acc_vs_retrain,
+    aggregate,
+    load_run,
+    method_summary,
+    reuse_gain,
+)
+from .plots import colors, method_bars, robustness_figure, tradeoff_figure
 
 
 @dataclass
@@ -51,9 +60,13 @@ def _ci(lo: Any, hi: Any) -> str:
 def summary_frame(data: RunData, agg: pd.DataFrame | None = None, detail: bool = True) -> pd.DataFrame:
     """The summary table: one row per scenario × method; ACC and each defect's DIR (and ASR, Rob) as
     ``mean ± std`` over seeds; when ``detail``, with the 95 % interval over seeds and images
-    (:func:`~safereuse.metrics.seed_interval`) and DIR's counts ``k/n`` summed over seeds."""
+    (:func:`~safereuse.metrics.seed_interval`) and DIR's counts ``k/n`` summed over seeds; and where
+    the scenario has a retrain reference, each method's ACC minus retrain's (points, paired seeds,
+    :func:`~safereuse.report.data.acc_vs_retrain`) — fine-tune's is what reuse buys."""
     agg = aggregate(data) if agg is None else agg
     ms = method_summary(data)
+    vs = acc_vs_retrain(data)
+    gain = {(r["scenario"], r["label"]): r for _, r in vs.iterrows()}
     rows = []
     for _, m in ms.iterrows():
         row: dict[str, Any] = {
@@ -63,6 +76,14 @@ def summary_frame(data: RunData, agg: pd.DataFrame | None = None, detail: bool =
             "ACC %": _ms(m["acc_mean"], m["acc_std"])
             + (_ci(m["acc_ci_low"], m["acc_ci_high"]) if detail else ""),
         }
+        if not vs.empty:
+            gr = gain.get((m["scenario"], m["label"]))
+            row[f"ACC − {SCRATCH_METHOD} pt"] = (
+                "-"
+                if gr is None
+                else f"{float(gr['gain_mean']):+.1f} ± {_f(gr['gain_std'])}"
+                + (_ci(gr["gain_ci_low"], gr["gain_ci_high"]) if detail else "")
+            )
         g = agg[(agg["scenario"] == m["scenario"]) & (agg["label"] == m["label"])] if not agg.empty else agg
         for d in data.defects:
             r = g[g["defect"] == d] if not g.empty else g
@@ -81,6 +102,34 @@ def summary_frame(data: RunData, agg: pd.DataFrame | None = None, detail: bool =
         rows.append(row)
     df = pd.DataFrame(rows)
     return df.fillna("n/a") if not df.empty else df
+
+
+def reuse_frame(data: RunData) -> pd.DataFrame:
+    """What reuse buys, one row per scenario with both references: fine-tune's and retrain's ACC
+    (mean over the paired seeds) and their difference, mean ± std over seeds [95 % interval]
+    (:func:`~safereuse.report.data.reuse_gain`)."""
+    rows = [
+        {
+            "scenario": r["scenario"],
+            f"{REUSE_METHOD} ACC %": _f(r["acc_mean"]),
+            f"{SCRATCH_METHOD} ACC %": _f(r["ref_acc_mean"]),
+            f"{REUSE_METHOD} − {SCRATCH_METHOD} pt": f"{float(r['gain_mean']):+.1f} ± {_f(r['gain_std'])}"
+            + _ci(r["gain_ci_low"], r["gain_ci_high"]),
+            "seeds": int(r["seeds"]),
+        }
+        for _, r in reuse_gain(data).iterrows()
+    ]
+    return pd.DataFrame(rows)
+
+
+_REUSE_NOTE = (
+    "What reuse buys: fine-tuning the teacher minus training the same architecture from scratch on the "
+    "student's data, in test-accuracy points, seed by seed (a seed fixes both students' training "
+    "sample), mean ± std over seeds [95% interval: t over the per-seed differences plus both rates' "
+    "binomial variance, safereuse.metrics.seed_difference]. A safety method trades some of this gain "
+    "for less inheritance; where it is small or negative there is little to trade. The summary's "
+    "'ACC − retrain' column gives the same difference for every method."
+)
 
 
 def text_table(df: pd.DataFrame) -> str:
@@ -191,6 +240,9 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
             png = tradeoff_figure(agg, d, data.scenarios, palette)
             if png:
                 figs.append((f"ACC vs DIR — {d}", f"tradeoff_{_slug(d)}.png", png))
+            png = robustness_figure(agg, d, data.scenarios, palette)  # white-box defects only
+            if png:
+                figs.append((f"ACC vs Rob — {d}", f"robustness_{_slug(d)}.png", png))
         for sc in data.scenarios:
             png = method_bars(agg, ms, sc, data.labels, palette)
             if png:
@@ -252,6 +304,9 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
 
     # report.md
     md = [f"# safereuse report: {name}\n", meta + "\n", f"\n{notes}\n", "\n## Summary\n", _md_table(summary)]
+    reuse = reuse_frame(data)
+    if len(reuse):
+        md += ["\n## What reuse buys\n", f"\n{_REUSE_NOTE}\n\n", _md_table(reuse)]
     md.append("\n## Figures\n")
     for (title, fname, _), _p in zip(figs, fig_paths, strict=True):
         md.append(f"\n### {title}\n\n![{title}](figures/{fname})\n")
@@ -279,6 +334,11 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
         f"<p class='meta'>{html.escape(meta).replace('`', '')}</p><p>{html.escape(notes)}</p>",
         "<h2>Summary</h2>",
         _html_table(summary, "summary"),
+    ]
+    if len(reuse):
+        parts += ["<h2>What reuse buys</h2>", f"<p>{html.escape(_REUSE_NOTE)}</p>"]
+        parts.append(_html_table(reuse, "reuse"))
+    parts += [
         "<h2>Figures</h2>",
     ]
     for title, fname, png in figs:
@@ -308,4 +368,12 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
     return ReportFiles(md_path, html_path, csv_path, fig_paths)
 
 
-__all__ = ["ReportFiles", "build_report", "cells_frame", "summary_frame", "summary_text", "text_table"]
+__all__ = [
+    "ReportFiles",
+    "build_report",
+    "cells_frame",
+    "reuse_frame",
+    "summary_frame",
+    "summary_text",
+    "text_table",
+]

@@ -15,6 +15,8 @@ A spec (see ``examples/*.yaml``)::
           fit: {lr: 0.1}                # any FitConfig field (defaults: api.TEACHER_FIT)
           backdoor: badnets             # optional: plant a backdoor while training
           backdoor_params: {poison_rate: 0.1}
+          adversarial: false            # true: Madry PGD adversarial training (CARTL's source)
+          adversarial_params: {}        # e.g. {at_eps: 0.0314, at_steps: 7, fdm_lambda: 0.64, fdm_k: 2}
           seed: 0                       # fixed teacher seed (omit: the cell's seed)
         student:
           data: digits
@@ -118,6 +120,8 @@ class TeacherCfg(DataCfg):
     fit: dict[str, Any] = Field(default_factory=dict)
     backdoor: str | None = None
     backdoor_params: dict[str, Any] = Field(default_factory=dict)
+    adversarial: bool = False
+    adversarial_params: dict[str, Any] = Field(default_factory=dict)
     seed: int | None = None
 
 
@@ -477,6 +481,7 @@ def check_registries(loaded: LoadedSpec) -> None:
                 "backdoor_params without a backdoor",
                 fix="add backdoor: NAME or remove backdoor_params",
             )
+        _check_adversarial(loaded, loc + ("teacher",), t)
 
     for i, m in enumerate(spec.methods):
         loc = ("methods", i)
@@ -506,6 +511,38 @@ def check_registries(loaded: LoadedSpec) -> None:
         from .select import check_select
 
         check_select(loaded)
+
+
+def _check_adversarial(loaded: LoadedSpec, loc: tuple[Any, ...], t: TeacherCfg) -> None:
+    """``adversarial_params`` as :func:`safereuse.api.train_teacher` takes them; ``fdm_k`` against
+    the architecture's blocks."""
+    from ..models import create_model
+    from ..objectives import AdversarialTraining, fdm_site
+
+    if not t.adversarial:
+        if t.adversarial_params:
+            raise loaded.error(
+                loc + ("adversarial_params",),
+                "adversarial_params without adversarial training",
+                fix="add adversarial: true or remove adversarial_params",
+            )
+        return
+    if t.backdoor is not None:
+        raise loaded.error(
+            loc + ("adversarial",),
+            "adversarial training and a planted backdoor cannot be combined",
+            fix="train either a robust teacher or a backdoored one",
+        )
+    t.adversarial_params = _check_params(
+        loaded, loc + ("adversarial_params",), AdversarialTraining, t.adversarial_params,
+        "adversarial training", forbidden={"seed"},
+    )  # fmt: skip
+    at = _instantiate(loaded, loc + ("adversarial_params",), AdversarialTraining, t.adversarial_params)
+    if at.fdm_k is not None:
+        try:  # the block count does not depend on the head size or the input
+            fdm_site(create_model(t.arch, num_classes=2, **t.arch_kwargs), at.fdm_k)
+        except SafeReuseError as exc:
+            raise loaded.error(loc + ("adversarial_params", "fdm_k"), exc.problem, exc.fix) from None
 
 
 def _registry_error(
@@ -553,7 +590,7 @@ def teacher_recipe(t: TeacherCfg, cell_seed: int) -> dict[str, Any]:
     fit = {**TEACHER_FIT, **t.fit}
     if t.epochs is not None:
         fit["epochs"] = t.epochs
-    return {
+    recipe = {
         "arch": t.arch,
         "arch_kwargs": dict(t.arch_kwargs),
         "data": _data_dict(t, seed),
@@ -562,6 +599,14 @@ def teacher_recipe(t: TeacherCfg, cell_seed: int) -> dict[str, Any]:
         "backdoor_params": dict(t.backdoor_params) if t.backdoor else None,
         "seed": seed,
     }
+    if t.adversarial:  # only then: natural teachers keep their cache keys
+        from ..objectives import AdversarialTraining
+
+        # resolved (defaults included), so a changed default is a new teacher
+        resolved = AdversarialTraining(**t.adversarial_params).config()
+        recipe["adversarial"] = True
+        recipe["adversarial_params"] = {k: v for k, v in resolved.items() if k != "seed"}
+    return recipe
 
 
 def teacher_key(recipe: dict[str, Any]) -> str:

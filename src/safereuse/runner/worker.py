@@ -113,6 +113,8 @@ def ensure_teacher(payload: dict[str, Any]) -> tuple[Path, bool]:
             fit_params=recipe["fit"],
             backdoor=recipe["backdoor"],
             backdoor_params=recipe["backdoor_params"],
+            adversarial=recipe.get("adversarial", False),
+            adversarial_params=recipe.get("adversarial_params"),
             seed=recipe["seed"],
             device=payload.get("device", "auto"),
             progress=False,

@@ -10,6 +10,9 @@
 - :mod:`~safereuse.slicing.relevance`: ReMoS's relevant slice from coverage and magnitudes;
 - :mod:`~safereuse.slicing.materialize`: remove the channels a mask set switches off (Torch-Pruning),
   for a really smaller model (SeaM's structural speed-up);
+- :mod:`~safereuse.slicing.nnslicer`: NNSlicer's dynamic slice (:class:`Slicer`, :class:`SliceResult`):
+  signed contributions of neurons and synapses to a criterion, along the traced dataflow
+  (:mod:`~safereuse.slicing.dataflow`);
 - :mod:`~safereuse.slicing.maskparam`: SeaM's mask search on any model (:func:`mask_scores`: score
   masks behind ``torch.nn.utils.parametrize``; :func:`search_masks`; :func:`select_epoch`).
 
@@ -52,6 +55,7 @@ from .masks import (
     weight_masks,
 )
 from .materialize import PRUNED_ATTR, effective_masks, materialize, prune_channels
+from .nnslicer import Slicer, SliceResult
 from .relevance import relevant_slice
 
 __all__ = [
@@ -65,6 +69,8 @@ __all__ = [
     "MaskScores",
     "Masks",
     "Record",
+    "SliceResult",
+    "Slicer",
     "apply_reset",
     "capture",
     "channel_coverage",

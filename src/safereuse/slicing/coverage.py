@@ -174,12 +174,16 @@ def _per_sample(t: torch.Tensor, n: int, channel_last: bool, where: str) -> torc
     )
 
 
-def scaled_channel_means(t: torch.Tensor, channel_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_channel_means(
+    t: torch.Tensor, channel_last: bool = False, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Channel means of each sample's min-max scaled tensor, and whether the sample's tensor is non-constant.
 
     Args:
         t: ``[N, C, *spatial]`` (``channel_last=False``) or ``[N, *tokens, C]`` (``channel_last=True``).
         channel_last: channel dimension is the last one (linear layers).
+        mask: ``bool [N, T]`` real tokens of a ``[N, T, C]`` tensor (padding left out of the mean, the
+            min and the max); ignored for other shapes.
 
     Returns:
         ``(m, valid)``: ``[N, C]`` in ``[0, 1]`` (float32, float64 for float64 input) and ``bool [N]``.
@@ -191,6 +195,12 @@ def scaled_channel_means(t: torch.Tensor, channel_last: bool = False) -> tuple[t
     """
     n = t.shape[0]
     dtype = torch.promote_types(t.dtype, torch.float32)
+    if mask is not None and channel_last and t.dim() == 3 and mask.shape[0] == n:
+        mask = mask.to(device=t.device, dtype=torch.bool)
+        if mask.shape[1] > t.shape[1] and not mask[:, t.shape[1] :].any():
+            mask = mask[:, : t.shape[1]]  # the model trimmed trailing padding columns
+        if mask.shape[1] == t.shape[1]:
+            return _masked_scaled_means(t, mask, dtype)
     if channel_last:
         means = t.reshape(n, -1, t.shape[-1]).mean(1, dtype=dtype)
     else:
@@ -204,8 +214,23 @@ def scaled_channel_means(t: torch.Tensor, channel_last: bool = False) -> tuple[t
     return m.clamp_(0.0, 1.0), valid
 
 
+def _masked_scaled_means(
+    t: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # padding positions of a transformer still produce activations; they are not the sample's
+    w = mask.to(dtype)
+    means = torch.einsum("ntc,nt->nc", t.to(dtype), w) / w.sum(1).clamp(min=1.0)[:, None]
+    pad = ~mask[:, :, None]
+    lo = t.masked_fill(pad, float("inf")).amin((1, 2)).to(dtype)
+    hi = t.masked_fill(pad, float("-inf")).amax((1, 2)).to(dtype)
+    span = hi - lo
+    valid = torch.isfinite(span) & (span > 0)
+    m = (means - lo[:, None]) / torch.where(valid, span, torch.ones_like(span))[:, None]
+    return torch.where(valid[:, None], m, torch.zeros_like(m)).clamp_(0.0, 1.0), valid
+
+
 def channel_coverage(
-    t: torch.Tensor, criterion: Criterion, channel_last: bool = False
+    t: torch.Tensor, criterion: Criterion, channel_last: bool = False, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled channel means and covered flags of each sample of one layer's tensor.
 
@@ -216,6 +241,7 @@ def channel_coverage(
         t: a layer's input or output, samples first (see :func:`scaled_channel_means`).
         criterion: a :class:`Criterion` (e.g. ``nc(0.5)``).
         channel_last: channel dimension is the last one (linear layers).
+        mask: ``bool [N, T]`` real tokens (see :func:`scaled_channel_means`).
 
     Returns:
         ``(m, covered)``: scaled channel means ``[N, C]`` and ``bool [N, C]``.
@@ -225,7 +251,7 @@ def channel_coverage(
         >>> channel_coverage(t, nc(0.5))[1].tolist()  # the constant second sample covers nothing
         [[False, True], [False, False]]
     """
-    m, valid = scaled_channel_means(t, channel_last)
+    m, valid = scaled_channel_means(t, channel_last, mask)
     return m, criterion(m) & valid[:, None]
 
 
@@ -255,6 +281,7 @@ def coverage_profile(
     criterion: Criterion | str = "nc",
     *,
     batch_size: int = 256,
+    token_mask: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> CoverageProfile:
     """Count, over the samples ``x``, how often each input/output channel of each layer is covered.
 
@@ -264,6 +291,9 @@ def coverage_profile(
         layers: names of the ``Conv*``/``Linear`` modules to observe (default: every conv layer).
         criterion: a :class:`Criterion` or a name in :data:`CRITERIA` (default parameters).
         batch_size: samples per forward pass.
+        token_mask: ``x batch -> [N, T]`` real tokens of a text model's input, so padding positions
+            are left out of its Linear layers' ``[N, T, C]`` tensors (default: the model's own
+            ``attention_mask`` method when it has one, e.g. ``minilm``; else none).
 
     Returns:
         A :class:`CoverageProfile` (counts on the CPU).
@@ -308,6 +338,9 @@ def coverage_profile(
         f_out[name] = torch.zeros(w.shape[0], dtype=torch.int64, device=dev)
     calls = dict.fromkeys(mods, 0)
     n_batch = 0
+    mask_of = token_mask if token_mask is not None else getattr(model, "attention_mask", None)
+    mask_of = mask_of if callable(mask_of) else None
+    tokens: torch.Tensor | None = None
     # an input read by several layers (a conv and its residual shortcut) is reduced once per batch
     shared: dict[tuple[int, bool], tuple[weakref.ref, torch.Tensor]] = {}
 
@@ -318,7 +351,7 @@ def coverage_profile(
             if hit is not None and hit[0]() is t:
                 return hit[1]
             x = _per_sample(t, n_batch, channel_last, f"{name}'s tensors")
-            c = channel_coverage(x, crit, channel_last)[1].sum(0)
+            c = channel_coverage(x, crit, channel_last, tokens)[1].sum(0)
             shared[key] = (weakref.ref(t), c)
             return c
 
@@ -335,6 +368,7 @@ def coverage_profile(
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size].to(dev, non_blocking=True)
             n_batch = len(xb)
+            tokens = mask_of(xb) if mask_of is not None else None
             shared.clear()
             model(xb)
             for cap in caps:

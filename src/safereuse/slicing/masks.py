@@ -264,9 +264,9 @@ def fresh_state(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     seed_everything(int(config_hash({"reinit": seed}, 8), 16))
     info = getattr(model, "info", None)
     if info is not None:
-        from ..models import create_model  # here, not at the top: models imports this package
+        from ..models import create_model, untrained_kwargs  # here: models imports this package
 
-        fresh = create_model(info.arch, **info.kwargs)
+        fresh = create_model(info.arch, **untrained_kwargs(info))
         from .materialize import PRUNED_ATTR, prune_channels
 
         record = getattr(model, PRUNED_ATTR, None)  # a materialised model: the same channels removed
