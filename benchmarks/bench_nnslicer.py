@@ -7,8 +7,10 @@
    class, θ = 0.3 and θ = 0). Target: slice ≤ 3× forward + backward. The per-input time is stated
    beside the paper's 40 s (ResNet-18, batched; 550 s one by one).
 2. Peak memory (resident set, sampled every 5 ms by a thread) of each, above the RSS before.
-3. Streaming: a set of ``--stream`` inputs sliced in batches of 256 (sums only): the RSS sampled
-   through the run must stay flat (the peak of the second half vs the first half).
+3. Streaming: a set of ``--stream`` inputs sliced in batches of 256 (sums only; θ =
+   ``--stream-theta``, default 0: the batch loop is the same for every θ, and θ > 0 costs ~10× more
+   time on a shared 2-core machine): the RSS sampled through the run must stay flat (the peak of the
+   second half vs the first half).
 
 Run: ``.venv/bin/python benchmarks/bench_nnslicer.py [--rounds 3] [--stream 10000]``; writes
 ``benchmarks/results/nnslicer.json``. Best of ``--rounds`` with the median and load average beside
@@ -102,26 +104,28 @@ def ratio_run(rounds: int, batch: int = 256) -> dict:
         "all_s": times,
         "ratio_theta0.3": best["slice_theta0.3"] / best["fwd_bwd"],
         "ratio_theta0": best["slice_theta0"] / best["fwd_bwd"],
-        "ratio_median_theta0.3": statistics.median(times["slice_theta0.3"]) / statistics.median(times["fwd_bwd"]),
+        "ratio_median_theta0.3": statistics.median(times["slice_theta0.3"])
+        / statistics.median(times["fwd_bwd"]),
         "per_input_s_theta0.3": best["slice_theta0.3"] / batch,
         "per_input_s_theta0": best["slice_theta0"] / batch,
         "paper_per_input_s": {"batched": 40.0, "one_by_one": 550.0},
         "peak_rss_above_start_mib": peaks,
     }
     print(
-        f"resnet18 32px batch {batch}: fwd+bwd {best['fwd_bwd']:.2f} s, slice θ=0.3 {best['slice_theta0.3']:.2f} s "
+        f"resnet18 32px batch {batch}: fwd+bwd {best['fwd_bwd']:.2f} s, "
+        f"slice θ=0.3 {best['slice_theta0.3']:.2f} s "
         f"({res['ratio_theta0.3']:.2f}×), θ=0 {best['slice_theta0']:.2f} s ({res['ratio_theta0']:.2f}×); "
         f"per input {res['per_input_s_theta0.3'] * 1000:.1f} ms (paper: 40 s); peak RSS +MiB {peaks}"
     )
     return res
 
 
-def stream_run(n: int, batch: int = 256) -> dict:
+def stream_run(n: int, theta: float, batch: int = 256) -> dict:
     torch.manual_seed(0)
     model = create_model("resnet18", 10, 3, 32).eval()
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(n, 3, 32, 32, generator=gen)  # the inputs themselves: n · 12 KiB, allocated before
-    slicer = Slicer(theta=0.3).profile(model, x[:1024], batch_size=batch)
+    slicer = Slicer(theta=theta).profile(model, x[:1024], batch_size=batch)
     with Peak(every=0.05) as p:
         t = time.perf_counter()
         r = slicer.slice(model, x, batch_size=batch)
@@ -132,6 +136,7 @@ def stream_run(n: int, batch: int = 256) -> dict:
     second = max(v for ts, v in p.samples if ts > half)
     res = {
         "inputs": n,
+        "theta": theta,
         "batch": batch,
         "count": r.count,
         "seconds": secs,
@@ -153,13 +158,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stream", type=int, default=10000)
+    ap.add_argument("--stream-theta", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     figures = {"resnet18_batch256": ratio_run(args.rounds)}
     if args.stream:
-        figures["stream"] = stream_run(args.stream)
+        figures["stream"] = stream_run(args.stream, args.stream_theta)
     figures.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
     print(f"load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} (2 cores)")
     write("nnslicer", figures)

@@ -51,12 +51,11 @@ def _matrix_norm(w: torch.Tensor) -> float:
 
 
 def _operator_norm(conv: nn.Conv2d, in_shape: tuple[int, ...]) -> float:
-    """The exact operator norm: the largest singular value of the dense matrix :func:`_dense`
-    (ARPACK's partial SVD to 1e-10: the same number as a full SVD, fast for resnet8's 1,568 × 3,136)."""
-    from scipy.sparse.linalg import svds
-
-    a = _dense(conv, in_shape).numpy()
-    return float(svds(a, k=1, tol=1e-10, return_singular_vectors=False, random_state=0)[0])
+    """The exact operator norm: √ of the largest eigenvalue of the smaller Gram matrix of
+    :func:`_dense` (the same number as its SVD, cheaper for the 1,568 × 3,136 maps of resnet8)."""
+    a = _dense(conv, in_shape)
+    gram = a @ a.t() if a.shape[0] <= a.shape[1] else a.t() @ a
+    return float(torch.linalg.eigvalsh(gram)[-1].sqrt())
 
 
 def _dense(conv: nn.Conv2d, in_shape: tuple[int, ...]) -> torch.Tensor:

@@ -298,3 +298,16 @@ def test_real_minilm_embeds_sentences() -> None:
 def test_ids_outside_the_vocabulary_are_refused() -> None:
     with pytest.raises(SafeReuseError, match="vocabulary has 100"):
         tiny()(ids([[5, 130]], 6))
+
+
+def test_flops_of_a_text_model() -> None:
+    from safereuse.metrics import flops
+
+    m = tiny()
+    # per token and layer: q, k, v, attention output (16×16 each), intermediate and output (16×32 each)
+    linear = 2 * (4 * 16 * 16 + 2 * 16 * 32)
+    one = flops(m, (8,))
+    assert one >= 2 * 8 * linear + 2 * 16 * 2  # encoder linears + head (attention products on top)
+    assert flops(m, (3, 8)) == 3 * one
+    with pytest.raises(SafeReuseError, match="text model"):
+        flops(m, (1, 8, 8))

@@ -382,3 +382,27 @@ def test_cli_slice_bad_input(capsys, tmp_path, digits_teacher_dir, args, needle)
     )
     assert code == 2
     assert_one_line_error(code, err, needle)
+
+
+# -- the transfer method ---------------------------------------------------------------------------
+def test_method_resets_lowest_synapses_whole_kernels(assert_no_trace):
+    from safereuse.methods import NNSlicerTransfer
+    from safereuse.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model("resnet8", num_classes=5)
+    x = torch.rand(12, 1, 28, 28)
+    method = NNSlicerTransfer(ratio=0.25, criterion="penultimate")
+    with assert_no_trace(m, state=True):
+        keep, scores, info = method.slice_keep(m, x)
+    assert "fc.weight" not in keep and info["weights_reset"] == sum(int((~k).sum()) for k in keep.values())
+    for name, k in keep.items():
+        layer = name.removesuffix(".weight")
+        w = m.get_submodule(layer).weight
+        per_synapse = k.flatten(2).all(-1)
+        assert torch.equal(per_synapse, k.flatten(2).any(-1))  # a kernel slice is kept or reset whole
+        assert int((~per_synapse).sum()) == round(0.25 * per_synapse.numel())
+        # every reset synapse scores at most as high as every kept one
+        s = scores[layer]
+        assert s[~per_synapse].max() <= s[per_synapse].min()
+        assert k.shape == w.shape

@@ -172,3 +172,32 @@ def test_adam_and_constant_schedule_run(data):
         m, data.train, data.val, _cfg(optimizer="adam", lr=1e-3, schedule="constant", epochs=1, patience=1)
     )
     assert r.epochs_run == 1
+
+
+def test_min_steps_per_epoch_repeats_few_shot_data(data):
+    """Few-shot data: an epoch is at least min_steps_per_epoch full batches of fresh shuffles."""
+    seen: list[int] = []
+
+    def count(model, x, y):
+        seen.append(len(x))
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    small = data.train.__class__(data.train.x[:20], data.train.y[:20])
+    fit(_model(), small, None, _cfg(epochs=2, batch_size=16, min_steps_per_epoch=5), loss_fn=count)
+    assert seen == [16] * 10  # 2 epochs × 5 steps (one pass would be 16 + 4)
+    seen.clear()
+    fit(_model(), small, None, _cfg(epochs=2, batch_size=16), loss_fn=count)
+    assert seen == [16, 4, 16, 4]  # the default: one pass per epoch, unchanged
+    assert lr_factor(_cfg(epochs=2), 9, 5) < lr_factor(_cfg(epochs=2), 5, 5)  # cosine over all steps
+
+
+def test_keep_last_epoch_and_config_keys(data):
+    m = _model()
+    r = fit(m, data.train, data.val, _cfg(epochs=3, keep_epoch="last"))
+    assert r.best_epoch == 3 and r.best_val_acc == r.history[-1]["val_acc"]
+    assert math.isclose(accuracy_on(m, data.val), r.history[-1]["val_acc"], abs_tol=1e-6)
+    # defaults are left out of to_dict, so configs written before these fields keep their hashes
+    assert "keep_epoch" not in _cfg().to_dict() and "min_steps_per_epoch" not in _cfg().to_dict()
+    assert _cfg(keep_epoch="last", min_steps_per_epoch=4).to_dict()["min_steps_per_epoch"] == 4
+    with pytest.raises(SafeReuseError, match="min_steps_per_epoch"):
+        _cfg(min_steps_per_epoch=0)

@@ -106,3 +106,163 @@ def slice_cmd(
             f"{v['synapses_in_slice']}/{v['synapses']} synapses"
         )
     typer.echo(f"saved {res['out']}")
+
+
+# -- NNSlicer's applications (safereuse.applications) ------------------------------------------------
+def _classes(text: str | None) -> list[int] | None:
+    from .data import parse_classes
+
+    return parse_classes(text) if text else None
+
+
+def _data(art_path: Path, data: str | None, data_dir: str | None):
+    """The model's own data slice, or ``--data`` (all its classes) when given."""
+    from .artifacts import load_model
+    from .data import DataSpec
+
+    art = load_model(art_path)
+    base = dict(art.manifest.get("data") or {})
+    name = data or base.get("name")
+    if not name:
+        raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
+    spec = DataSpec(**base) if name == base.get("name") else DataSpec(name)
+    spec.data_dir = data_dir
+    return art, spec
+
+
+def _pct(v: object) -> str:
+    return "-" if v is None else f"{100 * float(v):.1f}%"  # type: ignore[arg-type]
+
+
+@slice_app.command("detect")
+def detect_cmd(
+    model: Path = typer.Option(..., "--model", help="trained model artifact directory"),
+    attack: list[str] = typer.Option(
+        ..., "--attack", help="attack name (repeatable; `paper` = the paper's list), e.g. fgsm, pgd, jsma"
+    ),
+    data: str | None = typer.Option(None, "--data", help="dataset (default: the model's own)"),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="attack parameter key=value"),
+    detector: list[str] | None = typer.Option(
+        None, "--detector", help="nnslicer, featuremap, effectivepath (repeatable; default all three)"
+    ),
+    detector_param: list[str] | None = typer.Option(
+        None, "--detector-param", help="detector parameter key=value (theta, max_depth, max_features...)"
+    ),
+    n_train: int = typer.Option(10000, "--n-train", help="benign training inputs the detectors learn"),
+    n_test: int = typer.Option(500, "--n-test", help="benign test inputs (and adversarial sources)"),
+    save: Path | None = typer.Option(None, "--save", help="directory to save the fitted detectors in"),
+    seed: int = typer.Option(0, "--seed", help="attack / bootstrap seed"),
+    as_json: bool = typer.Option(False, "--json", help="print one entry per detector and attack as JSON"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder holding dataset files"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Adversarial-input detection from slices (NNSlicer) vs FeatureMap and EffectivePath."""
+    from .applications.attacks import PAPER_ATTACKS
+    from .applications.tasks import DETECTORS, evaluate_detection, load_task
+    from .registry import parse_params
+
+    art, spec = _data(model, data, data_dir)
+    art, bundle = load_task(art, spec)
+    params = parse_params(param)
+    attacks = []
+    for a in attack:
+        if a == "paper":
+            attacks += [(lbl, n, {**p, **params}) for lbl, n, p in PAPER_ATTACKS]
+        else:
+            attacks.append((a, a, dict(params)))
+    res = evaluate_detection(
+        art.model, bundle, attacks=attacks, detectors=detector or list(DETECTORS),
+        detector_params=parse_params(detector_param), n_train=n_train, n_test=n_test, seed=seed,
+        out=save, progress=not quiet and not as_json,
+    )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    for dn, info in res["detectors"].items():
+        typer.echo(
+            f"{dn}: fitted on {info['n_train']} benign inputs ({info['n_features']} features, tree depth "
+            f"{info['tree_depth']}), {info['seconds_per_test_input'] * 1000:.1f} ms per test input; "
+            f"benign flag rate {_pct(res['benign'][dn])}"
+        )
+    for row in res["attacks"]:
+        typer.echo(f"{row['attack']}: {row['n_success']}/{row['n_sources']} successful adversarial inputs")
+        for dn, m in row["detectors"].items():
+            auc = "-" if m["auc"] is None else f"{m['auc']:.3f}"
+            f1 = "-" if m["f1"] is None else f"{m['f1']:.3f}"
+            typer.echo(
+                f"  {dn}: recall {m['recall']['value']:.1f}% ({m['tp']}/{m['n_adversarial']}), precision "
+                f"{m['precision']['value']:.1f}% ({m['tp']}/{m['tp'] + m['fp']}), F1 {f1}, AUC {auc}"
+            )
+    if save is not None:
+        typer.echo(f"saved detectors in {save}")
+
+
+@slice_app.command("prune")
+def prune_cmd(
+    model: Path = typer.Option(..., "--model", help="trained model artifact directory"),
+    target_classes: str = typer.Option(..., "--target-classes", help="dataset class ids, e.g. 2,5,7"),
+    ratio: float = typer.Option(..., "--ratio", help="share of each layer's synapses pruned, in (0, 1)"),
+    out: Path = typer.Option(..., "--out", help="artifact directory to create"),
+    data: str | None = typer.Option(None, "--data", help="dataset (default: the model's own)"),
+    criterion: str = typer.Option("nnslicer", "--criterion", help="nnslicer, weight, channel, effectivepath"),
+    finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="fine-tune on the target classes"),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="pruning parameter key=value"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder holding dataset files"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Class-specific pruning: prune the synapses the target classes do not need."""
+    from .applications.tasks import prune_model
+    from .registry import parse_params
+
+    art, spec = _data(model, data, data_dir)
+    params = {**parse_params(param), "finetune_epochs": finetune_epochs}
+    res = prune_model(art, _classes(target_classes) or [], out=out, ratio=ratio, criterion=criterion,
+                      params=params, data=spec, progress=not quiet and not as_json)  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    line = (
+        f"{criterion} r={ratio}: target classes {res['target_classes']} acc {_pct(res['acc_before'])} -> "
+        f"{_pct(res['acc_pruned'])} (n={res['n']})"
+    )
+    if "acc_finetuned" in res:
+        line += f", fine-tuned {_pct(res['acc_finetuned'])}"
+    typer.echo(line + f"; parameters {res['params_before']:,} -> {res['params_after']:,}")
+    typer.echo(f"saved {res['out']}")
+
+
+@slice_app.command("protect")
+def protect_cmd(
+    model: Path = typer.Option(..., "--model", help="trained model artifact directory"),
+    out: Path = typer.Option(..., "--out", help="artifact directory for the shipped (hidden) model"),
+    hide: float = typer.Option(0.5, "--hide", help="share of each layer's synapses hidden, in (0, 1)"),
+    target_classes: str | None = typer.Option(
+        None, "--target-classes", help="dataset class ids (default: all)"
+    ),
+    data: str | None = typer.Option(None, "--data", help="dataset (default: the model's own)"),
+    criterion: str = typer.Option("nnslicer", "--criterion", help="nnslicer, weight, random, effectivepath"),
+    param: list[str] | None = typer.Option(None, "--param", "-p", help="protection parameter key=value"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="folder holding dataset files"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Model protection: hide the top-contribution synapses, then measure what an attacker recovers."""
+    from .applications.tasks import protect_model
+    from .registry import parse_params
+
+    art, spec = _data(model, data, data_dir)
+    res = protect_model(
+        art, _classes(target_classes), out=out, hide=hide, criterion=criterion,
+        params=parse_params(param), data=spec, progress=not quiet and not as_json,
+    )  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(
+        f"{criterion} hide={hide}: target acc {_pct(res['acc_target_original'])} -> shipped "
+        f"{_pct(res['acc_target_shipped'])} -> recovered {_pct(res['acc_target_recovered'])} "
+        f"(n={res['n_target']}); all classes {_pct(res['acc_all_original'])} -> "
+        f"{_pct(res['acc_all_shipped'])} -> {_pct(res['acc_all_recovered'])} (n={res['n_all']})"
+    )
+    typer.echo(f"saved {res['out']}")

@@ -577,6 +577,14 @@ def count_nonzero_weights(model: nn.Module, *, total: bool = False) -> int:
 
 def _example_input(model: nn.Module, input_shape: Sequence[int], device: str | torch.device | None):
     shape = tuple(int(s) for s in input_shape)
+    if getattr(model, "takes_text", False):  # a text model (minilm): (L,) or (N, L) token ids, no padding
+        if len(shape) not in (1, 2):
+            raise SafeReuseError(
+                f"input_shape {shape} must be (L,) or (N, L) for a text model", fix="e.g. (64,)"
+            )
+        dev = next(model.parameters()).device
+        high = int(getattr(model, "vocab_size", 2))  # any real (non-pad) token
+        return torch.randint(1, high, shape if len(shape) == 2 else (1, *shape), device=device or dev)
     if len(shape) == 3:
         shape = (1, *shape)
     if len(shape) != 4:
@@ -599,7 +607,8 @@ def flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     Args:
         model: any module.
-        input_shape: ``(C, H, W)`` (batch of one) or ``(N, C, H, W)``.
+        input_shape: ``(C, H, W)`` (batch of one) or ``(N, C, H, W)``; for a text model
+            (``minilm``) ``(L,)`` or ``(N, L)`` tokens (every position a real token).
 
     Returns:
         Total FLOPs of one forward pass.

@@ -66,7 +66,15 @@ class FitConfig:
         train_last_k: train only the last k blocks (None: all parameters).
         bn_stats: ``update`` or ``freeze`` running statistics of fully frozen BatchNorm layers.
         bn_affine: ``train`` or ``freeze`` BatchNorm affine parameters of the trained part.
-        patience: stop after this many epochs without validation improvement (None: never).
+        patience: stop after this many epochs without validation improvement (None: never; only
+            with ``keep_epoch="best"``).
+        min_steps_per_epoch: optimiser steps per epoch at least; a training split smaller than
+            ``min_steps_per_epoch · batch_size`` is passed over several times per epoch (fresh
+            shuffles, full batches), so that few-shot data does not shrink a schedule of
+            ``epochs`` to as many optimiser steps (1 (the default): one pass, as usual).
+        keep_epoch: ``best`` — the weights of the epoch with the best validation accuracy;
+            ``last`` — the final epoch's (a few-shot validation split of a handful of images
+            cannot rank epochs, and the cosine schedule ends annealed).
         eval_batch_size: batch size for validation.
         seed: seed of the data order.
         device: ``auto``, ``cpu``, ``cuda``...
@@ -87,6 +95,7 @@ class FitConfig:
         "train_last_k": ">= 1",
         "patience": ">= 0",
         "eval_batch_size": ">= 1",
+        "min_steps_per_epoch": ">= 1",
     }
     epochs: int = 10
     batch_size: int = 128
@@ -105,6 +114,8 @@ class FitConfig:
     bn_affine: Literal["train", "freeze"] = "train"
     patience: int | None = None
     eval_batch_size: int = 512
+    min_steps_per_epoch: int = 1
+    keep_epoch: Literal["best", "last"] = "best"
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -117,6 +128,11 @@ class FitConfig:
         d = asdict(self)
         d.pop("progress")
         d.pop("device")
+        # left out at their defaults, so configs (teacher recipes, resume keys) made before keep their ids
+        if d["min_steps_per_epoch"] == 1:
+            d.pop("min_steps_per_epoch")
+        if d["keep_epoch"] == "best":
+            d.pop("keep_epoch")
         return d
 
 
@@ -300,7 +316,10 @@ def fit(
     opt = make_optimizer(model, trainable, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train)
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    passes = max(1, math.ceil(n / cfg.batch_size))
+    steps_per_epoch = max(passes, cfg.min_steps_per_epoch)
+    # several shuffles per epoch only when min_steps_per_epoch asks for more steps than one pass
+    reshuffles = math.ceil(steps_per_epoch * cfg.batch_size / n) if steps_per_epoch > passes else 1
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     best = (-1.0, -1)
@@ -322,7 +341,7 @@ def fit(
             model.train()
             for m in frozen_bn:
                 m.eval()
-            perm = torch.randperm(n, generator=gen).to(dev)
+            perm = torch.cat([torch.randperm(n, generator=gen) for _ in range(reshuffles)]).to(dev)
             tot_loss = torch.zeros((), device=dev)
             for i in range(steps_per_epoch):
                 step = epoch * steps_per_epoch + i
@@ -351,7 +370,9 @@ def fit(
             )
             history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
             score = val_acc if math.isfinite(val_acc) else float(epoch)
-            if score > best[0]:
+            if cfg.keep_epoch == "last":
+                best, best_state, stale = (score, epoch + 1), None, 0
+            elif score > best[0]:
                 best = (score, epoch + 1)
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 stale = 0

@@ -80,7 +80,9 @@ def make_attack(name: str, params: dict[str, Any] | None = None) -> ExploratoryD
         raise SafeReuseError(f"unknown attack {name!r}", fix=f"use one of: {', '.join(names)}")
     obj = DEFECTS.create(name, **(params or {}))
     if not isinstance(obj, ExploratoryDefect):
-        raise SafeReuseError(f"{name!r} is not an attack (it crafts no inputs)", fix="name an adversarial attack")
+        raise SafeReuseError(
+            f"{name!r} is not an attack (it crafts no inputs)", fix="name an adversarial attack"
+        )
     return obj
 
 
@@ -109,7 +111,9 @@ class JSMA(ArtAttack):
     def _attack(self, clf: Any, batch: int, nb_classes: int) -> Any:
         from art.attacks.evasion import SaliencyMapMethod
 
-        return SaliencyMapMethod(clf, theta=self.theta, gamma=self.gamma, batch_size=batch, verbose=self.verbose)
+        return SaliencyMapMethod(
+            clf, theta=self.theta, gamma=self.gamma, batch_size=batch, verbose=self.verbose
+        )
 
 
 @ATTACKS.register("boundary", "decision-based boundary attack (Brendel et al. 2018) via ART")
@@ -189,7 +193,9 @@ class Pixel(ArtAttack):
     def _attack(self, clf: Any, batch: int, nb_classes: int) -> Any:
         from art.attacks.evasion import PixelAttack
 
-        return PixelAttack(clf, th=self.pixels, es=1, max_iter=self.max_iter, targeted=False, verbose=self.verbose)
+        return PixelAttack(
+            clf, th=self.pixels, es=1, max_iter=self.max_iter, targeted=False, verbose=self.verbose
+        )
 
 
 # -- ours ------------------------------------------------------------------------------------------
@@ -227,8 +233,10 @@ class DeepFoolLinf(WhiteBoxAttack):
                 xa = (x0 + (1 + self.overshoot) * r_tot).clamp(0, 1).requires_grad_(True)
                 with torch.enable_grad():
                     out = model(xa)
-                    grads = [torch.autograd.grad(out.gather(1, cand[:, j : j + 1]).sum(), xa, retain_graph=j < k - 1)[0]
-                             for j in range(k)]  # fmt: skip
+                    picked = [out.gather(1, cand[:, j : j + 1]).sum() for j in range(k)]
+                    grads = [
+                        torch.autograd.grad(o, xa, retain_graph=j < k - 1)[0] for j, o in enumerate(picked)
+                    ]
                 active &= out.argmax(1) == orig
                 if not bool(active.any()):
                     break
@@ -285,8 +293,12 @@ class GaussianBlur(WhiteBoxAttack):
         k = torch.exp(-(t**2) / (2 * self.sigma**2))
         k = k / k.sum()
         c = x.shape[1]
-        h = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(F.pad(h, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        h = F.conv2d(
+            F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c
+        )
+        return F.conv2d(
+            F.pad(h, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c
+        )
 
 
 __all__ = [

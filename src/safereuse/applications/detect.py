@@ -10,11 +10,12 @@ used for training and the model is not changed. The detection score (for ROC-AUC
 What the tree sees is an injected feature extractor (:data:`FEATURES`):
 
 - ``nnslicer`` — every synapse contribution of the input's slice (:meth:`SliceResult.vector`),
-  reference = the profiled mean of the benign training inputs;
+  reference = the profiled mean of the benign training inputs — minus the output layer's, which
+  only spell out the criterion (the predicted class) and would let the tree copy the model;
 - ``featuremap`` — the paper's FeatureMap baseline: the mean activation of every channel / unit of
   every conv and linear layer (:func:`safereuse.slicing.capture`);
 - ``effectivepath`` — the paper's EffectivePath baseline: the binary critical path of the input
-  (Qiu et al., CVPR 2019; :mod:`safereuse.slicing.effective_path`).
+  (Qiu et al., CVPR 2019; :mod:`safereuse.slicing.effective_path`), output layer left out likewise.
 
 :class:`SliceDetector` (verbs :meth:`~SliceDetector.fit`, :meth:`~SliceDetector.detect`) is saved as
 safetensors + JSON (:meth:`~SliceDetector.save`, :meth:`~SliceDetector.load`; the tree as its arrays,
@@ -88,13 +89,24 @@ class SliceFeatures(Features):
         s = self._slicer()
         s.means = {k: v.to(_device(model)) for k, v in self.means.items()}
         r = s.slice(model, x, criterion="predicted", per_input=True, batch_size=batch_size)
-        return r.vector().detach().float().cpu()
+        return _body_vector(r)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {f"means.{k}": v for k, v in self.means.items()}
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.means = {k[len("means.") :]: v for k, v in tensors.items() if k.startswith("means.")}
+
+
+def _body_vector(r: Any) -> torch.Tensor:
+    """The synapse contributions of every layer but the output layer, flattened ``[N, D]``.
+
+    With the predicted class ``k`` as the criterion only row ``k`` of the output layer is non-zero, so
+    its synapses spell out the criterion: a tree would read the model's class back from them and
+    never disagree with the model. They are left out.
+    """
+    layers = r.layers[:-1] if len(r.layers) > 1 else r.layers
+    return torch.cat([r.synapse[k].flatten(1).float() for k in layers], dim=1).cpu()
 
 
 @FEATURES.register("effectivepath", "EffectivePath (Qiu et al. 2019): the binary critical path")
@@ -105,10 +117,10 @@ class PathFeatures(Features):
         self.path_share = path_share
 
     def __call__(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        from ..slicing.effective_path import effective_paths, path_vectors
+        from ..slicing.effective_path import effective_paths
 
         r = effective_paths(model, x, share=self.path_share, per_input=True, batch_size=batch_size)
-        return path_vectors(r).float()
+        return (_body_vector(r) != 0).float()
 
 
 @FEATURES.register("featuremap", "FeatureMap: per-layer mean activations (channel means)")
@@ -366,12 +378,16 @@ class SliceDetector:
             meta = json.loads((path / "detector.json").read_text())
             tensors = load_file(str(path / "detector.safetensors"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise SafeReuseError(f"cannot read a detector from {path}: {exc}", fix="pass a saved detector") from None
+            raise SafeReuseError(
+                f"cannot read a detector from {path}: {exc}", fix="pass a saved detector"
+            ) from None
         if meta.get("format") != DETECTOR_FORMAT:
             raise SafeReuseError(f"{path} is not a slice detector ({meta.get('format')})", fix="re-fit it")
         det = cls(**meta["config"])
         det.tree = TreeArrays.from_tensors(tensors, meta["n_features"])
-        det._features.load_state({k[len("features.") :]: v for k, v in tensors.items() if k.startswith("features.")})
+        det._features.load_state(
+            {k[len("features.") :]: v for k, v in tensors.items() if k.startswith("features.")}
+        )
         det.fingerprint = meta.get("fingerprint", "")
         det.info = meta.get("info", {})
         return det

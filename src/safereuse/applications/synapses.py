@@ -216,8 +216,8 @@ def effectivepath_scores(
             "effectivepath scores need inputs and classes", fix="pass the target classes' data"
         )
     return _slice_scores(
-        model, x, y, classes, theta=path_theta(path_share), reference="zero", profile_x=None, per_class=per_class,
-        batch_size=batch_size, use_abs=True, include_head=include_head,
+        model, x, y, classes, theta=path_theta(path_share), reference="zero", profile_x=None,
+        per_class=per_class, batch_size=batch_size, use_abs=True, include_head=include_head,
     )  # fmt: skip
 
 

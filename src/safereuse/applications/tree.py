@@ -87,7 +87,10 @@ class TreeArrays:
         if len(features) == 0:
             raise SafeReuseError("no training vector to fit the tree on", fix="give benign inputs")
         clf = DecisionTreeClassifier(
-            max_depth=max_depth, min_samples_leaf=min_samples_leaf, max_features=max_features, random_state=seed
+            max_depth=max_depth,
+            min_samples_leaf=min_samples_leaf,
+            max_features=max_features,
+            random_state=seed,
         )
         clf.fit(features.detach().cpu().numpy().astype(np.float32, copy=False), labels.cpu().numpy())
         t = clf.tree_
@@ -142,7 +145,9 @@ class TreeArrays:
         }
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], n_features: int, prefix: str = "tree.") -> TreeArrays:
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], n_features: int, prefix: str = "tree."
+    ) -> TreeArrays:
         """Rebuild from :meth:`tensors`, checking that the arrays form a tree.
 
         Raises:
@@ -158,7 +163,9 @@ class TreeArrays:
                 n_features=int(n_features),
             )
         except KeyError as exc:
-            raise SafeReuseError(f"the detector file lacks {exc.args[0]}", fix="re-fit the detector") from None
+            raise SafeReuseError(
+                f"the detector file lacks {exc.args[0]}", fix="re-fit the detector"
+            ) from None
         n = len(t.feature)
         ok = (
             n > 0

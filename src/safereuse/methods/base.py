@@ -50,7 +50,13 @@ class TransferMethod:
         schedule: ``cosine``, ``step`` or ``constant``.
         label_smoothing: cross-entropy label smoothing.
         head_lr_mult: head learning-rate multiplier.
-        patience: early-stopping patience in epochs (None: off).
+        patience: early-stopping patience in epochs (None: off; only with ``keep_epoch="best"``).
+        min_steps_per_epoch: optimiser steps per epoch at least — few-shot data (a pass of one or two
+            batches) is passed over several times per epoch, so ``epochs`` keeps meaning a schedule
+            long enough to adapt the teacher (see ``docs/results/reuse-pays.md``).
+        keep_epoch: ``last`` — the final (annealed) epoch's weights; ``best`` — the epoch with the
+            best validation accuracy, which on a few-shot validation split (2 images per class at
+            20 per class) ranks epochs by noise.
     """
 
     name: ClassVar[str] = ""
@@ -65,6 +71,7 @@ class TransferMethod:
         "label_smoothing": "[0, 1)",
         "head_lr_mult": ">= 0",
         "patience": ">= 0",
+        "min_steps_per_epoch": ">= 1",
     }
     epochs: int = 20
     lr: float = 0.01
@@ -76,6 +83,8 @@ class TransferMethod:
     label_smoothing: float = 0.1
     head_lr_mult: float = 10.0
     patience: int | None = None
+    min_steps_per_epoch: int = 8
+    keep_epoch: Literal["best", "last"] = "last"
 
     def __post_init__(self) -> None:
         validate_fields(self, f"method {self.name or type(self).__name__!r}")

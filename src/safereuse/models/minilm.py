@@ -123,7 +123,8 @@ class MiniLM(ReusableModel):
         max_len: the sequence length inputs have (recorded in ``input_spec.size``).
         train_bf16: run the encoder under bfloat16 autocast while training (weights, optimiser and
             evaluation stay float32: mixed-precision fine-tuning); None: when the device has native
-            bfloat16 (CUDA, or a CPU with AVX512-BF16 / AMX) — about 2× faster on such CPUs.
+            bfloat16 (CUDA, or a CPU with AVX512-BF16 / AMX): 1.55× less CPU time per training step
+            of the real model on this project's EPYC (benchmarks/bench_nlp.py).
 
     Inputs are trimmed to the batch's last real token before the encoder (right padding with an
     attention mask changes nothing at the real tokens), so short batches cost less.
@@ -188,6 +189,11 @@ class MiniLM(ReusableModel):
             self._tokenizer = default_tokenizer()
         return self._tokenizer
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the model takes: ``0 .. vocab_size - 1``."""
+        return int(self.bert.embeddings.word_embeddings.num_embeddings)
+
     def attention_mask(self, x: torch.Tensor) -> torch.Tensor:
         """``1`` on real tokens, ``0`` on padding (``[N, L]``, long)."""
         return (x != self.pad_id).long()
@@ -198,7 +204,7 @@ class MiniLM(ReusableModel):
                 f"minilm takes token ids [N, L] (integers), got {x.dtype} {tuple(x.shape)}",
                 fix="tokenise with safereuse.data.text (text datasets already are)",
             )
-        vocab = self.bert.embeddings.word_embeddings.num_embeddings
+        vocab = self.vocab_size
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab):
             raise SafeReuseError(
                 f"token ids span {int(x.min())}-{int(x.max())} but the vocabulary has {vocab} entries",

@@ -217,12 +217,14 @@ def scaled_channel_means(
 def _masked_scaled_means(
     t: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    # padding positions of a transformer still produce activations; they are not the sample's
+    # Padding positions of a transformer still produce activations; they are not the sample's.
+    # A batched [1, T] @ [T, C] product for the means and per-token extremes first keep this ~10×
+    # cheaper than an einsum and full-size masked copies (benchmarks/bench_nlp.py).
+    t = t.to(dtype)
     w = mask.to(dtype)
-    means = torch.einsum("ntc,nt->nc", t.to(dtype), w) / w.sum(1).clamp(min=1.0)[:, None]
-    pad = ~mask[:, :, None]
-    lo = t.masked_fill(pad, float("inf")).amin((1, 2)).to(dtype)
-    hi = t.masked_fill(pad, float("-inf")).amax((1, 2)).to(dtype)
+    means = torch.bmm(w[:, None, :], t).squeeze(1) / w.sum(1).clamp(min=1.0)[:, None]
+    lo = t.amin(2).masked_fill(~mask, float("inf")).amin(1)
+    hi = t.amax(2).masked_fill(~mask, float("-inf")).amax(1)
     span = hi - lo
     valid = torch.isfinite(span) & (span > 0)
     m = (means - lo[:, None]) / torch.where(valid, span, torch.ones_like(span))[:, None]

@@ -601,12 +601,7 @@ class Slicer:
             t = w * xg  # [n, C_out, C_in]
             sy = torch.sign(t)
             if self.theta > 0.0:
-                a = t.abs()
-                srt = a.sort(-1).values
-                cut = self.theta * dy[s : s + per].abs()[..., None]
-                k = (srt.cumsum(-1) < cut).sum(-1, keepdim=True)  # length of the dropped prefix
-                thr = srt.gather(-1, k.clamp(max=cin - 1))
-                sy = sy * ((a >= thr) & (k < cin))
+                sy = sy * self._keep(t.abs(), self.theta * dy[s : s + per].abs()[..., None], sgn[s : s + per])
             sy = sy * sgn[s : s + per, :, None]
             ssum += sy.sum(0)
             sabs += sy.abs().sum(0)
@@ -617,6 +612,31 @@ class Slicer:
             if rows:
                 out.append(sy.to(torch.int8))
         return (torch.cat(out) if rows else None), ssum, sabs, gx
+
+
+    @staticmethod
+    def _keep(a: torch.Tensor, cut: torch.Tensor, sgn: torch.Tensor) -> torch.Tensor:
+        """θ's prefix rule: per row of ``a = |w Δx|`` ([n, C_out, C_in]), drop the longest prefix of
+        the sorted terms whose cumulative sum stays below ``cut = θ|Δy|`` ([n, C_out, 1]).
+
+        Only terms below ``cut`` can be dropped (a dropped term is at most the prefix sum). When
+        those terms together stay below ``cut`` they are exactly the dropped prefix, so the row needs
+        no sort; only the other rows are sorted (rows whose synapses do not count, ``sgn = 0``, are
+        skipped).
+        """
+        cin = a.shape[-1]
+        below = a < cut
+        easy = ((a * below).sum(-1, keepdim=True) < cut) | (cut == 0) | (sgn[..., None] == 0)
+        thr = torch.where(cut == 0, torch.zeros_like(cut), cut)
+        hard = (~easy).flatten().nonzero().squeeze(1)
+        if len(hard):
+            rows = a.reshape(-1, cin).index_select(0, hard)
+            srt = rows.sort(-1).values
+            k = (srt.cumsum(-1) < cut.reshape(-1, 1).index_select(0, hard)).sum(-1, keepdim=True)
+            th = srt.gather(-1, k.clamp(max=cin - 1))  # the first kept term (ties with it are kept)
+            th = torch.where(k < cin, th, torch.full_like(th, float("inf")))
+            thr.view(-1).index_copy_(0, hard, th.squeeze(1))
+        return a >= thr
 
 
 def _acc(d: dict[str, Any], k: str, v: torch.Tensor) -> None:

@@ -1,0 +1,215 @@
+"""Model protection (NNSlicer's third application) and its baselines.
+
+Zhang et al., "Dynamic Slicing for Deep Neural Networks", ESEC/FSE 2020 (spec ``nnslicer.md``,
+"Applications" 3): hide the synapses that matter most (e.g. keep them in a secure enclave) and ship
+the rest. An attacker who has the training data retrains exactly the hidden parameters (all others
+frozen) for a fixed budget; the lower the accuracy they recover on the target classes, the better the
+protection. Which synapses are hidden is a criterion of
+:data:`~safereuse.applications.synapses.SCORES`: ``nnslicer`` (ours), ``weight``, ``random``,
+``effectivepath``; per layer, the ``hide`` share with the highest scores (kernel slices of convs,
+weights of linears; the head is never hidden). Hidden weights are replaced by zeros or by Gaussian
+noise of the layer's weight standard deviation.
+
+The attacker: :func:`safereuse.train.fit` on the training images (``attack_size`` of them, all
+classes) for ``attack_epochs``, with every parameter frozen except the layers holding hidden
+synapses, whose visible entries are pinned to their shipped values after every step
+(:class:`~safereuse.slicing.masks.KeepMask`), and BatchNorm statistics frozen (``bn_stats=freeze``):
+exactly the hidden weights change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from ..data import DataBundle, Split
+from ..params import validate_fields
+from ..slicing.masks import KeepMask, Masks
+from .prune import check_target_classes, target_accuracy
+from .synapses import SCORES, Scores, select_synapses, synapse_scores, weight_masks_of
+
+
+@dataclass
+class ProtectResult:
+    """What :meth:`Protection.protect` produced.
+
+    Attributes:
+        model: the shipped model (hidden weights replaced).
+        hidden: mask set, True = hidden.
+        metrics: accuracies of the original, shipped and (after :meth:`Protection.attack`) recovered
+            model, on the target classes and on all classes.
+    """
+
+    model: nn.Module
+    hidden: Masks
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _acc_all(model: nn.Module, split: Split) -> float:
+    from ..train import accuracy_on
+
+    return accuracy_on(model, split)
+
+
+@dataclass
+class Protection:
+    """Hide the top-contribution synapses; measure what an attacker who retrains them recovers.
+
+    Args:
+        criterion: ``nnslicer``, ``weight``, ``random`` or ``effectivepath``.
+        hide: share of every layer's synapses hidden, in (0, 1).
+        fill: what replaces hidden weights: ``zero`` or ``noise``.
+        theta: NNSlicer's θ.
+        path_share: EffectivePath's share.
+        per_class: training inputs sliced per target class (None: all).
+        attack_epochs: the attacker's training epochs.
+        attack_size: training images the attacker uses (None: all).
+        attack_lr: the attacker's learning rate (SGD, momentum 0.9, cosine).
+        batch_size: slicing and training batch.
+        seed: seed of the noise, the random baseline and the attacker's data order.
+
+    Example:
+        >>> Protection("random", hide=0.5).config()["fill"]
+        'zero'
+    """
+
+    param_ranges: ClassVar[dict[str, str]] = {
+        "hide": "(0, 1)",
+        "theta": "[0, 1)",
+        "path_share": "(0, 1]",
+        "per_class": ">= 1",
+        "attack_epochs": ">= 1",
+        "attack_size": ">= 1",
+        "attack_lr": "> 0",
+        "batch_size": ">= 1",
+    }
+    criterion: str = "nnslicer"
+    hide: float = 0.5
+    fill: Literal["zero", "noise"] = "zero"
+    theta: float = 0.3
+    path_share: float = 0.5
+    per_class: int | None = 1000
+    attack_epochs: int = 1
+    attack_size: int | None = 5000
+    attack_lr: float = 0.01
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate_fields(self, "model protection")
+        SCORES.get(self.criterion)
+
+    def config(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def scores(self, model: nn.Module, data: DataBundle, classes: list[int]) -> Scores:
+        """The synapse scores of the criterion for ``classes``."""
+        return synapse_scores(
+            self.criterion, model, x=data.train.x, y=data.train.y, classes=classes, theta=self.theta,
+            path_share=self.path_share, per_class=self.per_class, profile_x=data.train.x[:10000],
+            batch_size=self.batch_size, seed=self.seed,
+        )  # fmt: skip
+
+    def protect(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        classes: list[int] | None = None,
+        *,
+        scores: Scores | None = None,
+    ) -> ProtectResult:
+        """Hide the ``hide`` share of each layer's most important synapses of a copy of ``model``.
+
+        Args:
+            model: the trained model (left untouched).
+            data: its data.
+            classes: the target classes (label ids; None: all classes).
+            scores: precomputed :meth:`scores`.
+
+        Returns:
+            A :class:`ProtectResult` (the shipped copy, the hidden mask, accuracies).
+        """
+        import copy
+
+        n_classes = int(getattr(model, "num_classes", 0) or data.num_classes)
+        classes = check_target_classes(list(range(n_classes)) if classes is None else classes, n_classes)
+        scores = scores if scores is not None else self.scores(model, data, classes)
+        sel = select_synapses(scores, self.hide, lowest=False)
+        hidden = {k: ~v for k, v in weight_masks_of(model, sel, keep=False).items()}  # True = hidden
+        shipped = copy.deepcopy(model).cpu().eval()
+        gen = torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            for name, h in hidden.items():
+                p = shipped.get_parameter(name)
+                if self.fill == "noise":
+                    fillv = torch.randn(p.shape, generator=gen) * float(p.detach().std())
+                else:
+                    fillv = torch.zeros_like(p)
+                p.copy_(torch.where(h, fillv.to(p.dtype), p))
+        t_orig = target_accuracy(model, data.test, classes)
+        t_ship = target_accuracy(shipped, data.test, classes)
+        metrics = {
+            "criterion": self.criterion,
+            "hide": self.hide,
+            "fill": self.fill,
+            "target_classes": classes,
+            "acc_target_original": t_orig["acc_all_argmax"],
+            "acc_all_original": _acc_all(model, data.test),
+            "acc_target_shipped": t_ship["acc_all_argmax"],
+            "acc_all_shipped": _acc_all(shipped, data.test),
+            "n_target": t_orig["n"],
+            "n_all": len(data.test),
+            "weights_hidden": int(sum(int(h.sum()) for h in hidden.values())),
+            "weights_in_hidden_layers": int(sum(h.numel() for h in hidden.values())),
+        }
+        return ProtectResult(shipped, hidden, metrics)
+
+    def attack(self, result: ProtectResult, data: DataBundle, *, progress: bool = False) -> ProtectResult:
+        """The attacker retrains exactly the hidden weights of ``result.model`` (in place); the
+        recovered accuracies join ``result.metrics``.
+
+        Args:
+            result: what :meth:`protect` returned.
+            data: the training data the attacker has (and the test split to score).
+            progress: progress bars.
+
+        Returns:
+            ``result``, its model retrained.
+        """
+        from ..train import FitConfig, fit
+
+        model = result.model
+        train = data.train
+        if self.attack_size is not None:
+            train = Split(train.x[: self.attack_size], train.y[: self.attack_size])
+        values = {k: model.get_parameter(k).detach().clone() for k in result.hidden}
+        flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        try:
+            for n, p in model.named_parameters():
+                p.requires_grad_(n in result.hidden)
+            cfg = FitConfig(
+                epochs=self.attack_epochs, lr=self.attack_lr, batch_size=min(self.batch_size, 128),
+                weight_decay=0.0, bn_stats="freeze", seed=self.seed, device="cpu", progress=progress,
+            )  # fmt: skip
+            fit(model, train, None, cfg, after_step=KeepMask(result.hidden, values))
+        finally:
+            for n, p in model.named_parameters():
+                p.requires_grad_(flags[n])
+        model.eval()
+        classes = result.metrics["target_classes"]
+        t = target_accuracy(model, data.test, classes)
+        result.metrics.update(
+            {
+                "acc_target_recovered": t["acc_all_argmax"],
+                "acc_all_recovered": _acc_all(model, data.test),
+                "attack_images": len(train),
+                "attack_epochs": self.attack_epochs,
+            }  # fmt: skip
+        )
+        return result
+
+
+__all__ = ["ProtectResult", "Protection"]

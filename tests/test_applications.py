@@ -1,0 +1,250 @@
+"""NNSlicer's applications: detection (tree, detector, metrics), class-specific pruning, protection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from safereuse.applications.detect import SliceDetector, detection_metrics, roc_auc
+from safereuse.applications.protect import Protection
+from safereuse.applications.prune import ClassPruning, target_accuracy
+from safereuse.applications.synapses import select_synapses, synapse_scores, weight_masks_of
+from safereuse.applications.tree import TreeArrays
+from safereuse.artifacts import load_model
+from safereuse.cli import main
+from safereuse.data import DataSpec, load_data
+from safereuse.errors import SafeReuseError
+
+
+@pytest.fixture(scope="module")
+def teacher(digits_teacher_dir):
+    return load_model(digits_teacher_dir).model
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_data(DataSpec("digits", classes=[0, 1, 2, 3, 4]))
+
+
+# -- tree ------------------------------------------------------------------------------------------
+def test_tree_arrays_equal_sklearn_and_survive_a_round_trip():
+    from sklearn.tree import DecisionTreeClassifier
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-1, 2, (400, 30), generator=g).float()
+    y = (x[:, 0] + x[:, 3] > 0).long() * 2 + (x[:, 7] > 0).long()
+    t = TreeArrays.fit(x, y, 6, max_depth=5)
+    clf = DecisionTreeClassifier(max_depth=5, random_state=0).fit(x.numpy(), y.numpy())
+    xt = torch.randint(-1, 2, (200, 30), generator=g).float()
+    assert np.array_equal(t.predict(xt).numpy(), clf.predict(xt.numpy()))
+    assert np.allclose(t.predict_proba(xt)[:, clf.classes_].numpy(), clf.predict_proba(xt.numpy()))
+    assert t.predict_proba(xt)[:, 4:].abs().sum() == 0  # classes never seen: probability 0
+    back = TreeArrays.from_tensors(t.tensors(), 30)
+    assert torch.equal(back.predict(xt), t.predict(xt))
+    bad = t.tensors()
+    bad["tree.left"] = torch.zeros_like(bad["tree.left"])  # a node pointing at itself
+    with pytest.raises(SafeReuseError, match="corrupt"):
+        TreeArrays.from_tensors(bad, 30)
+    with pytest.raises(SafeReuseError, match="expects"):
+        t.predict(torch.zeros(2, 29))
+
+
+def test_detection_metrics_by_hand():
+    benign = (torch.tensor([False, True, False, False]), torch.tensor([0.1, 0.9, 0.2, 0.0]))
+    adv = (
+        torch.tensor([True, True, True, False, False, False]),
+        torch.tensor([1.0, 0.8, 0.7, 0.3, 0.1, 0.2]),
+    )
+    m = detection_metrics(benign, adv, n_boot=200)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (3, 1, 3, 3)
+    assert m["recall"]["value"] == pytest.approx(50.0) and m["precision"]["value"] == pytest.approx(75.0)
+    assert m["f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 3))
+    # pairs (adv > benign): 1.0 beats 4, 0.8 beats 3, 0.7 beats 3, 0.3 beats 3, 0.1 ties 0.1 (½) beats 0.0,
+    # 0.2 ties 0.2 (½) beats 0.1, 0.0
+    assert m["auc"] == pytest.approx((4 + 3 + 3 + 3 + 1.5 + 2.5) / 24)
+    lo, hi = m["auc_ci"]
+    assert lo <= m["auc"] <= hi
+    assert roc_auc(np.array([]), np.array([0.5])) != roc_auc(np.array([]), np.array([0.5]))  # nan
+
+
+# -- synapse selection -----------------------------------------------------------------------------
+def test_select_synapses_counts_and_keeps_one():
+    s = {"a": torch.arange(12.0).view(3, 4), "b": torch.ones(1, 1)}
+    sel = select_synapses(s, 0.25)
+    assert int(sel["a"].sum()) == 3 and sel["a"].view(-1)[:3].all()  # the 3 lowest
+    assert int(sel["b"].sum()) == 0  # a layer is never emptied
+    top = select_synapses(s, 0.5, lowest=False)
+    assert top["a"].view(-1)[6:].all() and not top["a"].view(-1)[:6].any()
+    with pytest.raises(SafeReuseError):
+        select_synapses(s, 1.5)
+
+
+def test_weight_and_channel_scores_cover_every_body_layer(teacher):
+    w = synapse_scores("weight", teacher)
+    c = synapse_scores("channel", teacher)
+    assert set(w) == set(c) and teacher.head_name not in w
+    for name, t in w.items():
+        assert tuple(t.shape) == tuple(teacher.get_submodule(name).weight.shape[:2])
+        assert torch.allclose(
+            c[name][:, 0], teacher.get_submodule(name).weight.detach().abs().flatten(1).mean(1)
+        )
+    masks = weight_masks_of(teacher, select_synapses(w, 0.5), keep=False)
+    for k, m in masks.items():
+        assert m.shape == teacher.get_parameter(k).shape
+
+
+# -- pruning ---------------------------------------------------------------------------------------
+def test_channel_pruning_removes_neurons_and_keeps_the_contract(teacher, bundle, assert_no_trace):
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    with assert_no_trace(teacher):
+        r = ClassPruning("channel", ratio=0.5).prune(teacher, bundle, [1, 3])
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # original untouched
+    assert r.metrics["params_after"] < r.metrics["params_before"]
+    assert r.metrics["synapses_pruned"] == sum(
+        int(round(0.5 * m.weight.shape[0] * m.weight.shape[1]))
+        for n, m in teacher.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and n != teacher.head_name
+    )
+    assert r.model.num_classes == teacher.num_classes
+    acc = target_accuracy(r.model, bundle.test, [1, 3])
+    assert acc["acc"] == r.metrics["acc_pruned"] and acc["acc"] >= acc["acc_all_argmax"]
+
+
+def test_pruning_bad_input(teacher, bundle):
+    with pytest.raises(SafeReuseError, match=r"ratio=1.0 is invalid"):
+        ClassPruning("weight", ratio=1.0)
+    with pytest.raises(SafeReuseError, match="not a class of the model"):
+        ClassPruning("weight", ratio=0.5).prune(teacher, bundle, [7])
+    with pytest.raises(SafeReuseError, match="unknown synapse score"):
+        ClassPruning("magic")
+
+
+def test_finetuning_keeps_pruned_synapses_pruned(teacher, bundle):
+    r = ClassPruning("weight", ratio=0.6, finetune_epochs=1, finetune_size=100).prune(teacher, bundle, [0, 2])
+    assert "acc_finetuned" in r.metrics and r.metrics["finetune_images"] == 100
+    # pruned kernel slices inside kept neurons are still zero after fine-tuning
+    zero_slices = sum(
+        int((m.weight.flatten(2).abs().sum(2) == 0).sum())
+        for m in r.model.modules()
+        if isinstance(m, nn.Conv2d)
+    )
+    assert zero_slices > 0
+
+
+# -- protection ------------------------------------------------------------------------------------
+def test_attacker_changes_exactly_the_hidden_weights(teacher, bundle, assert_no_trace):
+    p = Protection("weight", hide=0.4, attack_size=200, attack_lr=0.05)
+    res = p.protect(teacher, bundle, [0, 1])
+    hidden = res.hidden
+    shipped = {k: v.clone() for k, v in res.model.state_dict().items()}
+    for k, h in hidden.items():
+        assert (shipped[k][h] == 0).all()  # zero fill
+        assert torch.equal(shipped[k][~h], teacher.state_dict()[k][~h])
+    with assert_no_trace(res.model):
+        p.attack(res, bundle)
+    after = res.model.state_dict()
+    for k, v in after.items():
+        if k in hidden:
+            assert torch.equal(v[~hidden[k]], shipped[k][~hidden[k]])
+            assert not torch.equal(v[hidden[k]], shipped[k][hidden[k]])
+        else:
+            assert torch.equal(v, shipped[k]), k  # incl. BatchNorm statistics
+    assert {"acc_target_recovered", "acc_all_recovered"} <= set(res.metrics)
+
+
+def test_noise_fill_and_random_baseline_are_seeded(teacher, bundle):
+    a = Protection("random", hide=0.5, fill="noise", seed=3).protect(teacher, bundle)
+    b = Protection("random", hide=0.5, fill="noise", seed=3).protect(teacher, bundle)
+    assert all(torch.equal(a.hidden[k], b.hidden[k]) for k in a.hidden)
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values())
+    )
+
+
+# -- detector --------------------------------------------------------------------------------------
+def test_featuremap_detector_saves_loads_and_filters(teacher, bundle, tmp_path, assert_no_trace):
+    det = SliceDetector("featuremap", max_depth=6)
+    with assert_no_trace(teacher):
+        det.fit(teacher, bundle.train.x[:300], progress=False)
+    d = det.detect(teacher, bundle.test.x[:50])
+    det.save(tmp_path / "det")
+    meta = json.loads((tmp_path / "det" / "detector.json").read_text())
+    assert meta["config"]["features"] == "featuremap" and not list(tmp_path.glob("**/*.pkl"))
+    back = SliceDetector.load(tmp_path / "det")
+    d2 = back.detect(teacher, bundle.test.x[:50])
+    assert torch.equal(d.flags, d2.flags) and torch.allclose(d.scores, d2.scores)
+    assert len(back.filter(teacher, bundle.test.x[:50])) == int((~d.flags).sum())
+    import copy
+
+    changed = copy.deepcopy(teacher)
+    with torch.no_grad():
+        changed.get_parameter(f"{teacher.head_name}.bias").add_(1.0)
+    with pytest.raises(SafeReuseError, match="another model"):
+        back.detect(changed, bundle.test.x[:5])
+
+
+def test_detector_refuses_a_class_without_benign_inputs(teacher, bundle):
+    x = bundle.train.x[bundle.train.y == 0][:30]
+    with pytest.raises(SafeReuseError, match="predicted as class"):
+        SliceDetector("featuremap").fit(teacher, x, progress=False)
+
+
+def test_nnslicer_detector_vectors_leave_the_head_out(teacher, bundle):
+    det = SliceDetector("nnslicer", max_depth=4).fit(teacher, bundle.train.x[:120], progress=False)
+    body = sum(
+        m.weight.shape[0] * m.weight.shape[1]
+        for n, m in teacher.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and n != teacher.head_name
+    )
+    assert det.info["n_features"] == body
+    d = det.detect(teacher, bundle.test.x[:20])
+    assert d.flags.dtype == torch.bool and torch.equal(d.flags, d.tree_class != d.model_class)
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def test_cli_prune_writes_a_loadable_artifact(digits_teacher_dir, tmp_path, capsys):
+    out = tmp_path / "p"
+    code = main(["slice", "prune", "--model", str(digits_teacher_dir), "--target-classes", "1,3",
+                 "--ratio", "0.5", "--criterion", "channel", "--out", str(out), "--json", "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(capsys.readouterr().out)
+    art = load_model(out)
+    assert art.manifest["role"] == "pruned" and art.manifest["pruning"]["target_classes"] == [1, 3]
+    assert sum(p.numel() for p in art.model.parameters()) == res["params_after"]
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--target-classes", "1", "--ratio", "1.2"], "outside (0, 1)"),  # checked before loading
+        (["--target-classes", "8", "--ratio", "0.5"], "not a class of the model"),
+    ],
+)
+def test_cli_prune_bad_input_is_one_line(digits_teacher_dir, tmp_path, capsys, args, msg):
+    code = main(["slice", "prune", "--model", str(digits_teacher_dir), "--out", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_protect_and_detect(digits_teacher_dir, tmp_path, capsys):
+    code = main(["slice", "protect", "--model", str(digits_teacher_dir), "--out", str(tmp_path / "p"),
+                 "--criterion", "random", "--hide", "0.5", "-p", "attack_size=100", "--json", "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(capsys.readouterr().out)
+    art = load_model(tmp_path / "p")
+    assert any(k.startswith("protect.hidden.") for k in art.extras) and "acc_all_recovered" in res
+    code = main(["slice", "detect", "--model", str(digits_teacher_dir), "--attack", "fgsm", "-p", "eps=0.1",
+                 "--detector", "featuremap", "--n-train", "300", "--n-test", "40", "--json", "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(capsys.readouterr().out)
+    m = res["attacks"][0]["detectors"]["featuremap"]
+    assert {"recall", "precision", "f1", "auc", "tp", "fp"} <= set(m)
+    assert m["n_adversarial"] == res["attacks"][0]["n_success"]
+    code = main(
+        ["slice", "detect", "--model", str(digits_teacher_dir), "--attack", "nope", "--n-train", "50"]
+    )
+    assert code == 2
