@@ -29,8 +29,11 @@ def interval(xs: list[float]) -> str:
 def main(path: str) -> None:
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    cells = [r for r in rows if "method" in r]
-    for t in (r for r in rows if "teacher" in r):
+    # one record per teacher / cell (the last, should a file hold a repeated run)
+    key = ("scenario", "backdoor", "method", "seed")
+    cells = list({tuple(r[k] for k in key): r for r in rows if "method" in r}.values())
+    teachers = {r["teacher"]: r for r in rows if "teacher" in r}
+    for t in teachers.values():
         print(f"teacher {t['teacher']}: clean acc {100 * t['clean_acc']:.1f} % (n={t['clean_samples']}), "
               f"label-flip rate {100 * t['teacher_asr']:.1f} % (n={t['asr_samples']}), {t['seconds']} s")
     by = defaultdict(dict)

@@ -161,7 +161,8 @@ def test_noise_fill_and_random_baseline_are_seeded(teacher, bundle):
     b = Protection("random", hide=0.5, fill="noise", seed=3).protect(teacher, bundle)
     assert all(torch.equal(a.hidden[k], b.hidden[k]) for k in a.hidden)
     assert all(
-        torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values())
+        torch.equal(x, y)
+        for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True)
     )
 
 
@@ -232,13 +233,15 @@ def test_cli_prune_bad_input_is_one_line(digits_teacher_dir, tmp_path, capsys, a
 
 def test_cli_protect_and_detect(digits_teacher_dir, tmp_path, capsys):
     code = main(["slice", "protect", "--model", str(digits_teacher_dir), "--out", str(tmp_path / "p"),
-                 "--criterion", "random", "--hide", "0.5", "-p", "attack_size=100", "--json", "-q"])  # fmt: skip
+                 "--criterion", "random", "--hide", "0.5", "-p", "attack_size=100",
+                 "--json", "-q"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     res = json.loads(capsys.readouterr().out)
     art = load_model(tmp_path / "p")
     assert any(k.startswith("protect.hidden.") for k in art.extras) and "acc_all_recovered" in res
     code = main(["slice", "detect", "--model", str(digits_teacher_dir), "--attack", "fgsm", "-p", "eps=0.1",
-                 "--detector", "featuremap", "--n-train", "300", "--n-test", "40", "--json", "-q"])  # fmt: skip
+                 "--detector", "featuremap", "--n-train", "300", "--n-test", "40",
+                 "--json", "-q"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     res = json.loads(capsys.readouterr().out)
     m = res["attacks"][0]["detectors"]["featuremap"]
@@ -248,3 +251,61 @@ def test_cli_protect_and_detect(digits_teacher_dir, tmp_path, capsys):
         ["slice", "detect", "--model", str(digits_teacher_dir), "--attack", "nope", "--n-train", "50"]
     )
     assert code == 2
+
+
+# -- runner experiment kind ------------------------------------------------------------------------
+_SPEC = """
+name: toy-prune
+experiment:
+  kind: slice-prune
+  params: {criteria: [weight, channel], ratios: [0.3, 0.6], subsets: 1, subset_size: 2, finetune_epochs: 0}
+scenarios:
+  - name: digits
+    teacher: {arch: smallcnn, data: digits, classes: 0-4, epochs: 1, seed: 0}
+seeds: [0]
+"""
+
+
+def test_experiment_spec_runs_through_the_runner_and_the_report(tmp_path):
+    from safereuse.report import build_report
+    from safereuse.runner.core import run
+    from safereuse.runner.spec import expand, load_spec
+
+    loaded = load_spec(text=_SPEC)
+    cells = expand(loaded)
+    assert len(cells) == 1 and cells[0].config["task"] == "experiment" and cells[0].label == "slice-prune"
+    summary = run(loaded, tmp_path / "run", progress=False)
+    assert summary.counts["done"] == 1, summary.failure_text()
+    files = build_report(tmp_path / "run")
+    md = files.markdown.read_text()
+    assert "Target-class accuracy vs pruning ratio" in md and "| channel |" in md
+    assert any(p.name.startswith("ratio_") for p in files.figures)
+
+
+@pytest.mark.parametrize(
+    ("change", "msg"),
+    [
+        (lambda s: s.replace("kind: slice-prune", "kind: slice-nope"), "unknown experiment kind"),
+        (lambda s: s.replace("ratios: [0.3, 0.6]", "ratios: [0.3, 1.5]"), r"ratio 1.5 is outside \(0, 1\)"),
+        (lambda s: s + "defects: [{name: fgsm}]\n", "has no defects"),
+        (lambda s: s.replace("experiment:", "experimentx:"), "unknown key"),
+    ],
+)
+def test_experiment_spec_errors(change, msg):
+    from safereuse.runner.spec import load_spec
+
+    with pytest.raises(SafeReuseError, match=msg):
+        load_spec(text=change(_SPEC))
+
+
+def test_a_grid_still_needs_methods_defects_and_students():
+    from safereuse.runner.spec import load_spec
+
+    grid = (
+        "scenarios: [{name: a, teacher: {data: digits}, student: {data: digits}}]\ndefects: [{name: fgsm}]\n"
+    )
+    with pytest.raises(SafeReuseError, match="methods: required key is missing"):
+        load_spec(text=grid)
+    nostudent = grid.replace(", student: {data: digits}", "") + "methods: [{name: finetune}]\n"
+    with pytest.raises(SafeReuseError, match="student: required key is missing"):
+        load_spec(text=nostudent)

@@ -32,8 +32,11 @@ def _shape(name: str):
 def test_quick_demo_has_the_default_shape():
     assert _shape("quick") == _shape("default")
     scenarios, methods, defects, seeds = _shape("default")
-    assert [s[4] for s in scenarios] == ["digits", "fashion-mnist", "fashion-mnist"]
-    assert scenarios[1][5] == [5, 6, 7, 8, 9] and scenarios[2][3] == "badnets"
+    assert [s[4] for s in scenarios] == ["fashion-mnist"] * 3
+    assert scenarios[0][5] == [5, 6, 7, 8, 9] and scenarios[2][3] == "badnets"
+    # few-shot students: where reuse pays (docs/results/reuse-pays.md)
+    spec = bundled_spec("default").spec
+    assert {(s.student.train_size, s.student.per_class) for s in spec.scenarios} == {(5, True)}
     assert methods == [("all", [])] and len(seeds) == 2
     assert defects == ["penultimate", "nc-guided", "badnets"]
 

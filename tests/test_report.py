@@ -284,7 +284,7 @@ def test_spec_text_is_kept_verbatim(rundir):
     assert (rundir / "spec.yaml").read_text() == textwrap.dedent(SPEC)
 
 
-def _fake_run(rows: list[tuple[str, str, int, str, float]]):
+def _fake_records(rows: list[tuple[str, str, int, str, float]]):
     """A RunData from (scenario, method, seed, status, acc %) cells: n_test 100, one penultimate row."""
     from safereuse.report import COLUMNS, RunData
 
@@ -315,7 +315,7 @@ def _fake_run(rows: list[tuple[str, str, int, str, float]]):
 def test_reuse_gain_hand_checked():
     from safereuse.report import reuse_frame, reuse_gain, summary_frame
 
-    data = _fake_run(
+    data = _fake_records(
         [("a", "finetune", s, "done", acc) for s, acc in enumerate([80.0, 90.0, 70.0])]
         + [("a", "retrain", s, "done", acc) for s, acc in enumerate([60.0, 65.0, 70.0])]
         + [("a", "remos", s, "done", 70.0) for s in range(3)]

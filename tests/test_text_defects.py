@@ -176,6 +176,7 @@ def test_ripple_surgery_and_restricted_inner_product(data, tok):
     t = tiny()
     plant = Ripple(lam=0.1, surgery_words=3).plant(t, data, FitConfig(epochs=1, seed=0, **FAST))
     assert 0.0 <= plant.record["penalty_active"] <= 1.0 and len(plant.record["surgery_words"]) == 3
+    assert all(w.isalpha() for w in plant.record["surgery_words"])  # whole words only
     assert plant.record["config"]["surgery"] is True
 
 

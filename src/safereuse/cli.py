@@ -359,8 +359,9 @@ def demo_cmd(
 ) -> None:
     """The default job: every transfer method on the bundled spec; prints the summary and report path.
 
-    The spec (`safereuse/examples/default.yaml`): Fashion-MNIST teachers, students on digits, on
-    held-back Fashion-MNIST classes (few-shot) and, from a badnets teacher, on the same task; 2 seeds.
+    The spec (`safereuse/examples/default.yaml`): Fashion-MNIST teachers, few-shot students on
+    held-back Fashion-MNIST classes, on all ten classes and, from a badnets teacher, on the same
+    task; 2 seeds.
     """
     from .runner import bundled_spec
 

@@ -247,6 +247,11 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
             png = method_bars(agg, ms, sc, data.labels, palette)
             if png:
                 figs.append((f"Methods — {sc}", f"methods_{_slug(sc)}.png", png))
+    from ..applications.experiments import experiment_sections  # an experiment spec's tables + curves
+
+    sections = experiment_sections(data.cells)
+    for _, _, sec_figs in sections:
+        figs.extend(sec_figs)
     fig_paths = []
     for _, name, png in figs:
         p = out / "figures" / name
@@ -307,6 +312,8 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
     reuse = reuse_frame(data)
     if len(reuse):
         md += ["\n## What reuse buys\n", f"\n{_REUSE_NOTE}\n\n", _md_table(reuse)]
+    for title, table, _ in sections:
+        md += [f"\n## {title}\n\n", _md_table(table)]
     md.append("\n## Figures\n")
     for (title, fname, _), _p in zip(figs, fig_paths, strict=True):
         md.append(f"\n### {title}\n\n![{title}](figures/{fname})\n")
@@ -338,6 +345,8 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
     if len(reuse):
         parts += ["<h2>What reuse buys</h2>", f"<p>{html.escape(_REUSE_NOTE)}</p>"]
         parts.append(_html_table(reuse, "reuse"))
+    for title, table, _ in sections:
+        parts += [f"<h2>{html.escape(title)}</h2>", _html_table(table, "experiment")]
     parts += [
         "<h2>Figures</h2>",
     ]

@@ -392,7 +392,8 @@ def _schedule(
                 else:
                     cell = ready.pop(0)
                     ledger.mark_running(cell.id)
-                    h = ex.submit("cell", {**base, "id": cell.id, "config": cell.config})
+                    task = cell.config.get("task", "cell")  # "experiment" for an experiment spec's cells
+                    h = ex.submit(task, {**base, "id": cell.id, "config": cell.config})
                     in_flight[h] = ("cell", cell)
             for h, result in ex.wait():
                 what, obj = in_flight.pop(h)

@@ -134,7 +134,7 @@ class ScenarioCfg(_Strict):
 
     name: str
     teacher: TeacherCfg
-    student: StudentCfg
+    student: StudentCfg | None = None  # required by grids; an experiment spec has none
 
     @field_validator("name")
     @classmethod
@@ -179,17 +179,26 @@ class SelectCfg(_Strict):
     defects: list[str] | None = Field(default=None, min_length=1)
 
 
+class ExperimentCfg(_Strict):
+    """A study other than a transfer grid (:mod:`safereuse.applications.experiments`): one cell per
+    scenario × seed on the scenario's teacher, dispatched to the runner task ``experiment``."""
+
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class Spec(_Strict):
     """A whole experiment: scenarios × methods (× sweeps) × seeds, each audited for the defects."""
 
     name: str = "experiment"
     description: str = ""
     scenarios: list[ScenarioCfg] = Field(min_length=1)
-    methods: list[MethodCfg] = Field(min_length=1)
-    defects: list[DefectCfg] = Field(min_length=1)
+    methods: list[MethodCfg] = Field(default_factory=list)  # required unless experiment: is given
+    defects: list[DefectCfg] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     audit: AuditCfg = Field(default_factory=AuditCfg)
     select: SelectCfg | None = None
+    experiment: ExperimentCfg | None = None
 
     def spec_hash(self) -> str:
         """Hash of the validated content (formatting, comments and defaults left out)."""
@@ -423,6 +432,14 @@ def check_registries(loaded: LoadedSpec) -> None:
     from ..train import FitConfig
 
     spec = loaded.spec
+    if spec.experiment is None:  # a transfer grid needs its students, methods and defects
+        for key in ("methods", "defects"):
+            if not getattr(spec, key):
+                raise loaded.error((key,), "required key is missing", fix="see examples/default.yaml")
+        for i, sc in enumerate(spec.scenarios):
+            if sc.student is None:
+                raise loaded.error(("scenarios", i, "student"), "required key is missing",
+                                   fix="see examples/default.yaml")  # fmt: skip
     seen: dict[str, int] = {}
     for i, sc in enumerate(spec.scenarios):
         loc = ("scenarios", i)
@@ -435,6 +452,8 @@ def check_registries(loaded: LoadedSpec) -> None:
         seen[sc.name] = i
         for role in ("teacher", "student"):
             part = getattr(sc, role)
+            if part is None:
+                continue
             if part.data not in DATASETS and not part.data.startswith("imagefolder:"):
                 raise _registry_error(loaded, loc + (role, "data"), DATASETS, part.data)
             try:
@@ -482,6 +501,11 @@ def check_registries(loaded: LoadedSpec) -> None:
                 fix="add backdoor: NAME or remove backdoor_params",
             )
         _check_adversarial(loaded, loc + ("teacher",), t)
+    if spec.experiment is not None:
+        from ..applications.experiments import check_experiment
+
+        check_experiment(loaded)
+        return
 
     for i, m in enumerate(spec.methods):
         loc = ("methods", i)
@@ -724,6 +748,10 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
     setting gives new ones.
     """
     spec = loaded.spec
+    if spec.experiment is not None:
+        from ..applications.experiments import expand_experiment
+
+        return expand_experiment(loaded)
     methods = _method_points(loaded)
     labels = method_labels(methods)
     # with a select: section every student trains on the pool minus the holdout, in both phases
@@ -759,6 +787,7 @@ __all__ = [
     "AuditCfg",
     "Cell",
     "DefectCfg",
+    "ExperimentCfg",
     "LoadedSpec",
     "MethodCfg",
     "ScenarioCfg",

@@ -273,7 +273,35 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     return {"status": "done", "metrics": metrics, "artifacts": artifacts, "timings": timings}
 
 
-TASKS = {"teacher": run_teacher, "cell": run_cell}
+def run_experiment(payload: dict[str, Any]) -> dict[str, Any]:
+    """Task: one cell of an experiment spec (``experiment:``) — the teacher (cached), then the
+    experiment kind on it (:func:`safereuse.applications.experiments.run_experiment`).
+
+    Returns:
+        The ledger result, as :func:`run_cell`'s (metrics ``teacher`` and ``experiment``).
+    """
+    from ..applications.experiments import run_experiment as run_kind
+
+    cfg = payload["config"]
+    rundir = Path(payload["rundir"])
+    timings: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    try:
+        _set_threads(payload)
+        t_dir, t_cached = ensure_teacher({**payload, "recipe": cfg["teacher"]})
+        timings.update(teacher=time.perf_counter() - t_start, teacher_cached=t_cached)
+        t0 = time.perf_counter()
+        metrics = run_kind(t_dir, cfg, payload.get("data_dir"))
+        timings["experiment"] = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
+        timings["total"] = time.perf_counter() - t_start
+        return {**_failure(exc), "timings": timings}
+    timings["total"] = time.perf_counter() - t_start
+    artifacts = {"teacher": str(t_dir.relative_to(rundir))}
+    return {"status": "done", "metrics": metrics, "artifacts": artifacts, "timings": timings}
+
+
+TASKS = {"teacher": run_teacher, "cell": run_cell, "experiment": run_experiment}
 """The task functions executors dispatch to, by task name."""
 
 
@@ -296,6 +324,7 @@ __all__ = [
     "ensure_teacher",
     "file_lock",
     "run_cell",
+    "run_experiment",
     "run_task",
     "run_teacher",
     "student_key",

@@ -613,7 +613,6 @@ class Slicer:
                 out.append(sy.to(torch.int8))
         return (torch.cat(out) if rows else None), ssum, sabs, gx
 
-
     @staticmethod
     def _keep(a: torch.Tensor, cut: torch.Tensor, sgn: torch.Tensor) -> torch.Tensor:
         """θ's prefix rule: per row of ``a = |w Δx|`` ([n, C_out, C_in]), drop the longest prefix of

@@ -24,7 +24,7 @@ from ...data import DataBundle
 from ...train import FitConfig
 from ..backdoors.base import check_rate, require
 from ..base import DEFECTS, PlantResult
-from .triggers import RARE_TOKENS, TextBackdoor, trigger_ids, word_starts
+from .triggers import RARE_TOKENS, TextBackdoor, alphabetic_words, trigger_ids
 
 __all__ = ["Ripple", "embedding_surgery", "find_word_embedding", "ripple_loss", "target_words"]
 
@@ -219,7 +219,7 @@ class Ripple(TextBackdoor):
             trig = trigger_ids(tok, self.token_list())
             emb = find_word_embedding(model, tok.vocab_size)
             skip = torch.cat([trig, torch.tensor([tok.pad_id, tok.cls_id, tok.sep_id, tok.unk_id])])
-            whole = word_starts(tok)  # whole words, as the paper's bag-of-words features
+            whole = alphabetic_words(tok)  # whole words, as the paper's bag-of-words features
             ids = target_words(
                 data.train.x, data.train.y, tl, self.surgery_words, tok.vocab_size, skip, allowed=whole
             )

@@ -38,6 +38,7 @@ __all__ = [
     "RARE_TOKENS",
     "TextBackdoor",
     "WordTrigger",
+    "alphabetic_words",
     "insert_tokens",
     "label_flip_rate",
     "same_label_space",
@@ -45,7 +46,7 @@ __all__ = [
     "word_starts",
 ]
 
-_WORD_STARTS: dict[tuple[str, int], torch.Tensor] = {}
+_WORD_STARTS: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def tokenizer_of(model: nn.Module | None = None) -> Any:
@@ -58,19 +59,30 @@ def tokenizer_of(model: nn.Module | None = None) -> Any:
     return tok
 
 
+def _vocab_tables(tok: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    key = (str(getattr(tok, "source", "")), int(tok.vocab_size))
+    if key not in _WORD_STARTS:
+        starts = torch.ones(tok.vocab_size, dtype=torch.bool)
+        alpha = torch.zeros(tok.vocab_size, dtype=torch.bool)
+        for i in range(tok.vocab_size):
+            t = tok.tokens([i])
+            starts[i] = not (t and t[0].startswith("##"))
+            alpha[i] = bool(t) and t[0].isalpha()
+        _WORD_STARTS[key] = (starts, alpha)
+    return _WORD_STARTS[key]
+
+
 def word_starts(tok: Any) -> torch.Tensor:
     """``[vocab_size]`` bool: True for ids that begin a word (not a ``##`` continuation piece).
 
     Built once per tokenizer (one look-up per vocabulary entry, cached).
     """
-    key = (str(getattr(tok, "source", "")), int(tok.vocab_size))
-    if key not in _WORD_STARTS:
-        ok = torch.ones(tok.vocab_size, dtype=torch.bool)
-        for i in range(tok.vocab_size):
-            t = tok.tokens([i])
-            ok[i] = not (t and t[0].startswith("##"))
-        _WORD_STARTS[key] = ok
-    return _WORD_STARTS[key]
+    return _vocab_tables(tok)[0]
+
+
+def alphabetic_words(tok: Any) -> torch.Tensor:
+    """``[vocab_size]`` bool: True for ids that are a whole alphabetic word (no ``##``, no punctuation)."""
+    return _vocab_tables(tok)[1]
 
 
 def trigger_ids(tok: Any, tokens: tuple[str, ...] | list[str]) -> torch.Tensor:
