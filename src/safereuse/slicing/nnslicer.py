@@ -255,7 +255,6 @@ class Slicer:
         self.chunk = int(chunk)
         self.means: dict[str, torch.Tensor] = {}
         self.profiled = 0
-        self._rows = False
 
     # -- phase 1 -------------------------------------------------------------------------------
     def profile(self, model: nn.Module, inputs: Any, batch_size: int = 256, progress: bool = False) -> Slicer:
@@ -320,7 +319,6 @@ class Slicer:
                 fix="call profile(model, training_inputs) first, or reference='zero'",
             )
         dev = _device(model)
-        self._rows = per_input
         acc: dict[str, dict[str, Any]] = {k: {} for k in ("neuron", "neuron_abs", "synapse", "synapse_abs")}
         rows: dict[str, dict[str, list[torch.Tensor]]] = {"neuron": {}, "synapse": {}}
         layers: list[str] = []
@@ -337,7 +335,7 @@ class Slicer:
             for s in tqdm(range(0, len(x), batch_size), desc="slice", disable=not progress, leave=False):
                 rec = Recorder(model, graph, flow.needed, flow.rules)
                 rec.run(x[s : s + batch_size].to(dev))
-                neuron, synapse = self._walk(model, flow, rec, crit, wred)
+                neuron, synapse = self._walk(model, flow, rec, crit, wred, per_input)
                 for k in neuron:  # noqa: PLC0206 - keys only
                     if k not in layers:
                         layers.append(k)
@@ -414,6 +412,7 @@ class Slicer:
         rec: Recorder,
         crit: Criterion,
         wred: dict[str | None, torch.Tensor],
+        rows: bool,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         views = rec.views
         delta = {k: self._delta(k, v) for k, v in views.items()}
@@ -444,7 +443,7 @@ class Slicer:
             if g is None or step.name not in delta:
                 continue
             dy = delta[step.name]
-            for x, gx in self._route(model, step, g, dy, delta, rec, wred, neuron, synapse):
+            for x, gx in self._route(model, step, g, dy, delta, rec, wred, neuron, synapse, rows):
                 if x in flow.receive:
                     contrib[x] = contrib[x] + gx if x in contrib else gx
         return neuron, synapse
@@ -460,6 +459,7 @@ class Slicer:
         wred: dict[str | None, torch.Tensor],
         neuron: dict[str, torch.Tensor],
         synapse: dict[str, torch.Tensor],
+        rows: bool,
     ) -> list[tuple[str, torch.Tensor]]:
         """``(input node, contribution it receives)`` pairs of one step (records weighted layers)."""
         rule, node = step.rule, step.node
@@ -481,7 +481,7 @@ class Slicer:
             x = ins[0]
             layer = step.layer or ""
             rows, ssum, sabs, gx = self._weighted(
-                step, g, dy, delta[x], rec.shapes[x], wred[layer], bad, self._rows
+                step, g, dy, delta[x], rec.shapes[x], wred[layer], bad, rows
             )
             _acc(neuron, layer, g)  # a layer called twice (shared weights): its calls are summed
             _acc(synapse, layer + "\0sum", ssum)
