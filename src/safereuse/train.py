@@ -267,6 +267,18 @@ def lr_factor(cfg: FitConfig, step: int, steps_per_epoch: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
 
+def epoch_steps(n: int, cfg: FitConfig) -> int:
+    """Optimiser steps :func:`fit` makes per epoch on ``n`` training examples: one pass in batches,
+    or ``cfg.min_steps_per_epoch`` if that is more (what step-counting callbacks must use).
+
+    Example:
+        >>> cfg = FitConfig(batch_size=16, progress=False)
+        >>> epoch_steps(30, cfg), epoch_steps(30, FitConfig(batch_size=16, min_steps_per_epoch=8))
+        (2, 8)
+    """
+    return max(max(1, math.ceil(n / cfg.batch_size)), cfg.min_steps_per_epoch)
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -317,7 +329,7 @@ def fit(
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train)
     passes = max(1, math.ceil(n / cfg.batch_size))
-    steps_per_epoch = max(passes, cfg.min_steps_per_epoch)
+    steps_per_epoch = epoch_steps(n, cfg)
     # several shuffles per epoch only when min_steps_per_epoch asks for more steps than one pass
     reshuffles = math.ceil(steps_per_epoch * cfg.batch_size / n) if steps_per_epoch > passes else 1
     gen = torch.Generator().manual_seed(cfg.seed)

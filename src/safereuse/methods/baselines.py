@@ -46,7 +46,7 @@ from ..slicing import (
     slice_layers,
     weight_masks,
 )
-from ..train import FitConfig, FitResult, accuracy_on, fit
+from ..train import FitConfig, FitResult, accuracy_on, epoch_steps, fit
 from .base import METHODS, Prepared, TransferMethod
 
 # -- magnitude pruning -----------------------------------------------------------------------------
@@ -426,7 +426,7 @@ class Renofeation(TransferMethod):
     ) -> FitResult:
         assert isinstance(prepared, _TeacherPrepared) and prepared.teacher is not None
         model = prepared.model
-        steps_per_epoch = max(1, math.ceil(len(data.train) / cfg.batch_size))
+        steps_per_epoch = epoch_steps(len(data.train), cfg)
         first = min(int(self.swa_start * cfg.epochs), cfg.epochs - 1)  # average epochs first+1 .. epochs
         swa = WeightAverage(steps_per_epoch, first)
         reg = FeatureRegulariser(

@@ -17,7 +17,7 @@ from torch import nn
 
 from ...data import DataBundle, Split
 from ...slicing.capture import Capture, capture
-from ...train import FitConfig, FitResult, accuracy_on, fit
+from ...train import FitConfig, FitResult, accuracy_on, epoch_steps, fit
 from ...utils import atomic_path
 from ..base import DEFECTS, PlantResult
 from .base import (
@@ -310,7 +310,7 @@ class LatentBackdoor(Backdoor):
                 checkpoint_dir=ck / "clean" if ck else None,
             )
         gen = torch.Generator().manual_seed(self.seed)
-        per_epoch = max(1, math.ceil(len(data.train) / cfg.batch_size))
+        per_epoch = epoch_steps(len(data.train), cfg)
         # the trigger is not part of fit's checkpoint: keep it beside, once per epoch
         trig_file = ck / "inject" / "latent_trigger.safetensors" if ck else None
         if trig_file is not None and trig_file.is_file():
