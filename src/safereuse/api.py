@@ -183,6 +183,7 @@ def train_teacher(
         if not DEFECTS.get(backdoor).planted_in_teacher:
             raise SafeReuseError(f"{backdoor!r} is not a backdoor", fix="run `safereuse list defects`")
         defect = DEFECTS.create(backdoor, **(backdoor_params or {}))
+        defect.check_input_kind(bundle.train.x)
         planted = defect.plant(model, bundle, cfg, checkpoint_dir=partial)
         result, extras, record = planted.fit, planted.extras, planted.record
     else:

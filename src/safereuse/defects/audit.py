@@ -484,6 +484,7 @@ def audit(
     if batch_size < 1:
         raise SafeReuseError(f"batch_size={batch_size} must be ≥ 1", fix="e.g. 256")
     for d in resolved:
+        d.check_input_kind(data.test.x)
         d.check_models(t_meta, s_meta)
 
     idx = _subset(len(data.test), max_samples)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..errors import SafeReuseError
 from ..registry import Registry
 from .probe import AuditedModel, ProbeContext, ProbeResult
 
@@ -34,12 +35,15 @@ class Defect:
       the same for every student of a teacher (the runner crafts it once, under a lock).
     - ``planted_in_teacher`` — the defect is planted while the teacher is trained (``plant``) and can
       be probed only on students of a teacher that carries it.
+    - ``input_kind`` — ``image`` (float pixels) or ``text`` (integer token ids): the inputs it can
+      craft on or plant into; :func:`check_input_kind` refuses the other kind with one line.
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     crafted_on_teacher: ClassVar[bool] = False
     planted_in_teacher: ClassVar[bool] = False
+    input_kind: ClassVar[str] = "image"
 
     def config(self) -> dict[str, Any]:
         """The resolved parameters (recorded with every result)."""
@@ -52,6 +56,25 @@ class Defect:
     def check_models(self, teacher: AuditedModel, student: AuditedModel) -> None:
         """Raise :class:`~safereuse.errors.SafeReuseError` when this defect cannot be probed on these
         models (called for every defect before anything is crafted); the default accepts any."""
+
+    def check_input_kind(self, x: torch.Tensor) -> None:
+        """Refuse inputs of the other modality (pixels vs token ids) before anything is crafted.
+
+        Example:
+            >>> from safereuse.defects import DEFECTS
+            >>> DEFECTS.create("fgsm").check_input_kind(torch.zeros(2, 8, dtype=torch.long))
+            Traceback (most recent call last):
+            ...
+            safereuse.errors.SafeReuseError: fgsm is a defect of image models, but these inputs are text...
+        """
+        kind = "image" if x.is_floating_point() else "text"
+        if kind != self.input_kind:
+            fits = sorted(n for n in DEFECTS.names() if DEFECTS.get(n).input_kind == kind)
+            what = "text token ids" if kind == "text" else "images"
+            raise SafeReuseError(
+                f"{self.name} is a defect of {self.input_kind} models, but these inputs are {what}",
+                fix=f"use a defect for {kind} models: {', '.join(fits)}",
+            )
 
     def probe(self, ctx: ProbeContext) -> ProbeResult:  # pragma: no cover - abstract
         """Measure how often this defect fires on the student (and on the teacher, same task only).

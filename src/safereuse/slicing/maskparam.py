@@ -224,9 +224,10 @@ def mask_scores(
         chosen = [(n, mods[n]) for n in layers]
     chosen = [(n, m) for n, m in chosen if isinstance(getattr(m, "weight", None), torch.Tensor)]
     if not chosen:
+        what = f"no {layers!r} layer" if isinstance(layers, str) else "none of the named layers with a weight"
         raise SafeReuseError(
-            f"{type(model).__name__} has no Conv or Linear layer to mask",
-            fix="re-engineer a model with Conv2d / Linear layers",
+            f"{type(model).__name__} has {what} to mask",
+            fix="re-engineer a model with such layers (SeaM masks Conv2d weights by default)",
         )
     entries: list[_Entry] = []
     # every parameter of the model is frozen while masked (SeaM trains only scores and the new head)
