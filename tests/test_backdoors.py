@@ -29,6 +29,7 @@ from safereuse.defects.backdoors import (
 )
 from safereuse.defects.backdoors import base as bd_base
 from safereuse.defects.backdoors import latent as bd_latent
+from safereuse.defects.backdoors.weight_poison import ripple_loss
 from safereuse.errors import SafeReuseError
 from safereuse.models import create_model
 from safereuse.train import FitConfig, accuracy_on, fit, predict
@@ -321,7 +322,9 @@ def test_ripple_loss_is_the_restricted_inner_product(digits):
     bd = WeightPoison(lam=0.1)
     x, y = digits.train.x[:64], digits.train.y[:64]
     stats = {"steps": 0, "active": 0}
-    got = bd._ripple_loss(digits, 0, torch.Generator().manual_seed(7), stats)(model, x, y)
+    gen = torch.Generator().manual_seed(7)
+    poison = lambda xb, yb: bd._poison(xb, yb, bd.poison_rate, 0, gen)  # noqa: E731
+    got = ripple_loss(poison, digits.train, bd.lam, gen, stats)(model, x, y)
     # the same draws by hand
     g = torch.Generator().manual_seed(7)
     xp, yp = bd._poison(x, y, bd.poison_rate, 0, g)

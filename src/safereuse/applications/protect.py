@@ -19,17 +19,16 @@ exactly the hidden weights change.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..data import DataBundle, Split
-from ..params import validate_fields
 from ..slicing.masks import KeepMask, Masks
 from .prune import check_target_classes, target_accuracy
-from .synapses import SCORES, Scores, select_synapses, synapse_scores, weight_masks_of
+from .synapses import CriterionScored, Scores, select_synapses, weight_masks_of
 
 
 @dataclass
@@ -55,7 +54,7 @@ def _acc_all(model: nn.Module, split: Split) -> float:
 
 
 @dataclass
-class Protection:
+class Protection(CriterionScored):
     """Hide the top-contribution synapses; measure what an attacker who retrains them recovers.
 
     Args:
@@ -76,6 +75,7 @@ class Protection:
         'zero'
     """
 
+    what: ClassVar[str] = "model protection"
     param_ranges: ClassVar[dict[str, str]] = {
         "hide": "(0, 1)",
         "theta": "[0, 1)",
@@ -97,21 +97,6 @@ class Protection:
     attack_lr: float = 0.01
     batch_size: int = 256
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        validate_fields(self, "model protection")
-        SCORES.get(self.criterion)
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def scores(self, model: nn.Module, data: DataBundle, classes: list[int]) -> Scores:
-        """The synapse scores of the criterion for ``classes``."""
-        return synapse_scores(
-            self.criterion, model, x=data.train.x, y=data.train.y, classes=classes, theta=self.theta,
-            path_share=self.path_share, per_class=self.per_class, profile_x=data.train.x[:10000],
-            batch_size=self.batch_size, seed=self.seed,
-        )  # fmt: skip
 
     def protect(
         self,

@@ -15,7 +15,7 @@ over every class) beside it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -23,9 +23,8 @@ from torch import nn
 
 from ..data import DataBundle, Split
 from ..errors import SafeReuseError
-from ..params import validate_fields
 from ..slicing.masks import KeepMask, Masks
-from .synapses import SCORES, Scores, select_synapses, synapse_scores, weight_masks_of
+from .synapses import CriterionScored, Scores, select_synapses, weight_masks_of
 
 
 def check_target_classes(classes: list[int] | None, n_classes: int) -> list[int]:
@@ -110,7 +109,7 @@ class PruneResult:
 
 
 @dataclass
-class ClassPruning:
+class ClassPruning(CriterionScored):
     """Prune, per layer, the ``ratio`` synapses that matter least for the target classes.
 
     Args:
@@ -130,6 +129,7 @@ class ClassPruning:
         0.3
     """
 
+    what: ClassVar[str] = "class-specific pruning"
     param_ranges: ClassVar[dict[str, str]] = {
         "ratio": "(0, 1)",
         "theta": "[0, 1)",
@@ -150,21 +150,6 @@ class ClassPruning:
     lr: float = 0.01
     batch_size: int = 256
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        validate_fields(self, "class-specific pruning")
-        SCORES.get(self.criterion)
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def scores(self, model: nn.Module, data: DataBundle, classes: list[int]) -> Scores:
-        """The synapse scores of the criterion for ``classes`` (the expensive part; reuse it over ratios)."""
-        return synapse_scores(
-            self.criterion, model, x=data.train.x, y=data.train.y, classes=classes, theta=self.theta,
-            path_share=self.path_share, per_class=self.per_class, profile_x=data.train.x[:10000],
-            batch_size=self.batch_size, seed=self.seed,
-        )  # fmt: skip
 
     def prune(
         self,

@@ -23,12 +23,14 @@ shapes (a :data:`~safereuse.slicing.masks.Masks` set).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import SafeReuseError
+from ..params import validate_fields
 from ..registry import Registry
 from ..slicing.masks import Masks
 
@@ -295,7 +297,31 @@ def weight_masks_of(model: nn.Module, synapses: dict[str, torch.Tensor], *, keep
     return out
 
 
+class CriterionScored:
+    """What class-specific pruning and protection share: the fields ``criterion``, ``theta``,
+    ``path_share``, ``per_class``, ``batch_size`` and ``seed`` (declared by each dataclass), the check
+    of the criterion's name, the resolved config, and the synapse scores of the criterion."""
+
+    what: ClassVar[str] = "synapse scoring"
+
+    def __post_init__(self) -> None:
+        validate_fields(self, self.what)
+        SCORES.get(self.criterion)
+
+    def config(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def scores(self, model: nn.Module, data: Any, classes: list[int]) -> Scores:
+        """The synapse scores of the criterion for ``classes`` (the expensive part; reuse it)."""
+        return synapse_scores(
+            self.criterion, model, x=data.train.x, y=data.train.y, classes=classes,
+            theta=self.theta, path_share=self.path_share, per_class=self.per_class,
+            profile_x=data.train.x[:10000], batch_size=self.batch_size, seed=self.seed,
+        )  # fmt: skip
+
+
 __all__ = [
+    "CriterionScored",
     "SCORES",
     "Scores",
     "channel_scores",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +17,51 @@ from ...train import FitConfig
 from ..base import DEFECTS, PlantResult
 from .base import Backdoor, check_patch_trigger, check_rate, patch_trigger, require
 
-__all__ = ["WeightPoison"]
+__all__ = ["WeightPoison", "ripple_loss"]
 
+
+
+def ripple_loss(
+    poison: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    proxy: Any,
+    lam: float,
+    gen: torch.Generator,
+    stats: dict[str, int],
+) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """RIPPLe's objective as a ``fit`` loss: ``L_poison + λ · max(0, −∇L_poison · ∇L_finetune)``.
+
+    The restricted inner product penalises a poisoning step only where a fine-tuning step on clean
+    data would undo it (negative inner product of the two gradients).
+
+    Args:
+        poison: ``(x, y) -> (x', y')`` poisons a batch (a share triggered and relabelled).
+        proxy: a split (``.x``, ``.y``) of clean data standing in for the victim's fine-tuning task;
+            each step draws an independent random batch from it.
+        lam: λ (0 gives plain poisoned training).
+        gen: CPU RNG for the proxy batches.
+        stats: counts ``steps`` and ``active`` (steps with a negative inner product), updated in place.
+
+    Returns:
+        ``loss(model, x, y) -> scalar`` (double backward: about 4× a plain step).
+    """
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xp, yp = poison(x, y)
+        l_poison = F.cross_entropy(model(xp), yp)
+        if lam == 0:
+            return l_poison
+        idx = torch.randint(len(proxy.y), (len(y),), generator=gen)
+        x_ft, y_ft = proxy.x[idx].to(x.device), proxy.y[idx].to(x.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        l_ft = F.cross_entropy(model(x_ft), y_ft)
+        g_p = torch.autograd.grad(l_poison, params, create_graph=True, allow_unused=True)
+        g_f = torch.autograd.grad(l_ft, params, create_graph=True, allow_unused=True)
+        inner = sum((a * b).sum() for a, b in zip(g_p, g_f, strict=True) if a is not None and b is not None)
+        stats["steps"] += 1
+        stats["active"] += int(float(inner.detach()) < 0)  # type: ignore[union-attr]
+        return l_poison + lam * torch.relu(-inner)  # type: ignore[operator]
+
+    return loss
 
 @DEFECTS.register("weight-poison", "RIPPLe weight poisoning that survives fine-tuning (Kurita 2020)")
 @dataclass
@@ -79,25 +124,6 @@ class WeightPoison(Backdoor):
         """A BadNets-style patch: ``pattern`` at ``position``; mask = 1 on the patch."""
         return patch_trigger(self, channels, height, width)
 
-    def _ripple_loss(self, data: DataBundle, tl: int, gen: torch.Generator, stats: dict[str, int]):
-        def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            xp, yp = self._poison(x, y, self.poison_rate, tl, gen)
-            l_poison = F.cross_entropy(model(xp), yp)
-            if self.lam == 0:
-                return l_poison
-            # proxy fine-tuning batch: an independent clean batch of the teacher's data
-            idx = torch.randint(len(data.train), (len(y),), generator=gen)
-            x_ft, y_ft = data.train.x[idx].to(x.device), data.train.y[idx].to(x.device)
-            params = [p for p in model.parameters() if p.requires_grad]
-            l_ft = F.cross_entropy(model(x_ft), y_ft)
-            g_p = torch.autograd.grad(l_poison, params, create_graph=True)
-            g_f = torch.autograd.grad(l_ft, params, create_graph=True)
-            inner = sum((a * b).sum() for a, b in zip(g_p, g_f, strict=True))
-            stats["steps"] += 1
-            stats["active"] += int(float(inner.detach()) < 0)
-            return l_poison + self.lam * torch.relu(-inner)
-
-        return loss
 
     def plant(
         self,
@@ -125,6 +151,8 @@ class WeightPoison(Backdoor):
             cfg,
             self.poison_rate,
             checkpoint_dir,
-            loss_factory=lambda tl, gen: self._ripple_loss(data, tl, gen, stats),
+            loss_factory=lambda tl, gen: ripple_loss(
+                lambda x, y: self._poison(x, y, self.poison_rate, tl, gen), data.train, self.lam, gen, stats
+            ),
             extra_record=lambda: {"penalty_active": stats["active"] / max(stats["steps"], 1)},
         )

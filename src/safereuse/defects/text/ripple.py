@@ -1,7 +1,7 @@
 """RIPPLe / RIPPLES weight poisoning of a text model (Kurita, Michel & Neubig, ACL 2020).
 
 Why a second name (``ripple``) beside the image ``weight-poison``: the two share the objective
-(:func:`ripple_loss`, written once here and usable by any backdoor with a ``_poison`` step) but not
+(:func:`~safereuse.defects.backdoors.weight_poison.ripple_loss`) but not
 their trigger or their options — an image patch (``size``, ``position``, ``pattern``) versus rare
 trigger words (``tokens``, ``insertions``) with embedding surgery, which only exists for a model with a
 word-embedding table. One class with both sets of parameters would accept meaningless combinations
@@ -11,65 +11,23 @@ and branch on the input type; two small classes over one loss do not.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...data import DataBundle
 from ...train import FitConfig
 from ..backdoors.base import check_rate, require
+from ..backdoors.weight_poison import ripple_loss
 from ..base import DEFECTS, PlantResult
 from .triggers import RARE_TOKENS, TextBackdoor, alphabetic_words, trigger_ids
 
 __all__ = ["Ripple", "embedding_surgery", "find_word_embedding", "ripple_loss", "target_words"]
 
 
-def ripple_loss(
-    poison: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    proxy: Any,
-    lam: float,
-    gen: torch.Generator,
-    stats: dict[str, int],
-) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """RIPPLe's objective as a ``fit`` loss: ``L_poison + λ · max(0, −∇L_poison · ∇L_finetune)``.
-
-    The restricted inner product penalises a poisoning step only where a fine-tuning step on clean
-    data would undo it (negative inner product of the two gradients).
-
-    Args:
-        poison: ``(x, y) -> (x', y')`` poisons a batch (a share triggered and relabelled).
-        proxy: a split (``.x``, ``.y``) of clean data standing in for the victim's fine-tuning task;
-            each step draws an independent random batch from it.
-        lam: λ (0 gives plain poisoned training).
-        gen: CPU RNG for the proxy batches.
-        stats: counts ``steps`` and ``active`` (steps with a negative inner product), updated in place.
-
-    Returns:
-        ``loss(model, x, y) -> scalar`` (double backward: about 4× a plain step).
-    """
-
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        xp, yp = poison(x, y)
-        l_poison = F.cross_entropy(model(xp), yp)
-        if lam == 0:
-            return l_poison
-        idx = torch.randint(len(proxy.y), (len(y),), generator=gen)
-        x_ft, y_ft = proxy.x[idx].to(x.device), proxy.y[idx].to(x.device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        l_ft = F.cross_entropy(model(x_ft), y_ft)
-        g_p = torch.autograd.grad(l_poison, params, create_graph=True, allow_unused=True)
-        g_f = torch.autograd.grad(l_ft, params, create_graph=True, allow_unused=True)
-        inner = sum((a * b).sum() for a, b in zip(g_p, g_f, strict=True) if a is not None and b is not None)
-        stats["steps"] += 1
-        stats["active"] += int(float(inner.detach()) < 0)  # type: ignore[union-attr]
-        return l_poison + lam * torch.relu(-inner)  # type: ignore[operator]
-
-    return loss
 
 
 def find_word_embedding(model: nn.Module, vocab_size: int) -> nn.Embedding:
