@@ -64,13 +64,14 @@ def _err(mean: float, lo: float, hi: float) -> tuple[float, float]:
     return max(0.0, mean - lo), max(0.0, hi - mean)
 
 
-def tradeoff_figure(
-    agg: pd.DataFrame, defect: str, scenarios: Sequence[str], palette: dict[str, str]
+def _acc_scatter(
+    sub: pd.DataFrame, scenarios: Sequence[str], palette: dict[str, str], x: str, higher_is_better: bool,
+    xlabel: str, title: str,
 ) -> bytes | None:
-    """ACC-vs-DIR scatter with the Pareto front for one defect (None when nothing to draw)."""
+    """Per-scenario ACC-vs-``x`` scatter (means, 95 % bars) with the Pareto front: ACC maximised,
+    ``x`` minimised (DIR) or maximised (Rob). None when no scenario has a row."""
     from matplotlib.figure import Figure
 
-    sub = agg[agg["defect"] == defect]
     panels = [s for s in scenarios if (sub["scenario"] == s).any()]
     if not panels:
         return None
@@ -80,43 +81,44 @@ def tradeoff_figure(
     for i, sc in enumerate(panels):
         ax = fig.add_subplot(nrow, ncol, i + 1)
         g = sub[sub["scenario"] == sc].reset_index(drop=True)
-        pts = list(zip(g["dir_mean"].astype(float), g["acc_mean"].astype(float), strict=True))
+        pts = list(zip(g[f"{x}_mean"].astype(float), g["acc_mean"].astype(float), strict=True))
         for j, r in g.iterrows():
-            x, y = pts[j]
-            if not (_finite(x) and _finite(y)):
+            px, py = pts[j]
+            if not (_finite(px) and _finite(py)):
                 continue
-            xe, ye = _err(x, r["dir_ci_low"], r["dir_ci_high"]), _err(y, r["acc_ci_low"], r["acc_ci_high"])
-            ax.errorbar(
-                x,
-                y,
-                xerr=[[xe[0]], [xe[1]]],
-                yerr=[[ye[0]], [ye[1]]],
-                fmt="o",
-                ms=7,
-                color=palette.get(r["label"], "#444444"),
-                ecolor="#888888",
-                capsize=3,
-                label=r["label"],
-                zorder=3,
-            )
-            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        front = pareto_front(pts)
+            xe = _err(px, r[f"{x}_ci_low"], r[f"{x}_ci_high"])
+            ye = _err(py, r["acc_ci_low"], r["acc_ci_high"])
+            ax.errorbar(px, py, xerr=[[xe[0]], [xe[1]]], yerr=[[ye[0]], [ye[1]]], fmt="o", ms=7,
+                        color=palette.get(r["label"], "#444444"), ecolor="#888888", capsize=3,
+                        label=r["label"], zorder=3)  # fmt: skip
+            ax.annotate(r["label"], (px, py), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        # pareto_front minimises x: hand it −x when higher is better, then draw from low to high x
+        sign = -1.0 if higher_is_better else 1.0
+        front = sorted(pareto_front([(sign * a, b) for a, b in pts]), key=lambda k: pts[k][0])
         if front:
-            fx = [pts[k][0] for k in front]
-            fy = [pts[k][1] for k in front]
-            ax.step(fx, fy, where="post", color="#222222", lw=1.2, ls="--", zorder=2, label="Pareto front")
+            ax.step([pts[k][0] for k in front], [pts[k][1] for k in front],
+                    where="pre" if higher_is_better else "post", color="#222222", lw=1.2, ls="--",
+                    zorder=2, label="Pareto front")  # fmt: skip
         ax.set_title(sc, fontsize=10)
-        ax.set_xlabel(f"DIR {defect} (%) — lower is safer")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("student ACC (%)")
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle(
-        f"Accuracy vs inheritance of {defect} (mean over seeds; bars: 95% interval over seeds and images)",
-        fontsize=11,
-    )
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _png(fig)
+
+
+def tradeoff_figure(
+    agg: pd.DataFrame, defect: str, scenarios: Sequence[str], palette: dict[str, str]
+) -> bytes | None:
+    """ACC-vs-DIR scatter with the Pareto front for one defect (None when nothing to draw)."""
+    return _acc_scatter(
+        agg[agg["defect"] == defect], scenarios, palette, "dir", False,
+        f"DIR {defect} (%) — lower is safer",
+        f"Accuracy vs inheritance of {defect} (mean over seeds; bars: 95% interval over seeds and images)",
+    )  # fmt: skip
 
 
 def robustness_figure(
@@ -124,46 +126,12 @@ def robustness_figure(
 ) -> bytes | None:
     """ACC-vs-Rob scatter with the Pareto front (both maximised) for one white-box defect; None when
     the defect has no robust accuracy (not white-box) or nothing is finished."""
-    from matplotlib.figure import Figure
-
-    sub = agg[(agg["defect"] == defect) & agg["rob_mean"].notna()]
-    panels = [s for s in scenarios if (sub["scenario"] == s).any()]
-    if not panels:
-        return None
-    ncol = min(3, len(panels))
-    nrow = math.ceil(len(panels) / ncol)
-    fig = Figure(figsize=(4.6 * ncol, 3.9 * nrow))
-    for i, sc in enumerate(panels):
-        ax = fig.add_subplot(nrow, ncol, i + 1)
-        g = sub[sub["scenario"] == sc].reset_index(drop=True)
-        pts = list(zip(g["rob_mean"].astype(float), g["acc_mean"].astype(float), strict=True))
-        for j, r in g.iterrows():
-            x, y = pts[j]
-            if not (_finite(x) and _finite(y)):
-                continue
-            xe, ye = _err(x, r["rob_ci_low"], r["rob_ci_high"]), _err(y, r["acc_ci_low"], r["acc_ci_high"])
-            ax.errorbar(x, y, xerr=[[xe[0]], [xe[1]]], yerr=[[ye[0]], [ye[1]]], fmt="o", ms=7,
-                        color=palette.get(r["label"], "#444444"), ecolor="#888888", capsize=3,
-                        label=r["label"], zorder=3)  # fmt: skip
-            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        # pareto_front minimises x: hand it −Rob, then draw the front from low to high Rob
-        front = sorted(pareto_front([(-x, y) for x, y in pts]), key=lambda k: pts[k][0])
-        if front:
-            ax.step([pts[k][0] for k in front], [pts[k][1] for k in front], where="pre", color="#222222",
-                    lw=1.2, ls="--", zorder=2, label="Pareto front")  # fmt: skip
-        ax.set_title(sc, fontsize=10)
-        ax.set_xlabel(f"Rob {defect} (%) — higher is more robust")
-        ax.set_ylabel("student ACC (%)")
-        ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=7, loc="best")
-    fig.suptitle(
+    return _acc_scatter(
+        agg[(agg["defect"] == defect) & agg["rob_mean"].notna()], scenarios, palette, "rob", True,
+        f"Rob {defect} (%) — higher is more robust",
         f"Accuracy vs robust accuracy under {defect} (mean over seeds; bars: 95% interval over seeds "
         "and images)",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    return _png(fig)
+    )  # fmt: skip
 
 
 def method_bars(
