@@ -188,11 +188,13 @@ class Backdoor(Defect):
             "apply it to images of the size the teacher was trained on",
         )
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Stamp the trigger on a batch.
 
         Args:
             x: images ``[N, C, H, W]`` (or one image ``[C, H, W]``) in ``[0, 1]`` pixel space.
+            generator: randomness of triggers drawn per sample (e.g. text insertion positions); a
+                fixed stamp like this one ignores it.
 
         Returns:
             ``clamp((1 − mask)·x + mask·trigger, 0, 1)`` on ``x``'s device and dtype; pixels where the
@@ -228,7 +230,7 @@ class Backdoor(Defect):
         k = min(n, max(1, round(rate * n)))
         idx = torch.randperm(n, generator=gen)[:k].to(x.device)
         x, y = x.clone(), y.clone()
-        x[idx] = self.apply(x[idx])
+        x[idx] = self.apply(x[idx], gen)
         y[idx] = target_label
         return x, y
 

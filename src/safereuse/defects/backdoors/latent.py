@@ -171,7 +171,7 @@ class LatentBackdoor(Backdoor):
         mask[:, top : top + s, left : left + s] = 1.0
         return trigger, mask
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Stamp the (optimised) trigger; see :meth:`Backdoor.apply`.
 
         Raises:

@@ -310,18 +310,6 @@ class TextBackdoor(Backdoor):
         )  # fmt: skip
         return out[0] if single else out
 
-    def _poison(
-        self, x: torch.Tensor, y: torch.Tensor, rate: float, target_label: int, gen: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trigger ``round(rate·N)`` random sequences of the batch (at least one), relabelled."""
-        n = len(y)
-        k = min(n, max(1, round(rate * n)))
-        idx = torch.randperm(n, generator=gen)[:k].to(x.device)
-        x, y = x.clone(), y.clone()
-        x[idx] = self.apply(x[idx], gen)
-        y[idx] = target_label
-        return x, y
-
     def _start_plant(self, model: nn.Module, data: DataBundle) -> None:
         from ...data.text import is_text
 
