@@ -604,3 +604,22 @@ def test_adapt_rejects_non_linear_head() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU())
     with pytest.raises(SafeReuseError, match="nn.Linear"):
         adapt(net, InputSpec(1, (2, 2)), head="2")
+
+
+def test_resnet18_cifar_layout() -> None:
+    """``small_input=True``: the CIFAR ResNet-18 (3×3 stride-1 stem, no max-pool, total stride 8) that
+    CIFAR-10 work such as NNSlicer uses; the default stays torchvision's ImageNet layout."""
+    cifar = create_model("resnet18", num_classes=10, in_channels=3, image_size=32, small_input=True)
+    tv = create_model("resnet18", num_classes=10, in_channels=3, image_size=32)
+    assert cifar.conv1.kernel_size == (3, 3) and cifar.conv1.stride == (1, 1)  # type: ignore[union-attr]
+    assert isinstance(cifar.maxpool, torch.nn.Identity) and isinstance(tv.maxpool, torch.nn.MaxPool2d)
+    assert tv.conv1.kernel_size == (7, 7)  # type: ignore[union-attr]
+    spatial: dict[str, tuple[int, ...]] = {}
+    h = cifar.layer4.register_forward_hook(lambda _m, _a, y: spatial.__setitem__("l4", tuple(y.shape[-2:])))
+    try:
+        with torch.no_grad():
+            assert cifar.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    finally:
+        h.remove()
+    assert spatial["l4"] == (4, 4)
+    assert set(cifar.state_dict()) == set(tv.state_dict())

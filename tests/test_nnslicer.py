@@ -406,3 +406,37 @@ def test_method_resets_lowest_synapses_whole_kernels(assert_no_trace):
         s = scores[layer]
         assert s[~per_synapse].max() <= s[per_synapse].min()
         assert k.shape == w.shape
+
+
+def _naive_keep(a: torch.Tensor, cut: torch.Tensor) -> torch.Tensor:
+    """The spec's θ rule one row at a time: sort ascending, drop the longest prefix whose running sum
+    stays below the cut; terms equal to the first kept one are kept."""
+    keep = torch.ones_like(a, dtype=torch.bool)
+    for r in range(a.shape[0]):
+        vals = sorted(a[r].tolist())
+        total, k = 0.0, 0
+        while k < len(vals) and total + vals[k] < cut[r].item():
+            total += vals[k]
+            k += 1
+        first_kept = vals[k] if k < len(vals) else float("inf")
+        keep[r] = a[r] >= first_kept
+    return keep
+
+
+@pytest.mark.parametrize(("rows", "width"), [(7, 9), (5000, 9), (300, 70), (40, 32)])
+def test_theta_rule_equals_naive_rows(rows, width):
+    """5000 rows: the sort is split over threads; widths 70 and 32: several blocks of the prefix
+    count, one of them padded; some cuts above the row's total (the whole row is dropped)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 6, (rows, width), generator=g).float() / 4  # many ties and zeros
+    cut = torch.rand(rows, 1, generator=g) * a.sum(1, keepdim=True) * 1.1
+    cut[::5] = 0.0  # θ|Δy| = 0 keeps everything
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = a >= Slicer._threshold(a[:, None, :], cut[:, None, :]).squeeze(1)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(got, _naive_keep(a, cut))
+    assert got[cut.squeeze(1) == 0].all()
+    assert (~got).all(1).any()  # a cut above the total drops the whole row

@@ -138,51 +138,84 @@ class ResNet(ReusableModel):
 
 
 @MODELS.register("resnet18", "ResNet-18, ImageNet layout (torchvision keys)")
-def resnet18(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
+def resnet18(
+    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, small_input: bool = False
+) -> ResNet:
     """ResNet-18 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016), ImageNet layout.
 
     Args:
         num_classes: outputs of the head (``fc``).
         in_channels: image channels (ImageNet statistics are used for 3, 0.5/0.5 otherwise).
         image_size: side of the square input (224 for ImageNet; ≥ 32 works, total stride 32).
+        small_input: the CIFAR layout (3×3 stride-1 stem, no max-pool, total stride 8) for 32 px
+            images, as in most CIFAR-10 work (e.g. NNSlicer's ResNet-18); the keys stay torchvision's,
+            but ``conv1``'s kernel is 3×3, so ImageNet checkpoints do not load.
 
     Returns:
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet18``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, InputSpec.imagenet(in_channels, image_size))
+    return ResNet(
+        BasicBlock,
+        [2, 2, 2, 2],
+        num_classes,
+        InputSpec.imagenet(in_channels, image_size),
+        small_input=small_input,
+    )
 
 
 @MODELS.register("resnet34", "ResNet-34, ImageNet layout (torchvision keys)")
-def resnet34(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
+def resnet34(
+    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, small_input: bool = False
+) -> ResNet:
     """ResNet-34 (He et al., CVPR 2016), ImageNet layout.
 
     Args:
         num_classes: outputs of the head (``fc``).
         in_channels: image channels (ImageNet statistics are used for 3, 0.5/0.5 otherwise).
         image_size: side of the square input (224 for ImageNet; ≥ 32 works, total stride 32).
+        small_input: the CIFAR layout (3×3 stride-1 stem, no max-pool, total stride 8) for 32 px
+            images, as in most CIFAR-10 work (e.g. NNSlicer's ResNet-18); the keys stay torchvision's,
+            but ``conv1``'s kernel is 3×3, so ImageNet checkpoints do not load.
 
     Returns:
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet34``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes, InputSpec.imagenet(in_channels, image_size))
+    return ResNet(
+        BasicBlock,
+        [3, 4, 6, 3],
+        num_classes,
+        InputSpec.imagenet(in_channels, image_size),
+        small_input=small_input,
+    )
 
 
 @MODELS.register("resnet50", "ResNet-50, ImageNet layout (torchvision keys)")
-def resnet50(num_classes: int = 1000, in_channels: int = 3, image_size: int = 224) -> ResNet:
+def resnet50(
+    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, small_input: bool = False
+) -> ResNet:
     """ResNet-50 (He et al., CVPR 2016), ImageNet layout with bottleneck blocks.
 
     Args:
         num_classes: outputs of the head (``fc``).
         in_channels: image channels (ImageNet statistics are used for 3, 0.5/0.5 otherwise).
         image_size: side of the square input (224 for ImageNet; ≥ 32 works, total stride 32).
+        small_input: the CIFAR layout (3×3 stride-1 stem, no max-pool, total stride 8) for 32 px
+            images, as in most CIFAR-10 work (e.g. NNSlicer's ResNet-18); the keys stay torchvision's,
+            but ``conv1``'s kernel is 3×3, so ImageNet checkpoints do not load.
 
     Returns:
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet50``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, InputSpec.imagenet(in_channels, image_size))
+    return ResNet(
+        Bottleneck,
+        [3, 4, 6, 3],
+        num_classes,
+        InputSpec.imagenet(in_channels, image_size),
+        small_input=small_input,
+    )
 
 
 @MODELS.register("resnet8", "small ResNet-8 for 28 px inputs (width configurable)")
