@@ -137,6 +137,18 @@ class ResNet(ReusableModel):
         return names + ["fc"]
 
 
+def _imagenet_layout(
+    block: type[BasicBlock] | type[Bottleneck],
+    layers: list[int],
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    small_input: bool,
+) -> ResNet:
+    spec = InputSpec.imagenet(in_channels, image_size)
+    return ResNet(block, layers, num_classes, spec, small_input=small_input)
+
+
 @MODELS.register("resnet18", "ResNet-18, ImageNet layout (torchvision keys)")
 def resnet18(
     num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, small_input: bool = False
@@ -155,13 +167,7 @@ def resnet18(
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet18``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(
-        BasicBlock,
-        [2, 2, 2, 2],
-        num_classes,
-        InputSpec.imagenet(in_channels, image_size),
-        small_input=small_input,
-    )
+    return _imagenet_layout(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, image_size, small_input)
 
 
 @MODELS.register("resnet34", "ResNet-34, ImageNet layout (torchvision keys)")
@@ -182,13 +188,7 @@ def resnet34(
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet34``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(
-        BasicBlock,
-        [3, 4, 6, 3],
-        num_classes,
-        InputSpec.imagenet(in_channels, image_size),
-        small_input=small_input,
-    )
+    return _imagenet_layout(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, image_size, small_input)
 
 
 @MODELS.register("resnet50", "ResNet-50, ImageNet layout (torchvision keys)")
@@ -209,13 +209,7 @@ def resnet50(
         A :class:`ResNet` whose state-dict keys and shapes equal torchvision's ``resnet50``
         (with ``in_channels=3``, ``num_classes=1000``).
     """
-    return ResNet(
-        Bottleneck,
-        [3, 4, 6, 3],
-        num_classes,
-        InputSpec.imagenet(in_channels, image_size),
-        small_input=small_input,
-    )
+    return _imagenet_layout(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, image_size, small_input)
 
 
 @MODELS.register("resnet8", "small ResNet-8 for 28 px inputs (width configurable)")
