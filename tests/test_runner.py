@@ -659,3 +659,21 @@ def test_ray_executor_runs_a_two_cell_grid_on_a_local_instance(tmp_path):
     with Ledger(tmp_path / "r" / "ledger.sqlite", create=False) as led:
         rows = led.rows()
     assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
+
+
+def test_ledger_supersedes_cells_a_spec_no_longer_schedules(tmp_path):
+    """The same YAML with a method's new defaults gives new cell ids: the report and counts show only
+    the current grid, and the old rows (their results) stay in the ledger under another tag."""
+    from types import SimpleNamespace
+
+    def cell(i: str) -> SimpleNamespace:
+        return SimpleNamespace(id=i, order=0, scenario="s", method="m", label="m", seed=0, config={"i": i})
+
+    with Ledger(tmp_path / "ledger.sqlite") as led:
+        led.add_cells([cell("a"), cell("b")], "h")
+        led.add_cells([cell("b"), cell("c")], "h")
+        assert sorted(r["id"] for r in led.rows("h")) == ["b", "c"]
+        assert [r["id"] for r in led.rows("h~superseded")] == ["a"]
+        assert led.status_counts("h")["pending"] == 2 and sum(led.status_counts("h").values()) == 2
+        led.add_cells([cell("a")], "h")  # scheduled again: back in the grid
+        assert [r["id"] for r in led.rows("h")] == ["a"]

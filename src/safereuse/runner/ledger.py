@@ -143,12 +143,23 @@ class Ledger:
     def add_cells(self, cells: Iterable[Any], spec_hash: str) -> None:
         """Insert new cells as ``pending``; existing rows keep their status and results.
 
+        ``cells`` is the whole grid of ``spec_hash``: rows that spec scheduled before but no longer
+        does (the same YAML after a method's defaults changed gives new cell ids) are re-tagged
+        ``<spec_hash>~superseded`` — kept, but out of the spec's counts and report.
+
         Args:
             cells: :class:`~safereuse.runner.spec.Cell` objects.
             spec_hash: the spec scheduling them (recorded on new and existing rows).
         """
         now = time.time()
+        cells = list(cells)
+        current = {cell.id for cell in cells}
         with self.transaction() as c:
+            stale = [r[0] for r in c.execute("SELECT id FROM cells WHERE spec_hash = ?", (spec_hash,))]
+            c.executemany(
+                "UPDATE cells SET spec_hash = ? WHERE id = ?",
+                [(f"{spec_hash}~superseded", i) for i in stale if i not in current],
+            )
             for cell in cells:
                 c.execute(
                     "INSERT INTO cells"
