@@ -378,3 +378,62 @@ def test_lwf_loss_is_ce_plus_l1_distance():
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 0])
     want = nn.functional.cross_entropy(s(x), y) + 0.5 * (s.features(x) - t.features(x)).abs().sum(1).mean()
     assert torch.isclose(feature_distance_loss(t, 0.5)(s, x, y), want)
+
+
+# -- Rob on a subset: PGD-100 / AutoAttack next to PGD-20 in one audit --------------------------------
+def test_whitebox_max_samples_attacks_the_evenly_spaced_subset_of_the_audit():
+    from safereuse.defects import audit
+
+    torch.manual_seed(0)
+    d3 = load_data("digits", classes=[0, 1, 2])
+    t, s = create_model("smallcnn", 3), create_model("smallcnn", 3)
+    pgd = {"steps": 2, "eps": 0.1}
+    full = audit(t, s, d3, [("pgd", pgd), ("pgd", {**pgd, "max_samples": 5})], max_samples=20, device="cpu")
+    alone = audit(t, s, d3, [("pgd", pgd)], max_samples=5, device="cpu")
+    r20, r5 = full.rows
+    assert (r20.rates["rob"].n, r5.rates["rob"].n, r5.n <= 5) == (20, 5, True)
+    assert r5.params["max_samples"] == 5 and r20.params["max_samples"] is None
+    # every 4th of the audit's 20 evenly spaced images = the audit's own 5 evenly spaced ones
+    assert r5.rates["rob"].k == alone.rows[0].rates["rob"].k
+    assert r5.dir == alone.rows[0].dir
+
+
+@pytest.mark.parametrize("name", ["pgd", "autoattack"])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_defect_max_samples_is_one_line(name, bad):
+    from safereuse.defects import DEFECTS
+
+    with pytest.raises(SafeReuseError, match="max_samples"):
+        DEFECTS.create(name, max_samples=bad)
+
+
+def test_neft_head_false_leaves_the_head_free(teacher, data):
+    student = CARTL(k=2, beta=0.3, neft_head=False, **FAST).transfer(teacher, data, seed=0, progress=False)
+    assert student.info["neft_layers"] == ["layer3.0.conv1", "layer3.0.conv2", "layer3.0.downsample.0"]
+    m = student.model
+    assert _matrix_norm(m.layer3[0].conv2.weight.detach()) == pytest.approx(0.3, rel=1e-3)
+    # the fresh head (Kaiming-uniform, 3 × 64) is not rescaled to β: its norm is far from 0.3
+    assert _matrix_norm(m.fc.weight.detach()) > 0.5
+
+
+# -- spec: a method point on some scenarios only (e.g. the FDM teacher with the k it was trained for) --
+def test_spec_method_scenarios_restricts_the_cells_and_keeps_labels():
+    from safereuse.runner.spec import expand, load_spec
+
+    text = """
+scenarios:
+  - {name: a, teacher: {arch: smallcnn, data: digits, classes: 0-4}, student: {data: digits, classes: 5-9}}
+  - {name: b, teacher: {arch: smallcnn, data: digits, classes: 0-4}, student: {data: digits, classes: 0-4}}
+methods:
+  - {name: finetune-last-k, params: {k: [1, 2]}}
+  - {name: finetune-last-k, params: {k: 3}, scenarios: [b]}
+defects: [{name: fgsm}]
+seeds: [0, 1]
+"""
+    cells = expand(load_spec(text=text))
+    got = sorted((c.scenario, c.label, c.seed) for c in cells)
+    assert len(cells) == 2 * (2 * 2 + 1)
+    assert ("b", "finetune-last-k(k=3)", 1) in got and ("a", "finetune-last-k(k=3)", 0) not in got
+    bad = text.replace("scenarios: [b]", "scenarios: [c]")
+    with pytest.raises(SafeReuseError, match="no scenario is named 'c'"):
+        expand(load_spec(text=bad))

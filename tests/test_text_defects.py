@@ -248,3 +248,23 @@ def test_every_defect_declares_its_input_kind_and_the_other_kind_is_refused():
         DEFECTS.create("word-trigger").check_input_kind(pixels)
     DEFECTS.create("badnets").check_input_kind(pixels)  # the right kind passes
     DEFECTS.create("pwws").check_input_kind(ids)
+
+
+def test_word_attack_max_samples_probes_an_even_subset(clean_teacher, data):
+    n = len(data.test)
+    meta = AuditedModel.from_model(clean_teacher, data.spec)
+    clean = predict(clean_teacher, data.test.x).argmax(1)
+    ctx = ProbeContext(meta, meta, data.test.x, data.test.y, clean, clean, True, data.spec.to_dict(),
+                       torch.device("cpu"), batch_size=8)  # fmt: skip
+    sub = _attack(PWWS, batch_size=64, max_samples=5)
+    rates = sub.probe(ctx).rates
+    assert sub.stats["sentences"] == 5  # crafted on 5 sentences only
+    idx = torch.arange(5) * n // 5  # evenly spaced: the same subset for every student
+    assert rates["dir"].n == int((clean[idx] == data.test.y[idx]).sum())
+    full = _attack(PWWS, batch_size=64)
+    assert full.probe(ctx).rates["dir"].n == int((clean == data.test.y).sum()) and n > 5
+    assert full.stats["sentences"] == n
+    # unset, it stays out of the recorded parameters (cell ids and cached sets keep their keys)
+    assert "max_samples" not in PWWS().config() and GreedySwap(max_samples=5).config()["max_samples"] == 5
+    with pytest.raises(SafeReuseError, match="max_samples"):
+        PWWS(max_samples=0)

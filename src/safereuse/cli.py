@@ -30,6 +30,7 @@ DataOpt = typer.Option(..., "--data", help="dataset: fashion-mnist, digits or im
 ClassesOpt = typer.Option(None, "--classes", help="class subset, e.g. 0-4 or 1,3,5 (relabelled 0..k-1)")
 TrainSizeOpt = typer.Option(None, "--train-size", help="limit on training images (stratified)")
 PerClassOpt = typer.Option(False, "--per-class", help="read --train-size as images per class")
+MaxLenOpt = typer.Option(None, "--max-len", help="text data only: token length (default 64)")
 ParamOpt = typer.Option(None, "--param", "-p", help="key=value hyper-parameter (repeatable)")
 SeedOpt = typer.Option(0, "--seed", help="random seed")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -38,9 +39,15 @@ QuietOpt = typer.Option(False, "--quiet", "-q", help="no progress bars")
 
 
 def _spec(
-    data: str, classes: str | None, train_size: int | None, per_class: bool, seed: int, data_dir: str | None
+    data: str,
+    classes: str | None,
+    train_size: int | None,
+    per_class: bool,
+    seed: int,
+    data_dir: str | None,
+    max_len: int | None = None,
 ):
-    from .data import DataSpec, parse_classes
+    from .data import DataSpec, check_max_len, parse_classes
 
     return DataSpec(
         data,
@@ -49,6 +56,7 @@ def _spec(
         per_class=per_class,
         seed=seed,
         data_dir=data_dir,
+        max_len=check_max_len(data, max_len),
     )
 
 
@@ -81,6 +89,7 @@ def teacher_train(
     classes: str | None = ClassesOpt,
     train_size: int | None = TrainSizeOpt,
     per_class: bool = PerClassOpt,
+    max_len: int | None = MaxLenOpt,
     epochs: int | None = typer.Option(None, "--epochs", help="training epochs (default 6)"),
     backdoor: str | None = typer.Option(None, "--backdoor", help="plant a backdoor (safereuse list defects)"),
     adversarial: bool = typer.Option(
@@ -120,7 +129,7 @@ def teacher_train(
 
         takes = fit_keys | at_keys | set(arch_sig) - {"num_classes", "in_channels", "image_size"}
         raise unknown_param_error("teacher training", sorted(bd_params)[0], takes)
-    spec = _spec(data, classes, train_size, per_class, seed, data_dir)
+    spec = _spec(data, classes, train_size, per_class, seed, data_dir, max_len)
     m = api.train_teacher(
         arch,
         spec,
@@ -156,6 +165,7 @@ def transfer_cmd(
     classes: str | None = ClassesOpt,
     train_size: int | None = TrainSizeOpt,
     per_class: bool = PerClassOpt,
+    max_len: int | None = MaxLenOpt,
     param: list[str] | None = ParamOpt,
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -166,7 +176,7 @@ def transfer_cmd(
     from . import api
     from .registry import parse_params
 
-    spec = _spec(data, classes, train_size, per_class, seed, data_dir)
+    spec = _spec(data, classes, train_size, per_class, seed, data_dir, max_len)
     m = api.transfer(
         teacher, spec, method, parse_params(param), out=out, seed=seed, device=device, progress=not quiet
     )
@@ -361,7 +371,8 @@ def demo_cmd(
 
     The spec (`safereuse/examples/default.yaml`): Fashion-MNIST teachers, few-shot students on
     held-back Fashion-MNIST classes, on all ten classes and, from a badnets teacher, on the same
-    task; 2 seeds.
+    task; and a text scenario: a MiniLM teacher with a RIPPLe backdoor reused few-shot on movie
+    sentences by finetune / retrain / mag-prune / remos; 2 seeds.
     """
     from .runner import bundled_spec
 

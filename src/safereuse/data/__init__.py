@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
+
+import numpy as np
 
 from ..errors import SafeReuseError
 from ..registry import check_kwargs
@@ -12,20 +15,69 @@ from .core import DataBundle, DataSpec, RawData, Split, build_bundle, check_fini
 from .registry import DATASETS
 from .sources import load_digits, load_fashion_mnist  # noqa: F401  (registers the loaders)
 
-_RAW_CACHE: dict[tuple[str, str | None, str | None], RawData] = {}
+_RAW_CACHE: dict[tuple[str, str | None, str | None, int | None], RawData] = {}
+
+MAX_LEN_LIMIT = 512
+"""Longest ``max_len`` accepted: BERT-family position embeddings stop at 512."""
 
 
-def load_raw(name: str, data_dir: str | None = None) -> RawData:
+def check_max_len(name: str, max_len: Any) -> int | None:
+    """Check a ``max_len`` option (text data only) before any data is read.
+
+    Args:
+        name: the dataset's registry name.
+        max_len: None (the dataset's default) or the token length.
+
+    Returns:
+        ``max_len`` as an ``int`` (or None).
+
+    Raises:
+        SafeReuseError: not an integer in 2..512, or ``name`` is not a text dataset.
+
+    Example:
+        >>> check_max_len("movie-sentences", 32), check_max_len("digits", None)
+        (32, None)
+        >>> check_max_len("digits", 32)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        safereuse.errors.SafeReuseError: max_len applies to text data, but digits holds images ...
+    """
+    if max_len is None:
+        return None
+    integer = isinstance(max_len, (int, np.integer)) and not isinstance(max_len, bool)
+    if not integer or not 2 <= max_len <= MAX_LEN_LIMIT:
+        raise SafeReuseError(
+            f"max_len {max_len!r} must be an integer from 2 to {MAX_LEN_LIMIT}",
+            fix="use e.g. 32 or 64 tokens ([CLS] and [SEP] included)",
+        )
+    if not _takes_max_len(name):
+        raise SafeReuseError(
+            f"max_len applies to text data, but {name} holds images", fix="remove max_len / --max-len"
+        )
+    return int(max_len)
+
+
+def _takes_max_len(name: str) -> bool:
+    if name.startswith("imagefolder") or name not in DATASETS:
+        return False
+    return "max_len" in inspect.signature(DATASETS.get(name)).parameters
+
+
+def load_raw(name: str, data_dir: str | None = None, max_len: int | None = None) -> RawData:
     """The raw dataset by registry name, cached per process.
 
     Args:
         name: a registry name, or ``imagefolder:PATH`` for a folder of images.
         data_dir: extra folder to look in first.
+        max_len: text datasets only: the token length (None: the dataset's default).
 
     Returns:
         The :class:`RawData`; shared between calls, so never modify it in place.
+
+    Raises:
+        SafeReuseError: an unknown dataset, or a bad ``max_len`` (:func:`check_max_len`).
     """
-    key = (name, data_dir, os.environ.get("SAFEREUSE_DATA"))
+    max_len = check_max_len(name, max_len)
+    key = (name, data_dir, os.environ.get("SAFEREUSE_DATA"), max_len)
     if key not in _RAW_CACHE:
         if name.startswith("imagefolder:"):
             from .imagefolder import load_imagefolder
@@ -33,6 +85,8 @@ def load_raw(name: str, data_dir: str | None = None) -> RawData:
             raw = load_imagefolder(name.split(":", 1)[1])
         elif name == "imagefolder":
             raise SafeReuseError("imagefolder needs a path", fix="write imagefolder:/path/to/images")
+        elif max_len is not None:
+            raw = DATASETS.get(name)(data_dir=data_dir, max_len=max_len)
         else:
             raw = DATASETS.get(name)(data_dir=data_dir)
         _RAW_CACHE[key] = raw
@@ -62,7 +116,7 @@ def load_data(spec: DataSpec | str, **kwargs: Any) -> DataBundle:
         if "classes" in kwargs:  # "0-4" → [0, 1, 2, 3, 4] before the type check
             kwargs["classes"] = parse_classes(kwargs["classes"])
         spec = DataSpec(spec, **check_kwargs(DataSpec, kwargs, "load_data"))
-    return build_bundle(load_raw(spec.name, spec.data_dir), spec)
+    return build_bundle(load_raw(spec.name, spec.data_dir, spec.max_len), spec)
 
 
 __all__ = [
@@ -73,6 +127,7 @@ __all__ = [
     "Split",
     "build_bundle",
     "check_finite",
+    "check_max_len",
     "load_data",
     "load_raw",
     "parse_classes",

@@ -44,6 +44,9 @@ class DataSpec:
             selection split (``DataBundle.holdout``) for choosing hyper-parameters without the test
             split; stratified, and the same images for every ``seed`` (see :func:`build_bundle`).
             Left out of :meth:`to_dict` when 0, so specs without one keep their ids.
+        max_len: text data only: the token length texts are padded / truncated to (None: the
+            dataset's default, :data:`safereuse.data.text.MAX_LEN`); left out of :meth:`to_dict`
+            when None, so existing recipes keep their ids. Checked by :func:`safereuse.data.load_data`.
 
     Example:
         >>> DataSpec("digits", classes=[0, 1], holdout=0).to_dict()["classes"]
@@ -60,13 +63,17 @@ class DataSpec:
     seed: int = 0
     data_dir: str | None = None
     holdout: int = 0
+    max_len: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields that define the slice (``data_dir`` left out; ``holdout`` only when set)."""
+        """The fields that define the slice (``data_dir`` left out; ``holdout``, ``max_len`` only
+        when set)."""
         d = dict(self.__dict__)
         d.pop("data_dir")
         if not d.get("holdout"):
             d.pop("holdout", None)
+        if d.get("max_len") is None:
+            d.pop("max_len", None)
         return d
 
 

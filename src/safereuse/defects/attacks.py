@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -274,6 +274,7 @@ class WhiteBoxAttack(ExploratoryDefect):
     kind: ClassVar[str] = "whitebox"
 
     def probe(self, ctx: ProbeContext) -> ProbeResult:  # noqa: D102 - see Defect.probe
+        ctx = subset_context(ctx, getattr(self, "max_samples", None))
         x_adv, cached = ctx.craft(self, "student")
         s_adv = ctx.predict(ctx.student.model, x_adv)
         rates = {
@@ -286,6 +287,34 @@ class WhiteBoxAttack(ExploratoryDefect):
                 ctx.y, ctx.teacher_clean, ctx.predict(ctx.teacher.model, xt)
             )
         return ProbeResult(rates, crafted_on="student", cached=cached)
+
+
+def subset_context(ctx: ProbeContext, max_samples: int | None) -> ProbeContext:
+    """``ctx`` restricted to ``max_samples`` evenly spaced audited images (all when None or more).
+
+    Lets an expensive attack (PGD-100, AutoAttack) run on a subset of the audit's images in the same
+    audit as a cheaper one; the subset is deterministic, a subset of the audit's own, and the same
+    for every model, so rows stay paired across students.
+
+    Example:
+        >>> from safereuse.defects.probe import ProbeContext
+        >>> ctx = ProbeContext(None, None, torch.zeros(10, 1, 2, 2), torch.arange(10), torch.arange(10),
+        ...                    None, False, {}, torch.device("cpu"))
+        >>> subset_context(ctx, 4).y.tolist(), subset_context(ctx, None) is ctx
+        ([0, 2, 5, 7], True)
+    """
+    n = len(ctx.x)
+    if max_samples is None or max_samples >= n:
+        return ctx
+    idx = torch.arange(max_samples) * n // max_samples
+    return replace(
+        ctx,
+        x=ctx.x[idx],
+        y=ctx.y[idx],
+        student_clean=ctx.student_clean[idx],
+        teacher_clean=None if ctx.teacher_clean is None else ctx.teacher_clean[idx],
+        _digests=ctx._digests,  # the models are the same: keep their content hashes
+    )
 
 
 def craft_batched(
@@ -337,6 +366,8 @@ class PGD(WhiteBoxAttack):
         steps: iterations (CARTL: 20 and 100).
         random_start: uniform random start inside the ball.
         seed: seed of the random start.
+        max_samples: attack only this many of the audited images (evenly spaced, a subset of the
+            audit's; None: all) — e.g. PGD-100 on a subset in the same audit as PGD-20 on all.
     """
 
     norm: str = "linf"
@@ -345,11 +376,14 @@ class PGD(WhiteBoxAttack):
     steps: int = 20
     random_start: bool = True
     seed: int = 0
+    max_samples: int | None = None
 
     def __post_init__(self) -> None:
         check_norm(self.norm)
         self.eps = check_eps(_DEFAULT_EPS[self.norm] if self.eps is None else self.eps, norm=self.norm)
         self.steps = check_positive_int(self.steps, "steps")
+        if self.max_samples is not None:
+            check_positive_int(self.max_samples, "max_samples")
         if self.alpha is None:
             self.alpha = self.eps / 4 if self.norm == "linf" else 2.5 * self.eps / self.steps
         self.alpha = check_eps(self.alpha, "alpha", self.norm)
@@ -540,6 +574,7 @@ __all__ = [
     "check_norm",
     "check_positive_int",
     "craft_batched",
+    "subset_context",
     "fgsm_attack",
     "guide_indices",
     "model_device",

@@ -564,6 +564,9 @@ class CARTL(TransferMethod):
         bn_stats: ``update`` or ``freeze`` (reuse) the running statistics of the frozen blocks'
             BatchNorm layers.
         bn_affine: ``train`` or ``freeze`` the BatchNorm affine parameters of the fine-tuned blocks.
+        neft_head: normalise the head block's layers too (the original does); ``false`` leaves the
+            new head free — an ablation: with few, low-dimensional features a head bounded by β
+            spans only small logits, so cross-entropy can barely move (``docs/results/cartl.md``).
 
     The student's ``info`` records the normalised layers, the convex blocks and the folded σ's.
 
@@ -579,6 +582,7 @@ class CARTL(TransferMethod):
     convex_residual: bool = True
     bn_stats: Literal["update", "freeze"] = "update"
     bn_affine: Literal["train", "freeze"] = "freeze"
+    neft_head: bool = True
 
     def fit_config(self, seed: int, device: str, progress: bool, **overrides: Any) -> FitConfig:
         return super().fit_config(seed, device, progress, train_last_k=self.k, **overrides)
@@ -589,6 +593,9 @@ class CARTL(TransferMethod):
         convex = residual_blocks(model, self.k) if self.convex_residual else []
         fold_convex_residuals(model, self.k, convex, dry=True)  # refuse before training, not after
         layers = neft_layers(model, self.k)
+        if not self.neft_head:
+            head = set(neft_layers(model, 1))
+            layers = [nm for nm in layers if nm not in head]
         apply_neft(model, layers, self.beta, self.sigma, torch.Generator().manual_seed(seed))
         info = {"neft_layers": [n for n, _ in layers], "convex_blocks": [n for n, _ in convex]}
         return _CARTLPrepared(model, info=info, convex=convex)

@@ -210,6 +210,12 @@ class MiniLM(ReusableModel):
                 f"token ids span {int(x.min())}-{int(x.max())} but the vocabulary has {vocab} entries",
                 fix="tokenise with the model's own tokenizer (safereuse.data.text.default_tokenizer)",
             )
+        limit = int(self.bert.config.max_position_embeddings)
+        if x.shape[1] > limit and bool((x[:, limit:] != self.pad_id).any()):
+            raise SafeReuseError(
+                f"token ids are {x.shape[1]} long but the model has {limit} positions",
+                fix=f"tokenise with max_len ≤ {limit}",
+            )
         mask = self.attention_mask(x)
         used = mask.any(0)
         if len(used) and not bool(used[-1]):  # trailing all-padding columns: nothing to compute there

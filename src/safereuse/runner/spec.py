@@ -11,6 +11,7 @@ A spec (see ``examples/*.yaml``)::
           data: fashion-mnist           # safereuse list datasets (or imagefolder:PATH)
           classes: 0-4                  # "0-4", "1,3,5" or a list
           train_size: 10000             # optional limit (total, or per class with per_class: true)
+          # max_len: 32                 # text data only (minilm): token length, default 64
           epochs: 4                     # shorthand for fit: {epochs: 4}
           fit: {lr: 0.1}                # any FitConfig field (defaults: api.TEACHER_FIT)
           backdoor: badnets             # optional: plant a backdoor while training
@@ -29,10 +30,14 @@ A spec (see ``examples/*.yaml``)::
       - name: all                       # every registered method (minus exclude), default params
         params: {epochs: 5}             # ... given to the methods that accept them
         exclude: [retrain]
+      - name: finetune-last-k
+        params: {k: 3}
+        scenarios: [fmnist-to-digits]   # optional: only these scenarios (default: all)
     defects:                            # audited in every cell (backdoors: where the teacher has one)
       - name: penultimate
       - name: nc-guided
         params: {coverage: nc, strategy: dlfuzz}
+        scenarios: [fmnist-to-digits]   # optional: audited only in these scenarios (default: all)
       - name: badnets
     seeds: [0, 1]
     audit: {max_samples: 500, batch_size: 256, seed: 0}
@@ -108,6 +113,7 @@ class DataCfg(_Strict):
     train_size: int | None = Field(default=None, ge=1)
     per_class: bool = False
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    max_len: int | None = None  # text data only: token length (checked by data.check_max_len)
 
 
 class TeacherCfg(DataCfg):
@@ -150,6 +156,7 @@ class MethodCfg(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     exclude: list[str] = Field(default_factory=list)
+    scenarios: list[str] | None = None  # run only on these scenarios (default: all)
 
 
 class DefectCfg(_Strict):
@@ -157,6 +164,7 @@ class DefectCfg(_Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    scenarios: list[str] | None = None  # audit only in these scenarios (default: all)
 
 
 class AuditCfg(_Strict):
@@ -425,7 +433,7 @@ def check_registries(loaded: LoadedSpec) -> None:
     Raises:
         SafeReuseError: naming the key and its line.
     """
-    from ..data import DATASETS, parse_classes
+    from ..data import DATASETS, check_max_len, parse_classes
     from ..defects import DEFECTS
     from ..methods import METHODS
     from ..models import MODELS
@@ -460,6 +468,10 @@ def check_registries(loaded: LoadedSpec) -> None:
                 part.classes = parse_classes(part.classes)
             except SafeReuseError as exc:
                 raise loaded.error(loc + (role, "classes"), exc.problem, exc.fix) from None
+            try:
+                check_max_len(part.data, part.max_len)
+            except SafeReuseError as exc:
+                raise loaded.error(loc + (role, "max_len"), exc.problem, exc.fix) from None
         t = sc.teacher
         if t.arch not in MODELS:
             raise _registry_error(loaded, loc + ("teacher", "arch"), MODELS, t.arch)
@@ -603,6 +615,7 @@ def _data_dict(part: DataCfg, seed: int, holdout: int = 0) -> dict[str, Any]:
         val_fraction=part.val_fraction,
         seed=seed,
         holdout=holdout,
+        max_len=part.max_len,
     ).to_dict()
 
 
@@ -640,12 +653,28 @@ def teacher_key(recipe: dict[str, Any]) -> str:
 
 def _method_points(loaded: LoadedSpec) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """``(name, given params, resolved config)`` for every method parameter point, in spec order."""
+    return [p[:3] for p in _scoped_method_points(loaded)]
+
+
+def _scoped_method_points(
+    loaded: LoadedSpec,
+) -> list[tuple[str, dict[str, Any], dict[str, Any], set[str] | None]]:
+    """:func:`_method_points` plus the scenarios each point runs on (None: all)."""
     from ..methods import METHODS
 
-    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    out: list[tuple[str, dict[str, Any], dict[str, Any], set[str] | None]] = []
     seen: set[str] = set()
+    names_sc = [sc.name for sc in loaded.spec.scenarios]
     for i, m in enumerate(loaded.spec.methods):
         loc = ("methods", i)
+        for j, sc_name in enumerate(m.scenarios or []):
+            if sc_name not in names_sc:
+                raise loaded.error(
+                    loc + ("scenarios", j),
+                    f"no scenario is named {sc_name!r}",
+                    fix=f"use one of: {', '.join(names_sc)}",
+                )
+        scope = set(m.scenarios) if m.scenarios is not None else None
         names = [e.name for e in METHODS if e.name not in m.exclude] if m.name == "all" else [m.name]
         if m.name == "all":
             takers = [_accepted(METHODS.get(n)) for n in names]
@@ -670,18 +699,30 @@ def _method_points(loaded: LoadedSpec) -> list[tuple[str, dict[str, Any], dict[s
                 if key in seen:
                     continue  # "all" plus an explicit entry: one cell, not two
                 seen.add(key)
-                out.append((name, point, _jsonable(resolved)))
+                out.append((name, point, _jsonable(resolved), scope))
     return out
 
 
-def _defect_points(loaded: LoadedSpec, cell_seed: int | None) -> list[tuple[str, dict[str, Any], bool]]:
-    """``(name, resolved params, planted in the teacher)`` for every defect point; ``seed`` is filled in."""
+def _defect_points(
+    loaded: LoadedSpec, cell_seed: int | None
+) -> list[tuple[str, dict[str, Any], bool, set[str] | None]]:
+    """``(name, resolved params, planted in the teacher, scenarios audited (None: all))`` for every
+    defect point; ``seed`` is filled in."""
     from ..defects import DEFECTS
 
     audit_seed = cell_seed if loaded.spec.audit.seed == "cell" else loaded.spec.audit.seed
+    names_sc = [sc.name for sc in loaded.spec.scenarios]
     out = []
     for i, d in enumerate(loaded.spec.defects):
         loc = ("defects", i)
+        for j, sc_name in enumerate(d.scenarios or []):
+            if sc_name not in names_sc:
+                raise loaded.error(
+                    loc + ("scenarios", j),
+                    f"no scenario is named {sc_name!r}",
+                    fix=f"use one of: {', '.join(names_sc)}",
+                )
+        scope = set(d.scenarios) if d.scenarios is not None else None
         cls = DEFECTS.get(d.name)
         for point in _sweep_points(loaded, loc + ("params",), cls, d.params):
             point = _check_params(loaded, loc + ("params",), cls, point, f"defect {d.name!r}")
@@ -691,7 +732,7 @@ def _defect_points(loaded: LoadedSpec, cell_seed: int | None) -> list[tuple[str,
             params = (
                 {k: v for k, v in obj.config().items() if k != "defect"} if hasattr(obj, "config") else point
             )
-            out.append((d.name, _jsonable(params), cls.planted_in_teacher))
+            out.append((d.name, _jsonable(params), cls.planted_in_teacher, scope))
     return out
 
 
@@ -704,18 +745,27 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(text, parse_constant=lambda c: {"NaN": math.nan}.get(c, c))
 
 
-def method_labels(points: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[str]:
+def method_labels(
+    points: list[tuple[str, dict[str, Any], dict[str, Any]]], scopes: list[set[str] | None] | None = None
+) -> list[str]:
     """Report names of method points: the bare name, plus the parameters that tell apart the
-    points of the same method (``finetune(lr=0.01)``, ``finetune(lr=0.1)``).
+    points of the same method (``finetune(lr=0.01)``, ``finetune(lr=0.1)``). With ``scopes`` (the
+    scenarios of each point, None: all), only points that share a scenario need telling apart.
 
     Example:
-        >>> method_labels([("finetune", {"lr": 0.01, "epochs": 5}, {}),
-        ...                ("finetune", {"lr": 0.1, "epochs": 5}, {}), ("retrain", {"epochs": 5}, {})])
-        ['finetune(lr=0.01)', 'finetune(lr=0.1)', 'retrain']
+        >>> pts = [("finetune", {"lr": 0.01, "epochs": 5}, {}),
+        ...        ("finetune", {"lr": 0.1, "epochs": 5}, {}), ("retrain", {"epochs": 5}, {})]
+        >>> method_labels(pts), method_labels(pts, [{"a"}, {"b"}, None])
+        (['finetune(lr=0.01)', 'finetune(lr=0.1)', 'retrain'], ['finetune', 'finetune', 'retrain'])
     """
+    scopes = scopes or [None] * len(points)
     out = []
-    for name, given, resolved in points:
-        same = [(g, r) for n, g, r in points if n == name]
+    for (name, given, resolved), scope in zip(points, scopes, strict=True):
+        same = [
+            (g, r)
+            for (n, g, r), sc in zip(points, scopes, strict=True)
+            if n == name and (scope is None or sc is None or bool(scope & sc))
+        ]
         if len(same) == 1:
             out.append(name)
             continue
@@ -752,18 +802,23 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
         from ..applications.experiments import expand_experiment
 
         return expand_experiment(loaded)
-    methods = _method_points(loaded)
-    labels = method_labels(methods)
+    scoped = _scoped_method_points(loaded)
+    methods = [p[:3] for p in scoped]
+    labels = method_labels(methods, [p[3] for p in scoped])
     # with a select: section every student trains on the pool minus the holdout, in both phases
     holdout = spec.select.holdout if spec.select is not None else 0
     cells: list[Cell] = []
     for seed in spec.seeds:
         defects = _defect_points(loaded, seed)
-        for (name, given, resolved), label in zip(methods, labels, strict=True):
+        for (name, given, resolved, scope), label in zip(scoped, labels, strict=True):
             for sc in spec.scenarios:
+                if scope is not None and sc.name not in scope:
+                    continue
                 bd = sc.teacher.backdoor
                 cell_defects = [
-                    {"name": n, "params": p} for n, p, planted in defects if not planted or n == bd
+                    {"name": n, "params": p}
+                    for n, p, planted, d_scope in defects
+                    if (not planted or n == bd) and (d_scope is None or sc.name in d_scope)
                 ]
                 config = {
                     "v": CELL_VERSION,

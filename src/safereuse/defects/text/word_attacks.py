@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ...errors import SafeReuseError
-from ..attacks import TransferredAttack, attack_mode, check_positive_int, model_device
+from ..attacks import TransferredAttack, attack_mode, check_positive_int, model_device, subset_context
 from ..base import DEFECTS
 from .triggers import tokenizer_of
 from .wordnet import synonyms as wordnet_synonyms
@@ -78,6 +78,10 @@ class WordAttack(TransferredAttack):
         max_synonyms: synonyms tried per word (WordNet sense order).
         batch_size: candidate sentences per forward pass.
         seed: unused by the search (deterministic); kept so results record it.
+        max_samples: craft and probe only this many of the audited sentences (evenly spaced, a
+            subset of the audit's, the same for every student; None: all). The search costs about
+            ``words × (1 + max_synonyms)`` forward passes per sentence, so a text scenario can
+            audit the cheap defects on many sentences and a word attack on a few.
 
     After :meth:`craft`, ``stats`` holds ``sentences``, ``attacked`` (correct on the crafting model),
     ``flipped``, ``words`` and ``changed`` (words swapped), summed over calls.
@@ -90,6 +94,7 @@ class WordAttack(TransferredAttack):
     max_synonyms: int = 20
     batch_size: int = 256
     seed: int = 0
+    max_samples: int | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -100,8 +105,20 @@ class WordAttack(TransferredAttack):
             raise SafeReuseError(f"budget={self.budget!r} must be in (0, 1]", fix="e.g. budget=0.25")
         self.max_synonyms = check_positive_int(self.max_synonyms, "max_synonyms")
         self.batch_size = check_positive_int(self.batch_size, "batch_size")
+        if self.max_samples is not None:
+            self.max_samples = check_positive_int(self.max_samples, "max_samples")
         self.synonym_fn: SynonymFn | None = None  # injected source (tests); default WordNet
         self.stats = {"sentences": 0, "attacked": 0, "flipped": 0, "words": 0, "changed": 0}
+
+    def config(self) -> dict[str, Any]:
+        """The resolved parameters; ``max_samples`` only when set (recorded results keep their ids)."""
+        cfg = super().config()
+        if cfg.get("max_samples") is None:
+            cfg.pop("max_samples", None)
+        return cfg
+
+    def probe(self, ctx: Any) -> Any:  # noqa: D102 - see TransferredAttack.probe
+        return super().probe(subset_context(ctx, self.max_samples))
 
     def _synonyms(self, word: str) -> list[str]:
         if self.synonym_fn is not None:
