@@ -34,8 +34,10 @@ def main(path: str) -> None:
     cells = list({tuple(r[k] for k in key): r for r in rows if "method" in r}.values())
     teachers = {r["teacher"]: r for r in rows if "teacher" in r}
     for t in teachers.values():
-        print(f"teacher {t['teacher']}: clean acc {100 * t['clean_acc']:.1f} % (n={t['clean_samples']}), "
-              f"label-flip rate {100 * t['teacher_asr']:.1f} % (n={t['asr_samples']}), {t['seconds']} s")
+        print(
+            f"teacher {t['teacher']}: clean acc {100 * t['clean_acc']:.1f} % (n={t['clean_samples']}), "
+            f"label-flip rate {100 * t['teacher_asr']:.1f} % (n={t['asr_samples']}), {t['seconds']} s"
+        )
     by = defaultdict(dict)
     for c in cells:
         by[(c["scenario"], c["backdoor"], c["seed"])][c["method"]] = c

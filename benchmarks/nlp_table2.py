@@ -65,8 +65,10 @@ def main(rundir: str, out_json: str | None) -> None:
     df = data.records
     df = df[df["status"] == "done"]
     result: dict[str, Any] = {"rundir": rundir, "scenarios": {}}
-    print("| scenario | method | seeds | ACC % (k/n per seed) | ACC % mean ± sd [95 %] | defect "
-          "| DIR k/n per seed | DIR % mean ± sd [95 %] |")
+    print(
+        "| scenario | method | seeds | ACC % (k/n per seed) | ACC % mean ± sd [95 %] | defect "
+        "| DIR k/n per seed | DIR % mean ± sd [95 %] |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for sc in data.scenarios:
         d_sc = df[df["scenario"] == sc]
@@ -86,16 +88,22 @@ def main(rundir: str, out_json: str | None) -> None:
                 res_m["defects"][defect] = {"per_seed": c, "ci": asdict(ci) if ci else None}
                 per = ", ".join(f"{k}/{n}" for _, (k, n) in sorted(c.items()))
                 accs = ", ".join(f"{k}/{n}" for _, (k, n) in sorted(acc.items()))
-                print(f"| {sc} | {m} | {len(acc)} | {accs} | {_fmt_ci(acc_ci)} | {defect} | {per} | "
-                      f"{_fmt_ci(ci) if ci else '-'} |")
+                print(
+                    f"| {sc} | {m} | {len(acc)} | {accs} | {_fmt_ci(acc_ci)} | {defect} | {per} | "
+                    f"{_fmt_ci(ci) if ci else '-'} |"
+                )
             res_sc[m] = res_m
         result["scenarios"][sc] = res_sc
     print()
-    print("ReMoS ÷ fine-tune (ratio of the seed means [delta-method 95 %]; difference in points, paired "
-          "seeds [95 %]):")
+    print(
+        "ReMoS ÷ fine-tune (ratio of the seed means [delta-method 95 %]; difference in points, paired "
+        "seeds [95 %]):"
+    )
     print()
-    print("| scenario | defect | paper DIR ratio | DIR ratio | DIR remos − finetune pt "
-          "| ACC ratio (paper 0.97) | ACC remos − finetune pt |")
+    print(
+        "| scenario | defect | paper DIR ratio | DIR ratio | DIR remos − finetune pt "
+        "| ACC ratio (paper 0.97) | ACC remos − finetune pt |"
+    )
     print("|---|---|---|---|---|---|---|")
     ratios = []
     for sc, res_sc in result["scenarios"].items():
@@ -120,12 +128,23 @@ def main(rundir: str, out_json: str | None) -> None:
             r = _ratio(a, b)
             dif = seed_difference([a_c[s] for s in ss], [b_c[s] for s in ss])
             paper = PAPER.get(defect, "-")
-            print(f"| {sc} | {defect} | {paper} | {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] | "
-                  f"{dif.mean:+.1f} [{dif.ci_low:+.1f}, {dif.ci_high:+.1f}] | "
-                  f"{acc_r[0]:.3f} [{acc_r[1]:.3f}, {acc_r[2]:.3f}] | "
-                  f"{acc_d.mean:+.1f} [{acc_d.ci_low:+.1f}, {acc_d.ci_high:+.1f}] |")
-            ratios.append({"scenario": sc, "defect": defect, "seeds": ss, "dir_ratio": r,
-                           "dir_diff": asdict(dif), "acc_ratio": acc_r, "acc_diff": asdict(acc_d)})
+            print(
+                f"| {sc} | {defect} | {paper} | {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] | "
+                f"{dif.mean:+.1f} [{dif.ci_low:+.1f}, {dif.ci_high:+.1f}] | "
+                f"{acc_r[0]:.3f} [{acc_r[1]:.3f}, {acc_r[2]:.3f}] | "
+                f"{acc_d.mean:+.1f} [{acc_d.ci_low:+.1f}, {acc_d.ci_high:+.1f}] |"
+            )
+            ratios.append(
+                {
+                    "scenario": sc,
+                    "defect": defect,
+                    "seeds": ss,
+                    "dir_ratio": r,
+                    "dir_diff": asdict(dif),
+                    "acc_ratio": acc_r,
+                    "acc_diff": asdict(acc_d),
+                }
+            )
     result["ratios"] = ratios
     print()
     for bd, what in BACKDOORS.items():
@@ -133,8 +152,10 @@ def main(rundir: str, out_json: str | None) -> None:
         if rs:
             mean_r = sum(x["dir_ratio"][0] for x in rs) / len(rs)
             mean_a = sum(x["acc_ratio"][0] for x in rs) / len(rs)
-            print(f"- {what} ({bd}): mean over {len(rs)} scenarios of the DIR ratio {mean_r:.2f} "
-                  f"(paper {PAPER[bd]}), of the ACC ratio {mean_a:.3f} (paper {PAPER_ACC})")
+            print(
+                f"- {what} ({bd}): mean over {len(rs)} scenarios of the DIR ratio {mean_r:.2f} "
+                f"(paper {PAPER[bd]}), of the ACC ratio {mean_a:.3f} (paper {PAPER_ACC})"
+            )
             result[f"mean_{bd}"] = {"dir_ratio": mean_r, "acc_ratio": mean_a, "scenarios": len(rs)}
     if out_json:
         with open(out_json, "w") as f:

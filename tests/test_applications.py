@@ -206,6 +206,38 @@ def test_nnslicer_detector_vectors_leave_the_head_out(teacher, bundle):
     assert d.flags.dtype == torch.bool and torch.equal(d.flags, d.tree_class != d.model_class)
 
 
+def test_prepared_vectors_and_decide_reproduce_fit_and_detect(teacher, bundle):
+    # the benchmark's path: prepare once, vectors once, trees on subsets, Detection.decide
+    from safereuse.applications.detect import Detection, predicted
+
+    x, xt = bundle.train.x[:80], bundle.test.x[:15]
+    det = SliceDetector("nnslicer", max_depth=4).fit(teacher, x, progress=False)
+    d = det.detect(teacher, xt)
+    other = SliceDetector("nnslicer").prepare(teacher, x)
+    v = other.vectors(teacher, x)
+    tree = TreeArrays.fit(v, predicted(teacher, x), 5, max_depth=4)
+    d2 = Detection.decide(tree.predict_proba(other.vectors(teacher, xt)), predicted(teacher, xt))
+    assert torch.equal(d.flags, d2.flags) and torch.allclose(d.scores, d2.scores)
+    assert torch.equal(d2.flags, d2.tree_class != d2.model_class)
+
+
+def test_boundary_attack_runs_on_a_float32_model(teacher, bundle):
+    # ART's boundary attack proposes float64 images; the model must be queried in float32
+    from safereuse.applications.attacks import make_attack
+
+    x, y = bundle.test.x[:3], bundle.test.y[:3]
+    xa = make_attack("boundary", {"max_iter": 2, "num_trial": 2, "init_size": 5}).craft(teacher, x, y)
+    assert xa.shape == x.shape and xa.dtype == x.dtype
+    assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+
+
+@pytest.mark.parametrize("cls", [ClassPruning, Protection])
+def test_profile_size_is_validated_and_recorded(cls):
+    assert cls("weight", profile_size=500).config()["profile_size"] == 500
+    with pytest.raises(SafeReuseError, match="profile_size"):
+        cls("weight", profile_size=0)
+
+
 # -- CLI -------------------------------------------------------------------------------------------
 def test_cli_prune_writes_a_loadable_artifact(digits_teacher_dir, tmp_path, capsys):
     out = tmp_path / "p"

@@ -116,6 +116,20 @@ class JSMA(ArtAttack):
         )
 
 
+def _float32_queries(clf: Any) -> Any:
+    """``clf`` with its ``predict`` fed float32: ART's decision-based attacks build their proposals in
+    float64, which the float32 model refuses (``expected scalar type Double but found Float``)."""
+    import numpy as np
+
+    predict = clf.predict
+
+    def predict32(x: Any, *args: Any, **kwargs: Any) -> Any:
+        return predict(np.asarray(x, dtype=np.float32), *args, **kwargs)
+
+    clf.predict = predict32
+    return clf
+
+
 @ATTACKS.register("boundary", "decision-based boundary attack (Brendel et al. 2018) via ART")
 @dataclass
 class Boundary(ArtAttack):
@@ -140,8 +154,8 @@ class Boundary(ArtAttack):
         from art.attacks.evasion import BoundaryAttack
 
         return BoundaryAttack(
-            clf, targeted=False, max_iter=self.max_iter, num_trial=self.num_trial, init_size=self.init_size,
-            batch_size=batch, verbose=self.verbose,
+            _float32_queries(clf), targeted=False, max_iter=self.max_iter, num_trial=self.num_trial,
+            init_size=self.init_size, batch_size=batch, verbose=self.verbose,
         )  # fmt: skip
 
 

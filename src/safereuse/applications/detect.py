@@ -199,6 +199,20 @@ class Detection:
     tree_class: torch.Tensor
     model_class: torch.Tensor
 
+    @classmethod
+    def decide(cls, proba: torch.Tensor, model_class: torch.Tensor) -> Detection:
+        """The detection rule: flag where the tree's class (argmax of ``proba`` ``[N, C]``) differs
+        from ``model_class`` ``[N]``; score ``1 − proba[model_class]``.
+
+        Example:
+            >>> d = Detection.decide(torch.tensor([[0.9, 0.1], [0.3, 0.7]]), torch.tensor([0, 0]))
+            >>> d.flags.tolist(), [round(v, 2) for v in d.scores.tolist()]
+            ([False, True], [0.1, 0.7])
+        """
+        t = proba.argmax(1)
+        score = 1.0 - proba.gather(1, model_class.view(-1, 1).to(proba.device)).squeeze(1)
+        return cls(t != model_class.to(t.device), score.float(), t, model_class)
+
 
 @dataclass
 class SliceDetector:
@@ -261,6 +275,17 @@ class SliceDetector:
         ]
         return torch.cat(out) if out else torch.empty(0, 0)
 
+    def prepare(self, model: nn.Module, x: torch.Tensor) -> SliceDetector:
+        """Learn what the feature extractor needs from benign inputs (NNSlicer: their mean behaviour,
+        the slices' reference), without fitting the tree: :meth:`vectors` works after it, so vectors
+        can be computed once and trees fitted on subsets of them (:meth:`TreeArrays.fit`).
+
+        Returns:
+            ``self``.
+        """
+        self._features.prepare(model, x, self.batch_size)
+        return self
+
     def fit(self, model: nn.Module, x: torch.Tensor, *, progress: bool = True) -> SliceDetector:
         """Fit on benign inputs: their vectors → the model's class.
 
@@ -290,7 +315,7 @@ class SliceDetector:
                 "cannot learn that class's slices",
                 fix="give more benign inputs (every class of the model must occur)",
             )
-        self._features.prepare(model, x, self.batch_size)
+        self.prepare(model, x)
         v = self.vectors(model, x, progress)
         t1 = time.perf_counter()
         self.tree = TreeArrays.fit(
@@ -337,10 +362,7 @@ class SliceDetector:
         if len(x) == 0:
             e = torch.empty(0)
             return Detection(e.bool(), e, e.long(), e.long())
-        proba = tree.predict_proba(self.vectors(model, x, progress))
-        t = proba.argmax(1)
-        score = 1.0 - proba.gather(1, m.view(-1, 1)).squeeze(1)
-        return Detection(t != m, score.float(), t, m)
+        return Detection.decide(tree.predict_proba(self.vectors(model, x, progress)), m)
 
     def filter(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The inputs of ``x`` the detector lets through (not flagged)."""

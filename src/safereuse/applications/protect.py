@@ -64,6 +64,7 @@ class Protection(CriterionScored):
         theta: NNSlicer's θ.
         path_share: EffectivePath's share.
         per_class: training inputs sliced per target class (None: all).
+        profile_size: training inputs whose mean behaviour is NNSlicer's reference (the first ones).
         attack_epochs: the attacker's training epochs.
         attack_size: training images the attacker uses (None: all).
         attack_lr: the attacker's learning rate (SGD, momentum 0.9, cosine).
@@ -81,6 +82,7 @@ class Protection(CriterionScored):
         "theta": "[0, 1)",
         "path_share": "(0, 1]",
         "per_class": ">= 1",
+        "profile_size": ">= 1",
         "attack_epochs": ">= 1",
         "attack_size": ">= 1",
         "attack_lr": "> 0",
@@ -92,6 +94,7 @@ class Protection(CriterionScored):
     theta: float = 0.3
     path_share: float = 0.5
     per_class: int | None = 1000
+    profile_size: int = 10000
     attack_epochs: int = 1
     attack_size: int | None = 5000
     attack_lr: float = 0.01

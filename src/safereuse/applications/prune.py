@@ -118,6 +118,7 @@ class ClassPruning(CriterionScored):
         theta: NNSlicer's θ.
         path_share: EffectivePath's share.
         per_class: training inputs sliced per target class (None: all).
+        profile_size: training inputs whose mean behaviour is NNSlicer's reference (the first ones).
         finetune_epochs: epochs of fine-tuning the pruned model on the target classes (0: none).
         finetune_size: training images of the target classes used for fine-tuning (None: all).
         lr: fine-tuning learning rate (SGD, momentum 0.9, cosine).
@@ -135,6 +136,7 @@ class ClassPruning(CriterionScored):
         "theta": "[0, 1)",
         "path_share": "(0, 1]",
         "per_class": ">= 1",
+        "profile_size": ">= 1",
         "finetune_epochs": ">= 0",
         "finetune_size": ">= 1",
         "lr": "> 0",
@@ -145,6 +147,7 @@ class ClassPruning(CriterionScored):
     theta: float = 0.3
     path_share: float = 0.5
     per_class: int | None = 1000
+    profile_size: int = 10000
     finetune_epochs: int = 0
     finetune_size: int | None = 2000
     lr: float = 0.01

@@ -299,7 +299,8 @@ def weight_masks_of(model: nn.Module, synapses: dict[str, torch.Tensor], *, keep
 
 class CriterionScored:
     """What class-specific pruning and protection share: the fields ``criterion``, ``theta``,
-    ``path_share``, ``per_class``, ``batch_size`` and ``seed`` (declared by each dataclass), the check
+    ``path_share``, ``per_class``, ``profile_size``, ``batch_size`` and ``seed`` (declared by each
+    dataclass), the check
     of the criterion's name, the resolved config, and the synapse scores of the criterion."""
 
     what: ClassVar[str] = "synapse scoring"
@@ -316,7 +317,8 @@ class CriterionScored:
         return synapse_scores(
             self.criterion, model, x=data.train.x, y=data.train.y, classes=classes,
             theta=self.theta, path_share=self.path_share, per_class=self.per_class,
-            profile_x=data.train.x[:10000], batch_size=self.batch_size, seed=self.seed,
+            profile_x=data.train.x[: getattr(self, "profile_size", 10000)], batch_size=self.batch_size,
+            seed=self.seed,
         )  # fmt: skip
 
 
