@@ -235,8 +235,8 @@ def test_bad_select_on_the_cli_is_one_line(tmp_path, capsys):
 def _garbled_test_split(real):
     """A loader whose test split is noise with shifted labels: a selection that read it would change."""
 
-    def load_raw(name, data_dir=None):
-        raw = real(name, data_dir)
+    def load_raw(name, data_dir=None, max_len=None):
+        raw = real(name, data_dir, max_len)
         gen = torch.Generator().manual_seed(7)
         x = torch.rand(raw.test_x.shape, generator=gen)
         y = (raw.test_y + 1) % len(raw.class_names)

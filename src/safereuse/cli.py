@@ -371,8 +371,8 @@ def demo_cmd(
 
     The spec (`safereuse/examples/default.yaml`): Fashion-MNIST teachers, few-shot students on
     held-back Fashion-MNIST classes, on all ten classes and, from a badnets teacher, on the same
-    task; and a text scenario: a MiniLM teacher with a RIPPLe backdoor reused few-shot on movie
-    sentences by finetune / retrain / mag-prune / remos; 2 seeds.
+    task; and a text scenario: a MiniLM teacher with a RIPPLe backdoor (movie sentences) reused on
+    64 Amazon review sentences by finetune / retrain / mag-prune / remos; 2 seeds.
     """
     from .runner import bundled_spec
 
