@@ -664,17 +664,9 @@ def _scoped_method_points(
 
     out: list[tuple[str, dict[str, Any], dict[str, Any], set[str] | None]] = []
     seen: set[str] = set()
-    names_sc = [sc.name for sc in loaded.spec.scenarios]
     for i, m in enumerate(loaded.spec.methods):
         loc = ("methods", i)
-        for j, sc_name in enumerate(m.scenarios or []):
-            if sc_name not in names_sc:
-                raise loaded.error(
-                    loc + ("scenarios", j),
-                    f"no scenario is named {sc_name!r}",
-                    fix=f"use one of: {', '.join(names_sc)}",
-                )
-        scope = set(m.scenarios) if m.scenarios is not None else None
+        scope = _scope(loaded, loc, m.scenarios)
         names = [e.name for e in METHODS if e.name not in m.exclude] if m.name == "all" else [m.name]
         if m.name == "all":
             takers = [_accepted(METHODS.get(n)) for n in names]
@@ -703,6 +695,19 @@ def _scoped_method_points(
     return out
 
 
+def _scope(loaded: LoadedSpec, loc: tuple[Any, ...], scenarios: list[str] | None) -> set[str] | None:
+    """The scenarios a method or defect entry is limited to (None: all); an unknown name is an error."""
+    names_sc = [sc.name for sc in loaded.spec.scenarios]
+    for j, sc_name in enumerate(scenarios or []):
+        if sc_name not in names_sc:
+            raise loaded.error(
+                loc + ("scenarios", j),
+                f"no scenario is named {sc_name!r}",
+                fix=f"use one of: {', '.join(names_sc)}",
+            )
+    return set(scenarios) if scenarios is not None else None
+
+
 def _defect_points(
     loaded: LoadedSpec, cell_seed: int | None
 ) -> list[tuple[str, dict[str, Any], bool, set[str] | None]]:
@@ -711,18 +716,10 @@ def _defect_points(
     from ..defects import DEFECTS
 
     audit_seed = cell_seed if loaded.spec.audit.seed == "cell" else loaded.spec.audit.seed
-    names_sc = [sc.name for sc in loaded.spec.scenarios]
     out = []
     for i, d in enumerate(loaded.spec.defects):
         loc = ("defects", i)
-        for j, sc_name in enumerate(d.scenarios or []):
-            if sc_name not in names_sc:
-                raise loaded.error(
-                    loc + ("scenarios", j),
-                    f"no scenario is named {sc_name!r}",
-                    fix=f"use one of: {', '.join(names_sc)}",
-                )
-        scope = set(d.scenarios) if d.scenarios is not None else None
+        scope = _scope(loaded, loc, d.scenarios)
         cls = DEFECTS.get(d.name)
         for point in _sweep_points(loaded, loc + ("params",), cls, d.params):
             point = _check_params(loaded, loc + ("params",), cls, point, f"defect {d.name!r}")
