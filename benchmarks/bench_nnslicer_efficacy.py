@@ -102,7 +102,7 @@ def _stratified_test(bundle: Any, per_class: int, seed: int = 0) -> Any:
 
 def _cached(path: Path, make: Any) -> Any:
     if path.exists():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)  # our own cache: tensors, numbers, dicts
     v = make()
     torch.save(v, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
@@ -290,14 +290,18 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     )
 
 
+def _setup(a: argparse.Namespace, part: str) -> tuple[Any, Any, Any, Path]:
+    """The model (eval, CPU), its data, the small stratified test set and the part's result log."""
+    art, bundle = _load(a)
+    jl = Path(a.cache) / f"{part}.jsonl"
+    jl.parent.mkdir(parents=True, exist_ok=True)
+    return art.model.cpu().eval(), bundle, _stratified_test(bundle, a.test_per_class), jl
+
+
 def prune(a: argparse.Namespace) -> None:
     from safereuse.applications.prune import ClassPruning
 
-    art, bundle = _load(a)
-    model = art.model.cpu().eval()
-    small = _stratified_test(bundle, a.test_per_class)
-    jl = Path(a.cache) / "prune.jsonl"
-    jl.parent.mkdir(parents=True, exist_ok=True)
+    model, bundle, small, jl = _setup(a, "prune")
     done = {(tuple(r["target_classes"]), r["criterion"]) for r in _rows(jl)}
     subsets = _subsets(bundle.num_classes, 4, a.subsets, 0)
     for sub in subsets:
@@ -397,11 +401,7 @@ def protect(a: argparse.Namespace) -> None:
     from safereuse.applications.protect import Protection
     from safereuse.errors import SafeReuseError
 
-    art, bundle = _load(a)
-    model = art.model.cpu().eval()
-    small = _stratified_test(bundle, a.test_per_class)
-    jl = Path(a.cache) / "protect.jsonl"
-    jl.parent.mkdir(parents=True, exist_ok=True)
+    model, bundle, small, jl = _setup(a, "protect")
     done = {(tuple(r["target_classes"]), r["criterion"], r["seed"]) for r in _rows(jl)}
     subsets = _subsets(bundle.num_classes, 4, a.subsets, 1)
     for i, sub in enumerate(subsets):

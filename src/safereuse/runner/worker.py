@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,30 @@ def run_teacher(payload: dict[str, Any]) -> dict[str, Any]:
     return {"status": "done", "path": str(path), "cached": cached, "seconds": time.perf_counter() - t0}
 
 
+def _on_teacher(
+    payload: dict[str, Any], body: Callable[[Path, dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+) -> dict[str, Any]:
+    """The frame of a task on a cell's (cached) teacher: threads, timings, failures recorded.
+
+    ``body(teacher_dir, timings)`` returns ``(metrics, artifacts)``; artifact paths are made relative to
+    the run directory, the teacher's first.
+    """
+    rundir = Path(payload["rundir"])
+    timings: dict[str, Any] = {}
+    t_start = time.perf_counter()
+    try:
+        _set_threads(payload)
+        t_dir, t_cached = ensure_teacher({**payload, "recipe": payload["config"]["teacher"]})
+        timings.update(teacher=time.perf_counter() - t_start, teacher_cached=t_cached)
+        metrics, paths = body(t_dir, timings)
+    except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
+        timings["total"] = time.perf_counter() - t_start
+        return {**_failure(exc), "timings": timings}
+    timings["total"] = time.perf_counter() - t_start
+    artifacts = {k: str(v.relative_to(rundir)) for k, v in {"teacher": t_dir, **paths}.items()}
+    return {"status": "done", "metrics": metrics, "artifacts": artifacts, "timings": timings}
+
+
 def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     """Task: one cell — teacher (cached), student (cached), evaluation and audit.
 
@@ -230,18 +254,11 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     from ..data import load_data
 
     cfg = payload["config"]
-    rundir = Path(payload["rundir"])
-    timings: dict[str, Any] = {}
-    t_start = time.perf_counter()
-    try:
-        _set_threads(payload)
-        t0 = time.perf_counter()
-        t_dir, t_cached = ensure_teacher({**payload, "recipe": cfg["teacher"]})
-        timings.update(teacher=time.perf_counter() - t0, teacher_cached=t_cached)
+
+    def body(t_dir: Path, timings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         t0 = time.perf_counter()
         s_dir, s_cached = ensure_student(payload, t_dir)
         timings.update(student=time.perf_counter() - t0, student_cached=s_cached)
-
         t0 = time.perf_counter()
         teacher = load_model(t_dir, device="cpu")
         student = load_model(s_dir, device="cpu")
@@ -250,27 +267,22 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
             bundle = bundle.holdout_view()
         report = _audit(payload, teacher, student, bundle)
         timings["audit"] = time.perf_counter() - t0
-    except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
-        timings["total"] = time.perf_counter() - t_start
-        return {**_failure(exc), "timings": timings}
-    timings["total"] = time.perf_counter() - t_start
-    tm, sm = teacher.manifest, student.manifest
-    metrics = {
-        "teacher": {
-            "hash": teacher.hash,
-            "test_acc": (tm.get("metrics") or {}).get("test_acc"),
-            "n_test": (tm.get("metrics") or {}).get("n_test"),
-            "backdoor": (tm.get("backdoor") or {}).get("name") if tm.get("backdoor") else None,
-            "teacher_asr": (tm.get("backdoor") or {}).get("teacher_asr") if tm.get("backdoor") else None,
-        },
-        "student": {"hash": student.hash, **(sm.get("metrics") or {})},
-        "audit": {k: report[k] for k in ("acc", "rows", "n_samples", "max_samples", "seed")},
-    }
-    artifacts = {
-        "teacher": str(t_dir.relative_to(rundir)),
-        "student": str(s_dir.relative_to(rundir)),
-    }
-    return {"status": "done", "metrics": metrics, "artifacts": artifacts, "timings": timings}
+        tm, sm = teacher.manifest, student.manifest
+        backdoor = tm.get("backdoor") or {}
+        metrics = {
+            "teacher": {
+                "hash": teacher.hash,
+                "test_acc": (tm.get("metrics") or {}).get("test_acc"),
+                "n_test": (tm.get("metrics") or {}).get("n_test"),
+                "backdoor": backdoor.get("name") if backdoor else None,
+                "teacher_asr": backdoor.get("teacher_asr") if backdoor else None,
+            },
+            "student": {"hash": student.hash, **(sm.get("metrics") or {})},
+            "audit": {k: report[k] for k in ("acc", "rows", "n_samples", "max_samples", "seed")},
+        }
+        return metrics, {"student": s_dir}
+
+    return _on_teacher(payload, body)
 
 
 def run_experiment(payload: dict[str, Any]) -> dict[str, Any]:
@@ -282,23 +294,13 @@ def run_experiment(payload: dict[str, Any]) -> dict[str, Any]:
     """
     from ..applications.experiments import run_experiment as run_kind
 
-    cfg = payload["config"]
-    rundir = Path(payload["rundir"])
-    timings: dict[str, Any] = {}
-    t_start = time.perf_counter()
-    try:
-        _set_threads(payload)
-        t_dir, t_cached = ensure_teacher({**payload, "recipe": cfg["teacher"]})
-        timings.update(teacher=time.perf_counter() - t_start, teacher_cached=t_cached)
+    def body(t_dir: Path, timings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         t0 = time.perf_counter()
-        metrics = run_kind(t_dir, cfg, payload.get("data_dir"))
+        metrics = run_kind(t_dir, payload["config"], payload.get("data_dir"))
         timings["experiment"] = time.perf_counter() - t0
-    except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
-        timings["total"] = time.perf_counter() - t_start
-        return {**_failure(exc), "timings": timings}
-    timings["total"] = time.perf_counter() - t_start
-    artifacts = {"teacher": str(t_dir.relative_to(rundir))}
-    return {"status": "done", "metrics": metrics, "artifacts": artifacts, "timings": timings}
+        return metrics, {}
+
+    return _on_teacher(payload, body)
 
 
 TASKS = {"teacher": run_teacher, "cell": run_cell, "experiment": run_experiment}
