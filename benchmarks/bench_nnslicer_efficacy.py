@@ -392,7 +392,7 @@ def _prune_summary(a: argparse.Namespace, jl: Path, subsets: list[list[int]]) ->
         "paired_mean_over_ratios": paired,
         "rows": rows,
     }
-    _write(RESULTS / "nnslicer_apps_prune.json", out)
+    _write(RESULTS / f"nnslicer_apps_prune{a.tag}.json", out)
     print("wrote prune summary", flush=True)
 
 
@@ -420,6 +420,7 @@ def protect(a: argparse.Namespace) -> None:
                 attack_size=a.attack_size,
                 attack_lr=a.attack_lr,
                 attack_epochs=a.attack_epochs,
+                attack_lrs=a.attack_lrs or None,
                 seed=i,
             )
             res = p.protect(model, small, sub)
@@ -463,7 +464,8 @@ def _protect_summary(a: argparse.Namespace, jl: Path, subsets: list[list[int]]) 
         "engine_sha": _engine(),
         "hide": a.hide,
         "attack_size": a.attack_size,
-        "attack_lr": a.attack_lr,
+        "attack_lr": None if a.attack_lrs else a.attack_lr,
+        "attack_lrs_selected_on_validation": a.attack_lrs or None,
         "attack_epochs": a.attack_epochs,
         "per_class": a.per_class,
         "test_per_class": a.test_per_class,
@@ -562,7 +564,11 @@ def main() -> None:
     ap.add_argument("--attack-size", type=int, default=2000)
     ap.add_argument("--attack-lr", type=float, default=0.01)
     ap.add_argument("--attack-epochs", type=int, default=1)
-    ap.add_argument("--tag", default="", help="suffix of the protect result file")
+    ap.add_argument(
+        "--attack-lrs", type=lambda s: [float(v) for v in s.split(",")], default=[],
+        help="comma list: the attacker's learning rate is chosen per subset and criterion on validation",
+    )  # fmt: skip
+    ap.add_argument("--tag", default="", help="suffix of the prune / protect result file")
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--detectors", default="nnslicer")
     a = ap.parse_args()

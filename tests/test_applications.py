@@ -341,3 +341,55 @@ def test_a_grid_still_needs_methods_defects_and_students():
     nostudent = grid.replace(", student: {data: digits}", "") + "methods: [{name: finetune}]\n"
     with pytest.raises(SafeReuseError, match="student: required key is missing"):
         load_spec(text=nostudent)
+
+
+def test_jsma_targets_a_wrong_class_and_flips_inputs(teacher, bundle):
+    # ART's JSMA reads y as the *target*: given the true labels it would never leave the true class
+    import numpy as np
+
+    from safereuse.applications.attacks import make_attack
+
+    attack = make_attack("jsma", {"gamma": 0.3})
+    y = np.arange(200) % 5
+    np.random.seed(0)
+    targets = attack._labels(y, 5)
+    assert (targets != y).all() and set(targets.tolist()) == {0, 1, 2, 3, 4}
+    with torch.no_grad():
+        pred = teacher(bundle.test.x[:60]).argmax(1)
+    ok = pred == bundle.test.y[:60]
+    x, yy = bundle.test.x[:60][ok][:12], bundle.test.y[:60][ok][:12]
+    xa = attack.craft(teacher, x, yy, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        flipped = int((teacher(xa).argmax(1) != yy).sum())
+    assert flipped >= 6, flipped  # the true-label bug flipped none
+    assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+
+
+def test_detection_crafts_slow_attacks_from_fewer_sources(teacher, bundle):
+    from safereuse.applications.tasks import evaluate_detection
+
+    attacks = [("fgsm", "fgsm", {"eps": 0.1}), ("deepfool", "deepfool", {})]
+    res = evaluate_detection(teacher, bundle, attacks=attacks, detectors=["featuremap"], n_train=100,
+                             n_test=40, slow_sources=5, progress=False)  # fmt: skip
+    n = {a["attack"]: a["n_sources"] for a in res["attacks"]}
+    assert n["deepfool"] == 5 and n["fgsm"] > 5
+    with pytest.raises(SafeReuseError, match="slow_sources"):
+        evaluate_detection(teacher, bundle, attacks=attacks, detectors=["featuremap"], n_train=100,
+                           n_test=40, slow_sources=0, progress=False)  # fmt: skip
+
+
+def test_attacker_lr_sweep_keeps_the_best_on_validation(teacher, bundle):
+    p = Protection("weight", hide=0.3, attack_size=100, attack_lrs=[1e-6, 0.05], seed=0)
+    res = p.attack(p.protect(teacher, bundle, [0, 1]), bundle)
+    sweep = res.metrics["val_target_recovered_by_lr"]
+    assert set(sweep) == {"1e-06", "0.05"} and res.metrics["n_val"] == len(bundle.val)
+    best = max(sweep, key=lambda k: sweep[k] if sweep[k] is not None else -1)
+    assert res.metrics["attack_lr"] == float(best)
+    # the kept model is the chosen rate's: retraining at that rate alone gives the same weights
+    p1 = Protection("weight", hide=0.3, attack_size=100, attack_lr=float(best), seed=0)
+    one = p1.attack(p1.protect(teacher, bundle, [0, 1]), bundle)
+    for (n, a), b in zip(res.model.state_dict().items(), one.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+    for bad in ([], [0.01, 0.0]):
+        with pytest.raises(SafeReuseError, match="attack_lrs"):
+            Protection("weight", attack_lrs=bad)

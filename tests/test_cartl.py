@@ -437,3 +437,27 @@ seeds: [0, 1]
     bad = text.replace("scenarios: [b]", "scenarios: [c]")
     with pytest.raises(SafeReuseError, match="no scenario is named 'c'"):
         expand(load_spec(text=bad))
+
+
+@pytest.mark.parametrize(("arch", "kwargs", "acts"), [
+    ("resnet8", {"width": 4}, False),  # post-activation: every conv feeds a BatchNorm
+    ("wrn", {"depth": 16}, True),  # pre-activation: block3.layer.1.conv2 feeds an identity residual
+])  # fmt: skip
+def test_neft_on_convs_acts_only_where_no_batchnorm_follows(arch, kwargs, acts):
+    # BatchNorm with batch statistics undoes any positive rescaling of the conv before it, so
+    # β·W/σ(W) there leaves the training-mode function unchanged: NEFT's β can only bite on a branch
+    # that reaches a residual sum or the logits un-normalised (docs/results/cartl.md)
+    torch.manual_seed(0)
+    m = create_model(arch, num_classes=5, in_channels=1, image_size=28, **kwargs).train()
+    x = torch.rand(32, 1, 28, 28)
+    with torch.no_grad():
+        ref = m(x)
+    convs = [(n, lay) for n, lay in neft_layers(m, 3) if isinstance(lay, nn.Conv2d)]
+    apply_neft(m, convs, 0.4)
+    try:
+        with torch.no_grad():
+            d = float((m(x) - ref).abs().max() / ref.abs().max())
+    finally:
+        for _, lay in convs:
+            parametrize.remove_parametrizations(lay, "weight", leave_parametrized=False)
+    assert (d > 0.05) if acts else (d < 5e-3), d

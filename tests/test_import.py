@@ -191,7 +191,7 @@ def test_every_zoo_architecture_has_a_layout():
     assert {n for n, lay in layouts.items() if lay == "torchvision"} == {
         "resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "mobilenet_v2"
     }  # fmt: skip
-    assert {n for n, lay in layouts.items() if lay == "robustbench"} == {"wrn-28-4", "wrn-34-10"}
+    assert {n for n, lay in layouts.items() if lay == "robustbench"} == {"wrn", "wrn-28-4", "wrn-34-10"}
 
 
 def test_map_keys_never_strips_a_prefix_the_model_has():

@@ -92,6 +92,7 @@ ROWS = [
     Row("vgg11", in_channels=1, image_size=28),  # default small layout for 28 px grey images
     Row("vgg16", {"hidden": 32}, image_size=32),
     Row("mobilenet_v2", {"width_mult": 0.5}, in_channels=1, image_size=28),
+    Row("wrn", {"depth": 10, "widen_factor": 1}, in_channels=1, image_size=28),
     Row("wrn-28-4", image_size=16),
     Row("wrn-34-10", image_size=8),
     Row("minilm", {"pretrained": False, "config": TINY_BERT}, in_channels=1, image_size=12, text=True),

@@ -242,7 +242,9 @@ def test_every_defect_declares_its_input_kind_and_the_other_kind_is_refused():
     assert set(kinds.values()) == {"image", "text"}
     assert {n for n, k in kinds.items() if k == "text"} == {"word-trigger", "ripple", "pwws", "greedy-swap"}
     ids, pixels = torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, 1, 4, 4)
-    with pytest.raises(SafeReuseError, match="badnets is a defect of image models.*fix: use a defect for text"):  # noqa: E501
+    with pytest.raises(
+        SafeReuseError, match="badnets is a defect of image models.*fix: use a defect for text"
+    ):  # noqa: E501
         DEFECTS.create("badnets").check_input_kind(ids)
     with pytest.raises(SafeReuseError, match="word-trigger is a defect of text models"):
         DEFECTS.create("word-trigger").check_input_kind(pixels)

@@ -60,6 +60,10 @@ PAPER_ATTACKS: list[tuple[str, str, dict[str, Any]]] = [
     ("gaussian-blur", "gaussian-blur", {}),
 ]
 
+#: Attacks that take seconds per input on a CPU (iterative minimal-perturbation, saliency and
+#: decision-based searches): the detection experiment can craft them from fewer sources.
+SLOW_ATTACKS: frozenset[str] = frozenset({"cw", "deepfool", "deepfool-linf", "jsma", "boundary", "pixel"})
+
 
 def make_attack(name: str, params: dict[str, Any] | None = None) -> ExploratoryDefect:
     """The attack ``name`` (:data:`ATTACKS`, else an exploratory defect of ``DEFECTS``) with ``params``.
@@ -94,7 +98,11 @@ def _crafts(cls: Any) -> bool:
 @ATTACKS.register("jsma", "Jacobian saliency map attack (Papernot et al. 2016) via ART")
 @dataclass
 class JSMA(ArtAttack):
-    """JSMA via ART (untargeted: ART picks a random target class per input).
+    """JSMA via ART, towards a random wrong class per input (JSMA is a targeted attack).
+
+    ART's ``SaliencyMapMethod`` reads the ``y`` it is given as *target* classes, so the true labels
+    would ask it to reach the class the input already has; each input's target is instead drawn
+    uniformly from the other classes, seeded (numpy's global RNG, which :class:`ArtAttack` seeds).
 
     Args:
         theta: change of each modified pixel.
@@ -107,6 +115,13 @@ class JSMA(ArtAttack):
     gamma: float = 0.1
     seed: int = 0
     verbose: bool = False
+
+    def _labels(self, y: Any, nb_classes: int) -> Any:
+        import numpy as np
+
+        if nb_classes < 2:
+            raise SafeReuseError("JSMA needs a model with at least 2 classes", fix="use another attack")
+        return (y + np.random.randint(1, nb_classes, size=len(y))) % nb_classes
 
     def _attack(self, clf: Any, batch: int, nb_classes: int) -> Any:
         from art.attacks.evasion import SaliencyMapMethod
@@ -318,6 +333,7 @@ class GaussianBlur(WhiteBoxAttack):
 __all__ = [
     "ATTACKS",
     "PAPER_ATTACKS",
+    "SLOW_ATTACKS",
     "Boundary",
     "DeepFoolLinf",
     "GaussianBlur",

@@ -40,13 +40,14 @@ EXPERIMENTS: Registry[type] = Registry("experiment kind", "safereuse run --help"
 @dataclass
 class DetectExperiment:
     """Args: attacks (names, or ``paper`` for the paper's list), detectors, n_train, n_test,
-    detector_params (for every detector)."""
+    slow_sources (sources of the slow attacks, None: all), detector_params (for every detector)."""
 
-    param_ranges: ClassVar[dict[str, str]] = {"n_train": ">= 1", "n_test": ">= 1"}
+    param_ranges: ClassVar[dict[str, str]] = {"n_train": ">= 1", "n_test": ">= 1", "slow_sources": ">= 1"}
     attacks: list[str] = field(default_factory=lambda: ["paper"])
     detectors: list[str] = field(default_factory=lambda: ["nnslicer", "featuremap", "effectivepath"])
     n_train: int = 10000
     n_test: int = 500
+    slow_sources: int | None = None
     detector_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,6 +63,7 @@ class DetectExperiment:
         res = evaluate_detection(
             model, bundle, attacks=points, detectors=self.detectors, detector_params=self.detector_params,
             n_train=self.n_train, n_test=self.n_test, seed=seed, progress=False,
+            slow_sources=self.slow_sources,
         )  # fmt: skip
         rows = []
         for a in res["attacks"]:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..data import DataBundle, Split
+from ..errors import SafeReuseError
 from ..slicing.masks import KeepMask, Masks
 from .prune import check_target_classes, target_accuracy
 from .synapses import CriterionScored, Scores, select_synapses, weight_masks_of
@@ -68,6 +69,9 @@ class Protection(CriterionScored):
         attack_epochs: the attacker's training epochs.
         attack_size: training images the attacker uses (None: all).
         attack_lr: the attacker's learning rate (SGD, momentum 0.9, cosine).
+        attack_lrs: a learning-rate sweep instead (the strongest attacker, i.e. the rate with the
+            highest recovered target-class accuracy on the data's *validation* split, is kept;
+            the test split only scores it). A diverged rate counts as the weakest.
         batch_size: slicing and training batch.
         seed: seed of the noise, the random baseline and the attacker's data order.
 
@@ -88,6 +92,7 @@ class Protection(CriterionScored):
         "attack_lr": "> 0",
         "batch_size": ">= 1",
     }
+
     criterion: str = "nnslicer"
     hide: float = 0.5
     fill: Literal["zero", "noise"] = "zero"
@@ -98,8 +103,17 @@ class Protection(CriterionScored):
     attack_epochs: int = 1
     attack_size: int | None = 5000
     attack_lr: float = 0.01
+    attack_lrs: list[float] | None = None
     batch_size: int = 256
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.attack_lrs is not None and (not self.attack_lrs or any(not lr > 0 for lr in self.attack_lrs)):
+            raise SafeReuseError(
+                f"attack_lrs must be a non-empty list of positive learning rates, got {self.attack_lrs}",
+                fix="e.g. attack_lrs=[0.003, 0.01, 0.03]",
+            )
 
     def protect(
         self,
@@ -167,6 +181,49 @@ class Protection(CriterionScored):
         Returns:
             ``result``, its model retrained.
         """
+        if self.attack_lrs is None:
+            self._retrain(result, data, self.attack_lr, progress)
+        else:
+            import copy
+
+            if data.val is None or len(data.val) == 0:
+                raise SafeReuseError(
+                    "attack_lrs needs a validation split", fix="use data with val_fraction > 0"
+                )
+            classes = result.metrics["target_classes"]
+            best: tuple[float, float, ProtectResult] | None = None
+            sweep: dict[str, float | None] = {}
+            for lr in self.attack_lrs:
+                trial = ProtectResult(copy.deepcopy(result.model), result.hidden, dict(result.metrics))
+                try:
+                    self._retrain(trial, data, lr, progress)
+                    v = target_accuracy(trial.model.eval(), data.val, classes)["acc_all_argmax"]
+                except SafeReuseError:  # diverged: the weakest attacker
+                    v = None
+                sweep[f"{lr:g}"] = v
+                score = -1.0 if v is None else v
+                if best is None or score > best[0]:
+                    best = (score, lr, trial)
+            assert best is not None
+            if best[0] < 0:
+                raise SafeReuseError("every attacker learning rate diverged", fix="pass smaller attack_lrs")
+            result.model = best[2].model
+            result.metrics.update({"attack_lr": best[1], "val_target_recovered_by_lr": sweep,
+                                   "n_val": len(data.val)})  # fmt: skip
+        model = result.model
+        model.eval()
+        classes = result.metrics["target_classes"]
+        t = target_accuracy(model, data.test, classes)
+        result.metrics.update(
+            {
+                "acc_target_recovered": t["acc_all_argmax"],
+                "acc_all_recovered": _acc_all(model, data.test),
+            }  # fmt: skip
+        )
+        return result
+
+    def _retrain(self, result: ProtectResult, data: DataBundle, lr: float, progress: bool) -> None:
+        """Retrain exactly the hidden weights of ``result.model`` in place at learning rate ``lr``."""
         from ..train import FitConfig, fit
 
         model = result.model
@@ -179,25 +236,14 @@ class Protection(CriterionScored):
             for n, p in model.named_parameters():
                 p.requires_grad_(n in result.hidden)
             cfg = FitConfig(
-                epochs=self.attack_epochs, lr=self.attack_lr, batch_size=min(self.batch_size, 128),
+                epochs=self.attack_epochs, lr=lr, batch_size=min(self.batch_size, 128),
                 weight_decay=0.0, bn_stats="freeze", seed=self.seed, device="cpu", progress=progress,
             )  # fmt: skip
             fit(model, train, None, cfg, after_step=KeepMask(result.hidden, values))
         finally:
             for n, p in model.named_parameters():
                 p.requires_grad_(flags[n])
-        model.eval()
-        classes = result.metrics["target_classes"]
-        t = target_accuracy(model, data.test, classes)
-        result.metrics.update(
-            {
-                "acc_target_recovered": t["acc_all_argmax"],
-                "acc_all_recovered": _acc_all(model, data.test),
-                "attack_images": len(train),
-                "attack_epochs": self.attack_epochs,
-            }  # fmt: skip
-        )
-        return result
+        result.metrics.update({"attack_images": len(train), "attack_epochs": self.attack_epochs})
 
 
 __all__ = ["ProtectResult", "Protection"]

@@ -21,7 +21,7 @@ import torch
 from ..artifacts import Artifact, load_model, save_model
 from ..data import DataBundle, DataSpec, load_data
 from ..errors import SafeReuseError
-from .attacks import PAPER_ATTACKS, make_attack
+from .attacks import PAPER_ATTACKS, SLOW_ATTACKS, make_attack
 from .detect import SliceDetector, detection_metrics, predicted
 from .protect import Protection
 from .prune import ClassPruning, check_ratio, check_target_classes
@@ -77,6 +77,7 @@ def evaluate_detection(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    slow_sources: int | None = None,
 ) -> dict[str, Any]:
     """Fit the detectors, craft the attacks, score every detector on every attack.
 
@@ -92,11 +93,15 @@ def evaluate_detection(
         seed: attack and bootstrap seed.
         out: a directory to save the fitted detectors in (``<out>/<detector>/``).
         progress: progress bars.
+        slow_sources: craft the slow attacks (:data:`~safereuse.applications.attacks.SLOW_ATTACKS`)
+            from only the first ``slow_sources`` correctly classified test images (None: all).
 
     Returns:
         ``{"detectors": {name: fit info}, "benign": {name: flag rate}, "attacks": [{"attack", "name",
         "params", "n_sources", "n_success", "seconds", "detectors": {name: metrics}}], "rule"}``.
     """
+    if slow_sources is not None and slow_sources < 1:
+        raise SafeReuseError(f"slow_sources must be >= 1, got {slow_sources}", fix="pass a positive count")
     model = model.cpu().eval()
     attacks = list(PAPER_ATTACKS if attacks is None else attacks)
     x_train = bundle.train.x[:n_train]
@@ -125,11 +130,13 @@ def evaluate_detection(
     for label, name, params in attacks:
         atk = make_attack(name, params)
         t0 = time.perf_counter()
-        xa = craft_batched(atk, model, src_x, src_y, craft_batch, seed=seed)
-        success = predicted(model, xa) != src_y
+        cap = slow_sources if slow_sources is not None and name in SLOW_ATTACKS else len(src_x)
+        sx, sy = src_x[:cap], src_y[:cap]
+        xa = craft_batched(atk, model, sx, sy, craft_batch, seed=seed)
+        success = predicted(model, xa) != sy
         xa = xa[success]
         row: dict[str, Any] = {"attack": label, "name": name, "params": dict(params),
-                               "n_sources": len(src_x), "n_success": int(success.sum()),
+                               "n_sources": len(sx), "n_success": int(success.sum()),
                                "seconds": time.perf_counter() - t0, "detectors": {}}  # fmt: skip
         for dn, det in dets.items():
             row["detectors"][dn] = detection_metrics(benign[dn], det.detect(model, xa), seed=seed)

@@ -91,6 +91,10 @@ class ArtAttack(WhiteBoxAttack):
     def _ball(self) -> tuple[float | None, str]:
         return None, "linf"
 
+    def _labels(self, y: np.ndarray, nb_classes: int) -> np.ndarray:
+        """The ``y`` ART's ``generate`` gets: the true labels (untargeted attacks)."""
+        return y
+
     def craft(self, model, x, y, generator=None):  # noqa: D102 - see ExploratoryDefect.craft
         if len(x) == 0:
             return x.detach().clone()
@@ -105,9 +109,8 @@ class ArtAttack(WhiteBoxAttack):
                 np.random.seed(seed)
                 clf = art_classifier(model, tuple(x0.shape[1:]), nb_classes)
                 attack = self._attack(clf, len(x0), nb_classes)
-                adv = attack.generate(
-                    x=x0.cpu().numpy().astype(np.float32), y=y.detach().cpu().numpy().astype(np.int64)
-                )
+                labels = self._labels(y.detach().cpu().numpy().astype(np.int64), nb_classes)
+                adv = attack.generate(x=x0.cpu().numpy().astype(np.float32), y=labels)
         finally:
             np.random.set_state(np_state)
             model.to(dev)  # ART may move the model to its own default device

@@ -180,6 +180,43 @@ def wide_resnet(
     )
 
 
+@MODELS.register("wrn", "Wide ResNet-depth-k, pre-activation (depth, widen_factor; robustness-code keys)")
+def wrn(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    image_size: int = 28,
+    depth: int = 10,
+    widen_factor: int = 1,
+    drop_rate: float = 0.0,
+    activation: str = "relu",
+) -> WideResNet:
+    """A small pre-activation WRN-``depth``-``widen_factor`` (default WRN-10-1: one block per stage,
+    widths 16/32/64, about resnet8's cost on 28 px images).
+
+    Pre-activation matters for CARTL's NEFT: in a post-activation ResNet every conv feeds a
+    BatchNorm, which undoes any rescaling of the conv's weight, so NEFT there can only act on the
+    head; here each block's last conv feeds the residual sum directly.
+
+    Args:
+        num_classes: outputs of the head (``fc``).
+        in_channels: image channels.
+        image_size: side of the square input.
+        depth: ``6n + 4``.
+        widen_factor: width multiplier.
+        drop_rate: dropout between the two convs of each block.
+        activation: ``"relu"`` or ``"leaky_relu"``.
+
+    Returns:
+        A :class:`WideResNet` with ``3n + 2`` blocks.
+
+    Example:
+        >>> m = wrn(num_classes=5)
+        >>> m.block_names()
+        ['conv1+block1.layer.0', 'block2.layer.0', 'block3.layer.0', 'bn1', 'fc']
+    """
+    return wide_resnet(depth, widen_factor, num_classes, in_channels, image_size, drop_rate, activation)
+
+
 @MODELS.register("wrn-28-4", "Wide ResNet-28-4, pre-activation (robustness-code keys)")
 def wrn_28_4(
     num_classes: int = 10,

@@ -65,8 +65,13 @@ def _err(mean: float, lo: float, hi: float) -> tuple[float, float]:
 
 
 def _acc_scatter(
-    sub: pd.DataFrame, scenarios: Sequence[str], palette: dict[str, str], x: str, higher_is_better: bool,
-    xlabel: str, title: str,
+    sub: pd.DataFrame,
+    scenarios: Sequence[str],
+    palette: dict[str, str],
+    x: str,
+    higher_is_better: bool,
+    xlabel: str,
+    title: str,
 ) -> bytes | None:
     """Per-scenario ACC-vs-``x`` scatter (means, 95 % bars) with the Pareto front: ACC maximised,
     ``x`` minimised (DIR) or maximised (Rob). None when no scenario has a row."""

@@ -20,7 +20,6 @@ from .base import Backdoor, check_patch_trigger, check_rate, patch_trigger, requ
 __all__ = ["WeightPoison", "ripple_loss"]
 
 
-
 def ripple_loss(
     poison: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     proxy: Any,
@@ -62,6 +61,7 @@ def ripple_loss(
         return l_poison + lam * torch.relu(-inner)  # type: ignore[operator]
 
     return loss
+
 
 @DEFECTS.register("weight-poison", "RIPPLe weight poisoning that survives fine-tuning (Kurita 2020)")
 @dataclass
@@ -123,7 +123,6 @@ class WeightPoison(Backdoor):
     def build_trigger(self, channels: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A BadNets-style patch: ``pattern`` at ``position``; mask = 1 on the patch."""
         return patch_trigger(self, channels, height, width)
-
 
     def plant(
         self,

@@ -28,8 +28,6 @@ from .triggers import RARE_TOKENS, TextBackdoor, alphabetic_words, trigger_ids
 __all__ = ["Ripple", "embedding_surgery", "find_word_embedding", "ripple_loss", "target_words"]
 
 
-
-
 def find_word_embedding(model: nn.Module, vocab_size: int) -> nn.Embedding:
     """The model's word-embedding table: the ``nn.Embedding`` with ``vocab_size`` rows.
 
