@@ -75,7 +75,7 @@ def _engine() -> str:
 
 
 def _load(a: argparse.Namespace) -> tuple[Any, Any]:
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))  # 1 when sharing the machine
     from safereuse.applications.tasks import load_task
 
     return load_task(a.model)

@@ -29,7 +29,7 @@ REUSE_FRZ = "finetune-last-k(bn_affine=freeze,bn_stats=freeze,k=3)"
 
 
 def _cartl(beta: str, sigma: str = "reshape") -> str:
-    return f"cartl(beta={beta},sigma={sigma})"
+    return f"cartl(beta={beta},neft_head=True,sigma={sigma})"
 
 
 # (label of the comparison, minuend, subtrahend)
@@ -39,14 +39,15 @@ PAIRS: list[tuple[str, str, str]] = [
     *[(f"CARTL β={b} σ=reshape − Vanilla default", _cartl(b), VANILLA) for b in ("0.8", "1.0")],
     *[(f"CARTL β={b}: operator − reshape", _cartl(b, "operator"), _cartl(b)) for b in ("0.4", "1.0")],
     ("CARTL β=0.4 − β=1.0 (reshape)", _cartl("0.4"), _cartl("1.0")),
-    ("CARTL β=0.8: free head − normalised head", "cartl(beta=0.8,neft_head=False)", _cartl("0.8")),
+    ("CARTL β=0.8: free − normalised head", "cartl(beta=0.8,neft_head=False,sigma=reshape)", _cartl("0.8")),
     *[(f"LwF λ={lam} − Vanilla default", f"lwf(feature_weight={lam})", VANILLA)
       for lam in ("0.1", "0.01", "0.001")],
     ("BN: update stats − reuse stats (affine trained)", UPD_TRAIN, VANILLA),
     ("BN: freeze affine − train affine (stats reused)", REUSE_FRZ, VANILLA),
     ("BN: freeze affine − train affine (stats updated)", TWIN, UPD_TRAIN),
-    ("Vanilla k=1 − k=3", "finetune-last-k(k=1)", VANILLA),
-    ("Vanilla k=4 − k=3", "finetune-last-k(k=4)", VANILLA),
+    ("Vanilla k=1 − k=3", "finetune-last-k(bn_affine=train,bn_stats=freeze,k=1)", VANILLA),
+    ("Vanilla k=2 − k=3", "finetune-last-k(bn_affine=train,bn_stats=freeze,k=2)", VANILLA),
+    ("Vanilla k=4 − k=3", "finetune-last-k(bn_affine=train,bn_stats=freeze,k=4)", VANILLA),
 ]  # fmt: skip
 
 

@@ -51,6 +51,8 @@ def test_tree_arrays_equal_sklearn_and_survive_a_round_trip():
         TreeArrays.from_tensors(bad, 30)
     with pytest.raises(SafeReuseError, match="expects"):
         t.predict(torch.zeros(2, 29))
+    # no inputs (an attack with no successful example): empty answers, whatever the vectors' width
+    assert t.predict_proba(torch.empty(0, 0)).shape == (0, 6) and t.predict(torch.empty(0, 30)).shape == (0,)
 
 
 def test_detection_metrics_by_hand():

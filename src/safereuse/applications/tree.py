@@ -109,6 +109,8 @@ class TreeArrays:
 
     def leaves(self, x: torch.Tensor) -> torch.Tensor:
         """The leaf each row of ``x`` ends in (``[N]`` node ids)."""
+        if x.dim() == 2 and x.shape[0] == 0:  # no inputs (e.g. an attack that never succeeded)
+            return torch.empty(0, dtype=torch.long)
         if x.dim() != 2 or x.shape[1] != self.n_features:
             raise SafeReuseError(
                 f"feature vectors are {tuple(x.shape)}, the tree expects [N, {self.n_features}]",
