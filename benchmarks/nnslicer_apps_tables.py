@@ -77,6 +77,23 @@ def prune(name: str = "prune") -> None:
         print(f"| {k} | {_iv(v)} | {v['n']} |")
 
 
+def plot_prune(name: str, out_dir: str) -> None:
+    """Target-class accuracy vs r with 95 % t-intervals over the subsets (the runner report's figure)."""
+    import pandas as pd
+
+    from safereuse.applications.experiments import _curve_sections
+
+    rows = json.loads((RESULTS / f"nnslicer_apps_{name}.json").read_text())["rows"]
+    df = pd.DataFrame([{**r, "scenario": "fmnist10-resnet8"} for r in rows])
+    ys = [("acc_pruned", "pruned"), ("acc_finetuned", "fine-tuned 1 epoch")]
+    for _title, _table, figs in _curve_sections(df, "ratio", ys, "Target-class accuracy vs pruning ratio"):
+        for _caption, fname, png in figs:
+            path = Path(out_dir) / f"{name}_{fname}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png)
+            print(f"wrote {path}")
+
+
 def protect(name: str = "protect") -> None:
     r = json.loads((RESULTS / f"nnslicer_apps_{name}.json").read_text())
     keys = list(next(iter(r["table"].values())))
@@ -95,6 +112,9 @@ def perf(name: str = "perf") -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--plot-prune"]:  # --plot-prune NAME OUT_DIR
+        plot_prune(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     for part in sys.argv[1:] or ["detect", "prune", "protect", "perf"]:
         if (RESULTS / f"nnslicer_apps_{part}.json").exists():
             print(f"\n## {part}\n")
