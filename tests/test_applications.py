@@ -375,6 +375,10 @@ def test_detection_crafts_slow_attacks_from_fewer_sources(teacher, bundle):
                              n_test=40, slow_sources=5, progress=False)  # fmt: skip
     n = {a["attack"]: a["n_sources"] for a in res["attacks"]}
     assert n["deepfool"] == 5 and n["fgsm"] > 5
+    # an attack that never succeeds leaves no adversarial example: counts of zero, no crash
+    none = evaluate_detection(teacher, bundle, attacks=[("noop", "fgsm", {"eps": 1e-9})],
+                              detectors=["featuremap"], n_train=100, n_test=40, progress=False)  # fmt: skip
+    assert none["attacks"][0]["n_success"] == 0
     with pytest.raises(SafeReuseError, match="slow_sources"):
         evaluate_detection(teacher, bundle, attacks=attacks, detectors=["featuremap"], n_train=100,
                            n_test=40, slow_sources=0, progress=False)  # fmt: skip

@@ -179,6 +179,8 @@ def predicted(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch
     """The model's class for every input (eval mode, flags restored), on the CPU."""
     from ..train import predict
 
+    if len(x) == 0:  # e.g. an attack without one successful example
+        return torch.empty(0, dtype=torch.long)
     return predict(model, x, batch_size).argmax(1)
 
 

@@ -82,7 +82,13 @@ def _acc_scatter(
         return None
     ncol = min(3, len(panels))
     nrow = math.ceil(len(panels) / ncol)
-    fig = Figure(figsize=(4.6 * ncol, 3.9 * nrow))
+    labels = list(dict.fromkeys(sub["label"]))
+    # many points: no labels in the panels (they overlap) and one legend under the figure, with
+    # marker shapes as well as colours (a palette repeats)
+    many = len(labels) > 8
+    markers = {lab: "osD^vP*Xhp<>"[k % 12] if many else "o" for k, lab in enumerate(labels)}
+    legend_rows = math.ceil(len(labels) / 2) if many else 0
+    fig = Figure(figsize=(4.6 * ncol, 3.9 * nrow + 0.22 * legend_rows))
     for i, sc in enumerate(panels):
         ax = fig.add_subplot(nrow, ncol, i + 1)
         g = sub[sub["scenario"] == sc].reset_index(drop=True)
@@ -93,10 +99,11 @@ def _acc_scatter(
                 continue
             xe = _err(px, r[f"{x}_ci_low"], r[f"{x}_ci_high"])
             ye = _err(py, r["acc_ci_low"], r["acc_ci_high"])
-            ax.errorbar(px, py, xerr=[[xe[0]], [xe[1]]], yerr=[[ye[0]], [ye[1]]], fmt="o", ms=7,
-                        color=palette.get(r["label"], "#444444"), ecolor="#888888", capsize=3,
+            ax.errorbar(px, py, xerr=[[xe[0]], [xe[1]]], yerr=[[ye[0]], [ye[1]]], fmt=markers[r["label"]],
+                        ms=7, color=palette.get(r["label"], "#444444"), ecolor="#888888", capsize=3,
                         label=r["label"], zorder=3)  # fmt: skip
-            ax.annotate(r["label"], (px, py), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            if not many:
+                ax.annotate(r["label"], (px, py), textcoords="offset points", xytext=(5, 4), fontsize=7)
         # pareto_front minimises x: hand it −x when higher is better, then draw from low to high x
         sign = -1.0 if higher_is_better else 1.0
         front = sorted(pareto_front([(sign * a, b) for a, b in pts]), key=lambda k: pts[k][0])
@@ -108,8 +115,19 @@ def _acc_scatter(
         ax.set_xlabel(xlabel)
         ax.set_ylabel("student ACC (%)")
         ax.grid(alpha=0.3)
-        if i == 0:
+        if i == 0 and not many:
             ax.legend(fontsize=7, loc="best")
+    if many:
+        handles: dict[str, object] = {}
+        for ax in fig.axes:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(lab, h)
+        fig.legend(
+            list(handles.values()), list(handles), loc="lower center", ncol=2, fontsize=7, frameon=False
+        )
+        fig.suptitle(title, fontsize=11)
+        fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.3) / fig.get_figheight(), 1, 1))
+        return _png(fig)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _png(fig)
