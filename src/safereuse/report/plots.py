@@ -88,7 +88,7 @@ def _acc_scatter(
     many = len(labels) > 8
     markers = {lab: "osD^vP*Xhp<>"[k % 12] if many else "o" for k, lab in enumerate(labels)}
     legend_rows = math.ceil(len(labels) / 2) if many else 0
-    fig = Figure(figsize=(4.6 * ncol, 3.9 * nrow + 0.22 * legend_rows))
+    fig = Figure(figsize=(4.6 * ncol, 3.9 * nrow + 0.16 * legend_rows))
     for i, sc in enumerate(panels):
         ax = fig.add_subplot(nrow, ncol, i + 1)
         g = sub[sub["scenario"] == sc].reset_index(drop=True)
@@ -126,7 +126,7 @@ def _acc_scatter(
             list(handles.values()), list(handles), loc="lower center", ncol=2, fontsize=7, frameon=False
         )
         fig.suptitle(title, fontsize=11)
-        fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.3) / fig.get_figheight(), 1, 1))
+        fig.tight_layout(rect=(0, (0.15 * legend_rows + 0.2) / fig.get_figheight(), 1, 1))
         return _png(fig)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
