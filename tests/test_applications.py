@@ -391,6 +391,7 @@ def test_attacker_lr_sweep_keeps_the_best_on_validation(teacher, bundle):
     assert set(sweep) == {"1e-06", "0.05"} and res.metrics["n_val"] == len(bundle.val)
     best = max(sweep, key=lambda k: sweep[k] if sweep[k] is not None else -1)
     assert res.metrics["attack_lr"] == float(best)
+    assert res.metrics["attack_images"] == 100 and res.metrics["attack_epochs"] == 1
     # the kept model is the chosen rate's: retraining at that rate alone gives the same weights
     p1 = Protection("weight", hide=0.3, attack_size=100, attack_lr=float(best), seed=0)
     one = p1.attack(p1.protect(teacher, bundle, [0, 1]), bundle)

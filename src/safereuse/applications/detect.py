@@ -361,9 +361,6 @@ class SliceDetector:
         """
         tree = self._check(model)
         m = predicted(model, x, self.batch_size)
-        if len(x) == 0:
-            e = torch.empty(0)
-            return Detection(e.bool(), e, e.long(), e.long())
         return Detection.decide(tree.predict_proba(self.vectors(model, x, progress)), m)
 
     def filter(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -184,32 +184,7 @@ class Protection(CriterionScored):
         if self.attack_lrs is None:
             self._retrain(result, data, self.attack_lr, progress)
         else:
-            import copy
-
-            if data.val is None or len(data.val) == 0:
-                raise SafeReuseError(
-                    "attack_lrs needs a validation split", fix="use data with val_fraction > 0"
-                )
-            classes = result.metrics["target_classes"]
-            best: tuple[float, float, ProtectResult] | None = None
-            sweep: dict[str, float | None] = {}
-            for lr in self.attack_lrs:
-                trial = ProtectResult(copy.deepcopy(result.model), result.hidden, dict(result.metrics))
-                try:
-                    self._retrain(trial, data, lr, progress)
-                    v = target_accuracy(trial.model.eval(), data.val, classes)["acc_all_argmax"]
-                except SafeReuseError:  # diverged: the weakest attacker
-                    v = None
-                sweep[f"{lr:g}"] = v
-                score = -1.0 if v is None else v
-                if best is None or score > best[0]:
-                    best = (score, lr, trial)
-            assert best is not None
-            if best[0] < 0:
-                raise SafeReuseError("every attacker learning rate diverged", fix="pass smaller attack_lrs")
-            result.model = best[2].model
-            result.metrics.update({"attack_lr": best[1], "val_target_recovered_by_lr": sweep,
-                                   "n_val": len(data.val)})  # fmt: skip
+            self._strongest(result, data, progress)
         model = result.model
         model.eval()
         classes = result.metrics["target_classes"]
@@ -221,6 +196,32 @@ class Protection(CriterionScored):
             }  # fmt: skip
         )
         return result
+
+    def _strongest(self, result: ProtectResult, data: DataBundle, progress: bool) -> None:
+        """Retrain a copy per rate of ``attack_lrs``; keep the one that recovers the most target-class
+        accuracy on the validation split (a diverged rate is the weakest), in place in ``result``."""
+        import copy
+
+        if data.val is None or len(data.val) == 0:
+            raise SafeReuseError("attack_lrs needs a validation split", fix="use data with val_fraction > 0")
+        classes = result.metrics["target_classes"]
+        best: tuple[float, float, ProtectResult] | None = None
+        sweep: dict[str, float | None] = {}
+        for lr in self.attack_lrs or []:
+            trial = ProtectResult(copy.deepcopy(result.model), result.hidden, dict(result.metrics))
+            try:
+                self._retrain(trial, data, lr, progress)
+                sweep[f"{lr:g}"] = target_accuracy(trial.model.eval(), data.val, classes)["acc_all_argmax"]
+            except SafeReuseError:  # diverged
+                sweep[f"{lr:g}"] = None
+            score = sweep[f"{lr:g}"]
+            if score is not None and (best is None or score > best[0]):
+                best = (score, lr, trial)
+        if best is None:
+            raise SafeReuseError("every attacker learning rate diverged", fix="pass smaller attack_lrs")
+        result.model = best[2].model
+        result.metrics.update({**best[2].metrics, "attack_lr": best[1], "val_target_recovered_by_lr": sweep,
+                               "n_val": len(data.val)})  # fmt: skip
 
     def _retrain(self, result: ProtectResult, data: DataBundle, lr: float, progress: bool) -> None:
         """Retrain exactly the hidden weights of ``result.model`` in place at learning rate ``lr``."""
