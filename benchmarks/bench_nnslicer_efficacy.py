@@ -76,7 +76,7 @@ def _engine() -> str:
 
 def _load(a: argparse.Namespace) -> tuple[Any, Any]:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))  # 1 when sharing the machine
-    from safereuse.applications.tasks import load_task
+    from safereuse.api import load_task
 
     return load_task(a.model)
 
@@ -139,10 +139,16 @@ def _span_frac(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def detect(a: argparse.Namespace) -> None:
-    from safereuse.applications.attacks import PAPER_ATTACKS, make_attack
-    from safereuse.applications.detect import Detection, SliceDetector, detection_metrics, predicted
+    from safereuse.applications.detect import (
+        PAPER_ATTACKS,
+        Detection,
+        SliceDetector,
+        detection_metrics,
+        predicted,
+    )
     from safereuse.applications.tree import TreeArrays
     from safereuse.defects.attacks import craft_batched
+    from safereuse.defects.modality import make_attack
 
     art, bundle = _load(a)
     model = art.model.cpu().eval()

@@ -4,19 +4,24 @@
 
 Prints, per scenario: each method point's Acc (clean test accuracy), Rob PGD-20 / PGD-100 /
 AutoAttack (robust accuracy on the audited images) and DIR PGD-20, as mean ± sd over seeds
-[95 % t-interval over the seeds]; then paired per-seed differences (same seed = same student sample,
-head and data order) for the comparisons behind the paper's claims, mean [95 % t-interval]. With 3
-seeds t(0.975, 2) = 4.30: an interval that excludes 0 is a difference larger than seed-to-seed noise.
+[95 % interval, :func:`safereuse.metrics.seed_interval` on the per-seed counts k/n]; then paired
+per-seed differences (same seed = same student sample, head and data order) for the comparisons
+behind the paper's claims, mean ± sd [95 % interval, :func:`safereuse.metrics.seed_difference`].
+Both intervals count the seed-to-seed spread (Student's t, S − 1 degrees of freedom: 4.30 for 3
+seeds) *and* the binomial error of the audited images that every seed shares (which does not shrink
+with more seeds), clipped to [0, 100] / [−100, +100]: an interval that excludes 0 is a difference
+larger than seed and image noise together.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import sys
 from collections import defaultdict
 
-from safereuse.metrics import mean_std, student_t_quantile
+from safereuse.metrics import SeedDifference, SeedInterval, seed_difference, seed_interval
+
+Counts = tuple[int, int]
 
 PGD20 = "pgd(max_samples=None,steps=20)"
 PGD100 = "pgd(max_samples=40,steps=100)"
@@ -51,34 +56,35 @@ PAIRS: list[tuple[str, str, str]] = [
 ]  # fmt: skip
 
 
-def interval(xs: list[float], signed: bool = False) -> str:
-    ms = mean_std(xs)
-    if ms.n == 0:
+def _fmt(r: SeedInterval | SeedDifference, signed: bool = False) -> str:
+    """``mean ± sd [lo, hi]`` of a seed interval or a paired difference (``(1 seed)`` for one)."""
+    if r.seeds == 0:
         return "–"
     f = "{:+.1f}" if signed else "{:.1f}"
-    if ms.n == 1:
-        return f.format(ms.mean) + " (1 seed)"
-    h = student_t_quantile(0.975, ms.n - 1) * ms.std / math.sqrt(ms.n)
-    body = (
-        f.format(ms.mean) + f" ± {ms.std:.1f} [" + f.format(ms.mean - h) + ", " + f.format(ms.mean + h) + "]"
-    )
-    return body
+    if r.seeds == 1:
+        return f.format(r.mean) + " (1 seed)"
+    return f.format(r.mean) + f" ± {r.std:.1f} [" + f.format(r.ci_low) + ", " + f.format(r.ci_high) + "]"
 
 
-def load(path: str) -> dict[tuple[str, str, int], dict[str, float]]:
-    """``(scenario, label, seed) -> {acc, rob20, rob100, robaa, dir20}`` of the done cells."""
-    cells: dict[tuple[str, str, int], dict[str, float]] = defaultdict(dict)
+def _counts(value: str, n: str) -> Counts:
+    """``(k, n)`` of a rate the CSV writes in percent over ``n`` (exact: k = value · n / 100)."""
+    return round(float(value) * int(n) / 100), int(n)
+
+
+def load(path: str) -> dict[tuple[str, str, int], dict[str, Counts]]:
+    """``(scenario, label, seed) -> {acc, rob20, rob100, robaa, dir20}`` as ``(k, n)`` of the done cells."""
+    cells: dict[tuple[str, str, int], dict[str, Counts]] = defaultdict(dict)
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
             if r["status"] != "done":
                 continue
             c = cells[(r["scenario"], r["label"], int(r["seed"]))]
-            c["acc"] = float(r["acc"])
+            c["acc"] = _counts(r["acc"], r["n_test"])
             key = {PGD20: "20", PGD100: "100", AA: "aa"}.get(r["defect"])
             if key and r["rob"]:
-                c["rob" + key] = float(r["rob"])
+                c["rob" + key] = _counts(r["rob"], r["rob_n"])
                 if key == "20" and r["dir"]:
-                    c["dir20"] = float(r["dir"])
+                    c["dir20"] = (int(r["k"]), int(r["n"]))
     return cells
 
 
@@ -102,7 +108,7 @@ def main(path: str) -> None:
             vs = [v for (sc, lb, _), v in cells.items() if sc == s and lb == lab]
             print(
                 f"| {lab} | {len(vs)} | "
-                + " | ".join(interval([v[k] for v in vs if k in v]) for k, _ in cols)
+                + " | ".join(_fmt(seed_interval([v[k] for v in vs if k in v])) for k, _ in cols)
                 + " |"
             )
         print(f"\nPaired per-seed differences ({s}; points):\n")
@@ -117,12 +123,9 @@ def main(path: str) -> None:
                 continue
             row = []
             for k, _ in cols:
-                d = [
-                    cells[(s, a, sd)][k] - cells[(s, b, sd)][k]
-                    for sd in seeds
-                    if k in cells[(s, a, sd)] and k in cells[(s, b, sd)]
-                ]
-                row.append(interval(d, signed=True))
+                pa = [cells[(s, a, sd)].get(k) for sd in seeds]
+                pb = [cells[(s, b, sd)].get(k) for sd in seeds]
+                row.append(_fmt(seed_difference(pa, pb), signed=True))
             print(f"| {name} | {len(seeds)} | " + " | ".join(row) + " |")
 
 

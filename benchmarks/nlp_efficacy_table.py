@@ -1,29 +1,36 @@
-"""Summarise benchmarks/results/nlp_efficacy.jsonl: ACC / DIR per method, ReMoS ÷ fine-tune ratios.
+"""Summarise benchmarks/results/nlp_efficacy.jsonl: ACC / DIR per method, each method against fine-tuning.
 
     .venv/bin/python benchmarks/nlp_efficacy_table.py benchmarks/results/nlp_efficacy.jsonl
 
-Ratios are taken per seed (same seed, same backdoor, same scenario: a paired comparison), then
-averaged; the interval is mean ± t(0.975, S−1) · sd/√S over the S seeds.
+ACC / DIR per method: mean ± sd over the seeds [95 % interval, :func:`safereuse.metrics.seed_interval`
+on the per-seed counts k/n]. Against fine-tuning (same seed, same backdoor, same scenario: a paired
+comparison): the difference in points, mean ± sd [95 % interval,
+:func:`safereuse.metrics.seed_difference`], and the per-seed ratio, mean ± sd (no interval: a ratio of
+two small rates has no useful symmetric one). Both intervals count the seed spread (Student's t,
+S − 1 degrees of freedom) and the binomial error of the audited sentences, which every seed shares.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections import defaultdict
 
-from safereuse.metrics import mean_std, student_t_quantile
+from safereuse.metrics import SeedDifference, SeedInterval, mean_std, seed_difference, seed_interval
 
 
-def interval(xs: list[float]) -> str:
-    ms = mean_std(xs)
-    if ms.n == 0:
+def _fmt(r: SeedInterval | SeedDifference) -> str:
+    """``mean ± sd [lo, hi] (n=seeds)``, ``(1 seed)`` for one, ``-`` for none."""
+    if r.seeds == 0:
         return "-"
-    if ms.n == 1:
-        return f"{ms.mean:.2f} (1 seed)"
-    h = student_t_quantile(0.975, ms.n - 1) * ms.std / math.sqrt(ms.n)
-    return f"{ms.mean:.2f} ± {ms.std:.2f} [{ms.mean - h:.2f}, {ms.mean + h:.2f}] (n={ms.n})"
+    if r.seeds == 1:
+        return f"{r.mean:.2f} (1 seed)"
+    return f"{r.mean:.2f} ± {r.std:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] (n={r.seeds})"
+
+
+def _ratio(xs: list[float]) -> str:
+    ms = mean_std(xs)
+    return "-" if ms.n == 0 else f"{ms.mean:.2f} ± {ms.std:.2f} (n={ms.n})"
 
 
 def main(path: str) -> None:
@@ -47,14 +54,18 @@ def main(path: str) -> None:
     for c in cells:
         groups[(c["scenario"], c["backdoor"], c["method"])].append(c)
     for (sc, bd, m), cs in sorted(groups.items()):
-        acc = [100 * c["acc_k"] / c["acc_n"] for c in cs]
-        dir_ = [100 * c["dir_k"] / c["dir_n"] for c in cs if c["dir_n"]]
+        acc = seed_interval([(c["acc_k"], c["acc_n"]) for c in cs])
+        dir_ = seed_interval([(c["dir_k"], c["dir_n"]) for c in cs])
         tr = mean_std([c["train_s"] for c in cs]).mean
         au = mean_std([c["audit_s"] for c in cs]).mean
-        print(f"| {sc} | {bd} | {m} | {len(cs)} | {interval(acc)} | {interval(dir_)} | {tr:.0f} | {au:.0f} |")
-    print("\n| scenario | backdoor | method | DIR ratio to finetune | ACC ratio to finetune |")
-    print("|---|---|---|---|---|")
+        print(f"| {sc} | {bd} | {m} | {len(cs)} | {_fmt(acc)} | {_fmt(dir_)} | {tr:.0f} | {au:.0f} |")
+    print(
+        "\n| scenario | backdoor | method | DIR − finetune pt | ACC − finetune pt "
+        "| DIR ratio to finetune | ACC ratio to finetune |"
+    )
+    print("|---|---|---|---|---|---|---|")
     ratios = defaultdict(lambda: ([], []))
+    pairs = defaultdict(lambda: ([], [], [], []))  # DIR and ACC counts of the method, then fine-tuning
     for (sc, bd, _seed), ms in by.items():
         ft = ms.get("finetune")
         if ft is None or not ft["dir_n"] or ft["dir_k"] == 0:
@@ -62,11 +73,18 @@ def main(path: str) -> None:
         for m, c in ms.items():
             if m == "finetune" or not c["dir_n"]:
                 continue
+            dm, am, df, af = pairs[(sc, bd, m)]
+            dm.append((c["dir_k"], c["dir_n"]))
+            df.append((ft["dir_k"], ft["dir_n"]))
+            am.append((c["acc_k"], c["acc_n"]))
+            af.append((ft["acc_k"], ft["acc_n"]))
             d, a = ratios[(sc, bd, m)]
             d.append((c["dir_k"] / c["dir_n"]) / (ft["dir_k"] / ft["dir_n"]))
             a.append((c["acc_k"] / c["acc_n"]) / (ft["acc_k"] / ft["acc_n"]))
     for (sc, bd, m), (d, a) in sorted(ratios.items()):
-        print(f"| {sc} | {bd} | {m} | {interval(d)} | {interval(a)} |")
+        dm, am, df, af = pairs[(sc, bd, m)]
+        dd, da = _fmt(seed_difference(dm, df)), _fmt(seed_difference(am, af))
+        print(f"| {sc} | {bd} | {m} | {dd} | {da} | {_ratio(d)} | {_ratio(a)} |")
 
 
 if __name__ == "__main__":

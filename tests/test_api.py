@@ -7,6 +7,7 @@ import os
 import pytest
 
 from safereuse import api
+from safereuse.artifacts import load_model
 from safereuse.data import DataSpec
 
 
@@ -138,3 +139,18 @@ def test_audit_defaults_and_parameter_routing(digits_teacher_dir, digits_student
 
     with pytest.raises(SafeReuseError, match="records no dataset"):
         api.audit(create_model("smallcnn", 5), create_model("smallcnn", 5), defects=["fgsm"])
+
+
+def test_every_derived_manifest_names_its_parent_the_same_way(
+    tmp_path, digits_teacher_dir, digits_student_dir
+):
+    from safereuse.artifacts import parent_record
+
+    teacher = load_model(digits_teacher_dir)
+    want = parent_record(teacher)
+    pruned = api.prune_model(digits_teacher_dir, [1, 3], out=tmp_path / "p", ratio=0.5, criterion="channel",
+                             params={"finetune_epochs": 0}, progress=False)  # fmt: skip
+    for path in (digits_student_dir, pruned["out"]):
+        man = load_model(path).manifest
+        assert man["parent"] == want, path
+        assert man["role"] in ("student", "pruned") and "fit_result" in man and "backdoor" in man

@@ -9,15 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from safereuse.applications.detect import SliceDetector, detection_metrics, roc_auc
+from safereuse.applications.criteria import CRITERIA, make_criterion
+from safereuse.applications.detect import SliceDetector, detection_metrics
 from safereuse.applications.protect import Protection
 from safereuse.applications.prune import ClassPruning, target_accuracy
-from safereuse.applications.synapses import select_synapses, synapse_scores, weight_masks_of
+from safereuse.applications.synapses import select_synapses, weight_masks_of
 from safereuse.applications.tree import TreeArrays
 from safereuse.artifacts import load_model
 from safereuse.cli import main
 from safereuse.data import DataSpec, load_data
 from safereuse.errors import SafeReuseError
+from safereuse.metrics import roc_auc
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +88,8 @@ def test_select_synapses_counts_and_keeps_one():
 
 
 def test_weight_and_channel_scores_cover_every_body_layer(teacher):
-    w = synapse_scores("weight", teacher)
-    c = synapse_scores("channel", teacher)
+    w = CRITERIA.create("weight").scores(teacher)
+    c = CRITERIA.create("channel").scores(teacher)
     assert set(w) == set(c) and teacher.head_name not in w
     for name, t in w.items():
         assert tuple(t.shape) == tuple(teacher.get_submodule(name).weight.shape[:2])
@@ -121,7 +123,7 @@ def test_pruning_bad_input(teacher, bundle):
         ClassPruning("weight", ratio=1.0)
     with pytest.raises(SafeReuseError, match="not a class of the model"):
         ClassPruning("weight", ratio=0.5).prune(teacher, bundle, [7])
-    with pytest.raises(SafeReuseError, match="unknown synapse score"):
+    with pytest.raises(SafeReuseError, match="unknown criterion 'magic'.*use one of: channel, effectivepath"):
         ClassPruning("magic")
 
 
@@ -225,7 +227,7 @@ def test_prepared_vectors_and_decide_reproduce_fit_and_detect(teacher, bundle):
 
 def test_boundary_attack_runs_on_a_float32_model(teacher, bundle):
     # ART's boundary attack proposes float64 images; the model must be queried in float32
-    from safereuse.applications.attacks import make_attack
+    from safereuse.defects.modality import make_attack
 
     x, y = bundle.test.x[:3], bundle.test.y[:3]
     xa = make_attack("boundary", {"max_iter": 2, "num_trial": 2, "init_size": 5}).craft(teacher, x, y)
@@ -238,6 +240,95 @@ def test_profile_size_is_validated_and_recorded(cls):
     assert cls("weight", profile_size=500).config()["profile_size"] == 500
     with pytest.raises(SafeReuseError, match="profile_size"):
         cls("weight", profile_size=0)
+
+
+# -- criteria ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [ClassPruning, Protection])
+def test_a_criterion_is_an_object_a_name_or_a_mapping(cls):
+    from safereuse.applications.criteria import NNSlicer
+
+    for form in (NNSlicer(theta=0.2), {"name": "nnslicer", "theta": 0.2}):
+        app = cls(form)
+        assert app.criterion == NNSlicer(theta=0.2)
+        assert app.config()["criterion"] == "nnslicer" and app.config()["theta"] == 0.2
+    assert cls("nnslicer").criterion == NNSlicer()  # the defaults of the criterion
+    # the old loose form: each loose parameter goes to the criterion that has it, others ignore it
+    assert cls.from_params("nnslicer", theta=0.1, path_share=0.4).criterion == NNSlicer(theta=0.1)
+    assert cls.from_params("weight", theta=0.1, per_class=5).config()["per_class"] == 5
+    assert "theta" not in cls.from_params("weight", theta=0.1).config()
+    # the mapping's own value wins over a loose one
+    assert cls.from_params({"name": "nnslicer", "theta": 0.2}, theta=0.1).criterion.theta == 0.2
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: ClassPruning({"name": "nnslicer", "theta": 1.5}),
+         r"criterion 'nnslicer': theta=1.5 is invalid \(expected a number in \[0, 1\)\)"),
+        (lambda: ClassPruning.from_params("weight", theta=1.5),
+         r"class-specific pruning: theta=1.5 is invalid \(expected a number in \[0, 1\)\)"),
+        (lambda: Protection.from_params("nnslicer", path_share=0),
+         r"model protection: path_share=0 is invalid \(expected a number in \(0, 1\]\)"),
+        (lambda: ClassPruning({"name": "nnslicer", "path_share": 0.5}),
+         r"criterion 'nnslicer' has no parameter 'path_share'"),
+        (lambda: ClassPruning({"theta": 0.5}), r"a criterion mapping needs a name"),
+        (lambda: ClassPruning.from_params("weight", ratioo=0.5),
+         r"class-specific pruning has no parameter 'ratioo'"),
+        (lambda: ClassPruning("featuremap"),
+         r"criterion 'featuremap' does not score synapses \(fix: use one of: channel, effectivepath"),
+        (lambda: SliceDetector("weight"),
+         r"criterion 'weight' does not describe inputs .*use one of: effectivepath, featuremap"),
+        (lambda: SliceDetector.from_params("nnslicer", theta=-1), r"detector: theta=-1 is invalid"),
+    ],
+)  # fmt: skip
+def test_criterion_errors_are_one_line(build, message):
+    with pytest.raises(SafeReuseError, match=message) as err:
+        build()
+    assert "\n" not in str(err.value)
+
+
+def test_criteria_declare_their_uses_and_parameters_once():
+    from dataclasses import fields
+
+    from safereuse.applications.criteria import names
+
+    assert names("scores") == ["channel", "effectivepath", "nnslicer", "random", "weight"]
+    assert names("detects") == ["effectivepath", "featuremap", "nnslicer"]
+    owners = {}
+    for n in CRITERIA.names():
+        for f in fields(CRITERIA.get(n)):
+            assert f.name not in owners, f"{f.name} declared by {owners[f.name]} and {n}"
+            owners[f.name] = n
+    assert owners == {"theta": "nnslicer", "path_share": "effectivepath"}
+    assert make_criterion({"name": "effectivepath", "path_share": 0.25}).config() == {
+        "name": "effectivepath", "path_share": 0.25}  # fmt: skip
+
+
+def test_a_spec_takes_a_criterion_as_a_mapping():
+    from safereuse.runner.spec import expand, load_spec
+
+    spec = """
+experiment:
+  kind: slice-prune
+  params: {criteria: [{name: nnslicer, theta: 0.2}, weight], ratios: [0.5], pruning: {theta: 0.1}}
+scenarios: [{name: d, teacher: {arch: smallcnn, data: digits, epochs: 1, seed: 0}}]
+seeds: [0]
+"""
+    (cell,) = expand(load_spec(text=spec))
+    assert cell.config["method"]["config"]["criteria"] == [{"name": "nnslicer", "theta": 0.2}, "weight"]
+    with pytest.raises(SafeReuseError, match=r"criterion 'nnslicer': theta=2 is invalid"):
+        load_spec(text=spec.replace("theta: 0.2", "theta: 2"))
+
+
+def test_a_detector_records_and_reloads_the_old_config_form(teacher, bundle, tmp_path):
+    det = SliceDetector({"name": "nnslicer", "theta": 0.2}, max_depth=3)
+    assert det.config() == {"features": "nnslicer", "theta": 0.2, "max_depth": 3, "min_samples_leaf": 1,
+                            "max_features": None, "batch_size": 256, "seed": 0}  # fmt: skip
+    det.fit(teacher, bundle.train.x[:60], progress=False)
+    again = SliceDetector.load(det.save(tmp_path / "d"))
+    assert again.criterion == det.criterion and again.config() == det.config()
+    old = {"features": "effectivepath", "theta": 0.3, "path_share": 0.4, "max_depth": None}
+    assert SliceDetector.from_params(**old).config()["path_share"] == 0.4
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -256,7 +347,7 @@ def test_cli_prune_writes_a_loadable_artifact(digits_teacher_dir, tmp_path, caps
     ("args", "msg"),
     [
         (["--target-classes", "1", "--ratio", "1.2"], "outside (0, 1)"),  # checked before loading
-        (["--target-classes", "8", "--ratio", "0.5"], "not a class of the model"),
+        (["--target-classes", "8", "--ratio", "0.5"], "target class 8 is outside the model's classes"),
     ],
 )
 def test_cli_prune_bad_input_is_one_line(digits_teacher_dir, tmp_path, capsys, args, msg):
@@ -349,7 +440,7 @@ def test_jsma_targets_a_wrong_class_and_flips_inputs(teacher, bundle):
     # ART's JSMA reads y as the *target*: given the true labels it would never leave the true class
     import numpy as np
 
-    from safereuse.applications.attacks import make_attack
+    from safereuse.defects.modality import make_attack
 
     attack = make_attack("jsma", {"gamma": 0.3})
     y = np.arange(200) % 5
@@ -368,7 +459,7 @@ def test_jsma_targets_a_wrong_class_and_flips_inputs(teacher, bundle):
 
 
 def test_detection_crafts_slow_attacks_from_fewer_sources(teacher, bundle):
-    from safereuse.applications.tasks import evaluate_detection
+    from safereuse.applications.evaluation import evaluate_detection
 
     attacks = [("fgsm", "fgsm", {"eps": 0.1}), ("deepfool", "deepfool", {})]
     res = evaluate_detection(teacher, bundle, attacks=attacks, detectors=["featuremap"], n_train=100,

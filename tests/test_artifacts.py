@@ -138,3 +138,30 @@ def test_torchvision_keyed_file_loads_into_zoo_resnet18(tmp_path):
     )
     fresh = create_model("resnet18", num_classes=1000, in_channels=3, image_size=224)
     fresh.load_state_dict(read_state_file(Path(tmp_path / "resnet18.pth")), strict=True)
+
+
+# -- Manifest: the one way a manifest is written; the parent record built in one place ---------------
+def test_manifest_type_writes_the_core_keys_and_keeps_extra_blocks(tmp_path):
+    from safereuse.artifacts import Manifest, parent_record
+
+    save_model(_model(), tmp_path / "t", Manifest("teacher", data={"name": "digits"}, seed=1))
+    parent = load_model(tmp_path / "t")
+    m = Manifest("student", data={"name": "digits"}, parent=parent, extra={"info": {"k": 1}})
+    written = save_model(_model(), tmp_path / "s", m)
+    on_disk = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert set(Manifest.CORE) <= set(on_disk) and on_disk["info"] == {"k": 1}
+    assert on_disk["parent"] == parent_record(parent) == written["parent"]
+    assert on_disk["parent"] == {"hash": parent.hash, "path": str(tmp_path / "t"), "arch": "resnet8",
+                                 "data": {"name": "digits"}, "backdoor": False}  # fmt: skip
+    with pytest.raises(ValueError, match="repeats the field"):
+        Manifest("student", extra={"metrics": {}}).to_dict()
+
+
+def test_plain_dict_manifests_and_old_artifacts_still_load(tmp_path):
+    # a manifest written before the Manifest type (a pruned model's parent had hash/path/arch only)
+    old = {"role": "pruned", "parent": {"hash": "x", "path": "p", "arch": "resnet8"}, "pruning": {"a": 1}}
+    save_model(_model(), tmp_path / "a", old)
+    art = load_model(tmp_path / "a")
+    assert art.manifest["parent"] == old["parent"] and art.manifest["pruning"] == {"a": 1}
+    again = save_model(art.model, tmp_path / "b", art.manifest)  # a loaded manifest saves as it was
+    assert {k: again[k] for k in old} == old

@@ -147,7 +147,7 @@ def test_renofeation_reinitialises_averages_and_recomputes_bn(teacher, student_d
 
 def test_weight_average_of_epoch_ends():
     lin = nn.Linear(1, 1, bias=False)
-    avg = WeightAverage(steps_per_epoch=2, first=1)  # average the ends of epochs 2 and 3
+    avg = WeightAverage(lin, steps_per_epoch=2, first=1)  # average the ends of epochs 2 and 3
     for step in range(1, 7):
         with torch.no_grad():
             lin.weight.fill_(float(step))
@@ -155,6 +155,33 @@ def test_weight_average_of_epoch_ends():
     assert avg.count == 2
     avg.load_into(lin)
     assert float(lin.weight.detach()) == pytest.approx((4.0 + 6.0) / 2)
+
+
+def test_weight_average_matches_the_hand_written_running_mean():
+    """AveragedModel (issue 21) gives the weights of the former hand-written running mean, to 1e-6,
+    and leaves the BatchNorm buffers alone (Renofeation recomputes them with update_bn)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    avg = WeightAverage(model, steps_per_epoch=3, first=2)
+    ref: dict[str, torch.Tensor] = {}  # the running mean Renofeation used before AveragedModel
+    count = 0
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(1, 3 * 6 + 1):  # 6 epochs of 3 steps: the ends of epochs 3..6 are averaged
+        loss = model(torch.rand(4, 1, 6, 6)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        avg(model)
+        if step % 3 == 0 and step // 3 > 2:
+            count += 1
+            for n, p in model.named_parameters():
+                ref[n] = p.detach().clone() if n not in ref else ref[n] + (p.detach() - ref[n]) / count
+    assert avg.count == count == 4
+    stats = model[1].running_mean.clone()
+    avg.load_into(model)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), ref[n], atol=1e-6, rtol=0)
+    assert torch.equal(model[1].running_mean, stats)
 
 
 def test_spatial_dropout_only_in_training_and_removed(teacher, assert_no_trace):

@@ -224,6 +224,112 @@ def test_convex_residual_folds_exactly(make):
     assert all(not h for mod in m.modules() for h in (mod._forward_hooks, mod._forward_pre_hooks))
 
 
+class _Res(nn.Module):
+    """A residual block written outside the zoo: ``ReLU(BN(conv(ReLU(BN(conv(x))))) + x)``."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv_a, self.bn_a = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv_b, self.bn_b = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.relu(self.bn_b(self.conv_b(torch.relu(self.bn_a(self.conv_a(x))))) + x)
+
+
+class _Down(nn.Module):
+    """A projection shortcut, summed with ``torch.add``: ``ReLU(body(x) + short(x))``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        )  # fmt: skip
+        self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(torch.add(self.body(x), self.short(x)))
+
+
+class _ForeignResNet(nn.Module):
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+        self.r1, self.r2, self.r3 = _Res(4), _Down(4, 8), _Res(8)
+        self.fc = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.r3(self.r2(self.r1(self.stem(x))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _foreign(data, classes: int = 3):
+    size = tuple(data.train.x.shape[-2:])
+    return adapt(_ForeignResNet(classes), InputSpec(1, size, (0.0,), (1.0,)), head="fc",
+                 blocks=["stem", "r1", "r2", "r3", "fc"])  # fmt: skip
+
+
+def test_the_contract_finds_residual_blocks_of_a_foreign_model(data):
+    m = _foreign(data)
+    assert [n for n, _ in m.residual_blocks()] == ["module.r1", "module.r2", "module.r3"]
+    assert [n for n, _ in residual_blocks(m, 2)] == ["module.r3"]
+    assert [n for n, _ in create_model("resnet8").residual_blocks()] == ["layer1.0", "layer2.0", "layer3.0"]
+
+
+def test_convex_residual_folds_exactly_on_a_foreign_model(data):
+    torch.manual_seed(0)
+    m = _foreign(data)
+    k = len(m.blocks()) - 1
+    blocks = residual_blocks(m, k)
+    x = data.train.x[:6]
+    with convex_residuals(blocks):
+        m.train()
+        with torch.no_grad():
+            for _ in range(3):
+                m(x)
+        m.eval()
+        with torch.no_grad():
+            ref = m(x)
+    with torch.no_grad():
+        plain = m(x)
+        fold_convex_residuals(m, k, blocks)
+        folded = m(x)
+    assert not torch.allclose(plain, ref, atol=1e-4)  # the convex sums do change the function
+    assert torch.allclose(folded, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_cartl_transfers_a_foreign_residual_model(data):
+    torch.manual_seed(0)
+    teacher = _foreign(data, classes=5)
+    student = CARTL(k=4, beta=0.5, epochs=1, batch_size=16).transfer(teacher, data, seed=0, progress=False)
+    assert student.info["convex_blocks"] == ["module.r1", "module.r2", "module.r3"]
+    m = student.model
+    assert not any(parametrize.is_parametrized(x) for x in m.modules())
+    assert all(not h for mod in m.modules() for h in (mod._forward_hooks, mod._forward_pre_hooks))
+    with torch.no_grad():
+        assert m.eval()(data.test.x[:4]).shape == (4, data.num_classes)
+
+
+class _Unfoldable(nn.Module):
+    """A residual sum whose operand is no layer (a dropout call): convex, but cannot be folded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.dropout(self.conv(x), 0.0, self.training) + x
+
+
+def test_a_foreign_block_that_cannot_be_folded_is_refused_before_training(data):
+    net = _ForeignResNet(5)
+    net.r1 = _Unfoldable()
+    m = adapt(net, InputSpec(1, tuple(data.train.x.shape[-2:]), (0.0,), (1.0,)), head="fc",
+              blocks=["stem", "r1", "r2", "r3", "fc"])  # fmt: skip
+    with pytest.raises(SafeReuseError, match="cannot fold the convex residual.*set convex_residual=false"):
+        CARTL(k=4, epochs=1).transfer(m, data, seed=0, progress=False)
+
+
 def test_saved_student_reloads_and_predicts_identically(tmp_path, data):
     torch.manual_seed(0)
     teacher = create_model("resnet20", num_classes=5, in_channels=1, image_size=28, width=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -217,3 +218,63 @@ def test_latency_reports_median_and_run_count():
     lat = latency(m, (1, 5, 5), min_run_time=0.02)
     assert lat.median > 0 and lat.runs >= 1 and lat.batch == 1 and lat.device == "cpu"
     assert m.training
+
+
+# -- detection statistics (scikit-learn / SciPy) ---------------------------------------------------
+def test_roc_auc_and_f1_by_hand():
+    # pairs (pos > neg): 0.9 beats both, 0.5 ties 0.5 (½) and beats 0.1 → (2 + 1.5) / 4
+    assert metrics.roc_auc(np.array([0.9, 0.5]), np.array([0.1, 0.5])) == 0.875
+    assert math.isnan(metrics.roc_auc(np.array([]), np.array([0.5])))
+    # tp = 2, fn = 1, fp = 1: 2·2 / (2·2 + 1 + 1)
+    assert metrics.f1(np.array([True, True, False]), np.array([True, False])) == pytest.approx(4 / 6)
+    assert math.isnan(metrics.f1(np.array([], bool), np.array([False, False])))
+
+
+def test_bootstrap_statistic_is_sklearns_f1_and_auc():
+    """The vectorised statistic the bootstrap resamples (F1 from counts, AUC as Mann–Whitney U) is
+    the same quantity as the scikit-learn point estimates, resample by resample."""
+    from safereuse.metrics.detection import _resampled
+
+    rng = np.random.default_rng(3)
+    sa, sb = np.round(rng.random(30), 1), np.round(rng.random(40) * 0.8, 1)  # ties included
+    fa, fb = sa > 0.5, sb > 0.5
+    stat = _resampled(fa, sa, fb, sb)
+    ia, ib = rng.integers(0, 30, (5, 30)), rng.integers(0, 40, (5, 40))
+    got = stat(ia, ib)
+    for j in range(5):
+        assert got[0, j] == pytest.approx(metrics.f1(fa[ia[j]], fb[ib[j]]), abs=1e-12)
+        assert got[1, j] == pytest.approx(metrics.roc_auc(sa[ia[j]], sb[ib[j]]), abs=1e-12)
+
+
+def test_detection_summary_counts_intervals_and_single_inputs():
+    m = metrics.detection_summary([False, True, False, False], [0.1, 0.9, 0.2, 0.0],
+                                  [True, True, True, False, False, False], [1.0, 0.8, 0.7, 0.3, 0.1, 0.2],
+                                  n_boot=200)  # fmt: skip
+    assert (m["tp"], m["fp"], m["fn"], m["tn"], m["n_adversarial"], m["n_benign"]) == (3, 1, 3, 3, 6, 4)
+    assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1] and m["f1_ci"][0] <= m["f1"] <= m["f1_ci"][1]
+    again = metrics.detection_summary([False, True, False, False], [0.1, 0.9, 0.2, 0.0],
+                                      [True, True, True, False, False, False], [1.0, 0.8, 0.7, 0.3, 0.1, 0.2],
+                                      n_boot=200)  # fmt: skip
+    assert again == m  # seeded
+    # one input on a side: that side is the same in every resample (SciPy needs two to resample)
+    one = metrics.detection_summary([True], [0.9], [True], [0.8], n_boot=20)
+    assert one["f1_ci"] == [one["f1"], one["f1"]] and one["auc_ci"] == [0.0, 0.0]
+    assert metrics.detection_summary([], [], [True], [0.8])["auc_ci"] == [None, None]
+
+
+# -- cost comparison -------------------------------------------------------------------------------
+def test_compare_cost_has_the_reengineer_manifest_keys():
+    big = _tiny()
+    small = _tiny()
+    with torch.no_grad():
+        small[2].weight[:, :25] = 0  # half of the linear's weights
+    x = torch.rand(1, 1, 5, 5)
+    c = metrics.compare_cost(big, small, x, threads=1, batch_sizes=(1, 4), min_run_time=0.01)
+    assert list(c) == [
+        "flops_original", "flops_reengineered", "latency_original_ms", "latency_reengineered_ms",
+        "latency_threads",
+    ]  # fmt: skip
+    assert c["flops_original"] == metrics.sparse_flops(big, x) == 450 + 150
+    assert c["flops_reengineered"] == 450 + 75
+    assert sorted(c["latency_original_ms"]) == ["1", "4"] and c["latency_threads"] == 1
+    assert all(v > 0 for v in c["latency_reengineered_ms"].values())

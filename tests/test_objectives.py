@@ -15,8 +15,8 @@ from safereuse.data import DataSpec, load_data
 from safereuse.defects.attacks import FGSM, PGD, craft_batched
 from safereuse.errors import SafeReuseError
 from safereuse.models import create_model
+from safereuse.models.capture import capture
 from safereuse.objectives import AdversarialTraining, fdm_site, fdm_term, robust_accuracy_on
-from safereuse.slicing.capture import capture
 from safereuse.train import FitConfig, fit, predict
 from safereuse.utils import seed_everything
 

@@ -40,7 +40,8 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import SafeReuseError
 from .models import InputSpec, ModelInfo, ReusableModel, create_model
-from .slicing.materialize import PRUNED_ATTR, prune_channels
+from .models.rebuild import PRUNED_ATTR, prune_channels
+from .models.stacked import stack_from_extras
 from .utils import sha256_file
 
 MODEL_FILE = "model.safetensors"
@@ -62,6 +63,111 @@ class Artifact:
     @property
     def hash(self) -> str:
         return str(self.manifest.get("hash", ""))
+
+
+def parent_record(parent: Artifact) -> dict[str, Any]:
+    """How a derived model's manifest names the model it was made from (``manifest["parent"]``).
+
+    The one place this record is built: students, imported students, re-engineered, pruned and
+    protected models all name their parent the same way.
+
+    Args:
+        parent: the loaded parent artifact.
+
+    Returns:
+        ``{"hash", "path", "arch", "data", "backdoor"}``; ``backdoor`` says whether the parent carries
+        a planted backdoor.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from safereuse.models import create_model
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "t"
+        >>> _ = save_model(create_model("smallcnn", 3), out, Manifest("teacher", data={"name": "digits"}))
+        >>> rec = parent_record(load_model(out))
+        >>> sorted(rec), rec["arch"], rec["backdoor"]
+        (['arch', 'backdoor', 'data', 'hash', 'path'], 'smallcnn', False)
+    """
+    return {
+        "hash": parent.hash,
+        "path": str(parent.path),
+        "arch": parent.manifest.get("arch"),
+        "data": parent.manifest.get("data"),
+        "backdoor": bool(parent.manifest.get("backdoor")),
+    }
+
+
+@dataclass
+class Manifest:
+    """What a model's ``manifest.json`` records beyond its architecture: the only way one is written.
+
+    :func:`save_model` adds the structural part (format, version, architecture, input spec, pruning
+    record, weights hash, extras list) to :meth:`to_dict`. Readers get plain dicts
+    (:attr:`Artifact.manifest`); the keys below are those of every manifest written so far.
+
+    Args:
+        role: ``teacher``, ``student``, ``reengineered``, ``pruned`` or ``protected`` (None: unknown).
+        data: the model's task, a :class:`~safereuse.data.DataSpec` dict.
+        class_names: class names in label order.
+        seed: the seed it was made with (None: not made here, e.g. imported).
+        parent: the model it was derived from; pass the loaded :class:`Artifact` (recorded with
+            :func:`parent_record`) or None for a teacher.
+        method: ``{"name", "config"}`` of the method that made it.
+        fit_result: the training record (:meth:`~safereuse.train.FitResult.to_dict`), or None.
+        backdoor: the plant record of a backdoor planted in it, or None.
+        metrics: its measured numbers.
+        extra: the role's own blocks (``source``, ``target_head``, ``search``, ``pruning``,
+            ``protection``, ``adversarial``, ``info`` ...), written as top-level keys.
+
+    Example:
+        >>> m = Manifest("student", data={"name": "digits"}, metrics={"test_acc": 0.9},
+        ...              extra={"info": {"kept": 3}})
+        >>> d = m.to_dict()
+        >>> d["role"], d["parent"], d["info"], Manifest.from_dict(d) == m
+        ('student', None, {'kept': 3}, True)
+    """
+
+    role: str | None = None
+    data: dict[str, Any] | None = None
+    class_names: list[str] | None = None
+    seed: int | None = None
+    parent: Artifact | dict[str, Any] | None = None
+    method: dict[str, Any] | None = None
+    fit_result: dict[str, Any] | None = None
+    backdoor: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    #: The keys :meth:`to_dict` always writes (in this order), before :attr:`extra`.
+    CORE = ("role", "data", "class_names", "seed", "parent", "method", "fit_result", "backdoor", "metrics")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest fields as JSON-able values (the parent as its :func:`parent_record`)."""
+        parent = parent_record(self.parent) if isinstance(self.parent, Artifact) else self.parent
+        core = {
+            "role": self.role,
+            "data": self.data,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
+            "seed": self.seed,
+            "parent": parent,
+            "method": self.method,
+            "fit_result": self.fit_result,
+            "backdoor": self.backdoor,
+            "metrics": self.metrics,
+        }
+        clash = sorted(set(core) & set(self.extra))
+        if clash:
+            raise ValueError(f"Manifest.extra repeats the field {clash[0]!r}; set the field instead")
+        return {**core, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """A manifest from a plain dict (e.g. one loaded, or written by older code); unknown keys go
+        to :attr:`extra`."""
+        d = dict(d)
+        core = {k: d.pop(k) for k in cls.CORE if k in d}
+        if core.get("metrics") is None:
+            core["metrics"] = {}
+        return cls(**core, extra=d)
 
 
 def _tensors_of(model: ReusableModel) -> dict[str, torch.Tensor]:
@@ -94,7 +200,7 @@ def _rebuild_pruned(model: ReusableModel, entry: Any, spec: InputSpec, mfile: Pa
 def save_model(
     model: ReusableModel,
     out: str | Path,
-    manifest: dict[str, Any] | None = None,
+    manifest: Manifest | dict[str, Any] | None = None,
     extras: dict[str, torch.Tensor] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -103,7 +209,7 @@ def save_model(
     Args:
         model: a model built by :func:`safereuse.models.create_model` (its ``info`` says how to rebuild it).
         out: target directory; must not exist unless ``overwrite``.
-        manifest: extra manifest fields (classes, data, method, config, metrics, ...).
+        manifest: the :class:`Manifest` (a plain dict is read with :meth:`Manifest.from_dict`).
         extras: named tensors stored beside the weights (masks, triggers, slices).
         overwrite: replace an existing directory.
 
@@ -111,6 +217,8 @@ def save_model(
         The manifest as written (with ``hash`` = SHA-256 of ``model.safetensors``).
     """
     out = Path(out)
+    if not isinstance(manifest, Manifest):
+        manifest = Manifest.from_dict(manifest or {})
     if model.info is None:
         raise SafeReuseError(
             f"{type(model).__name__} has no architecture record", fix="build it with create_model()"
@@ -135,7 +243,7 @@ def save_model(
             "arch_kwargs": model.info.kwargs,
             "num_classes": model.num_classes,
             "input": model.input_spec.to_dict(),
-            **(manifest or {}),
+            **manifest.to_dict(),
             **_pruned_entry(model),
             "hash": sha256_file(tmp / MODEL_FILE),
             "extras": sorted(extras) if extras else [],
@@ -289,8 +397,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Artifact
     model.info = ModelInfo(arch, kwargs)
     if manifest.get("target_head"):
         # SeaM's re-engineered model (safereuse reengineer): the stored model under a stacked head
-        from .models.stacked import stack_from_extras
-
         model = stack_from_extras(model, extras, manifest["target_head"])
     model.to(device).eval()
     return Artifact(path, model, manifest, extras)

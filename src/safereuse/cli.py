@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sys
@@ -11,8 +10,19 @@ from typing import Any
 
 import typer
 
+from . import api, applications  # noqa: F401  (applications: registers the experiment kinds of `run`)
+from .artifacts import load_model
 from .cli_slice import slice_app
+from .data import DATASETS, DataSpec, check_max_len, parse_classes
+from .data.sources import cache_dir as user_cache
+from .defects import DEFECTS
 from .errors import SafeReuseError
+from .importing import parse_floats, read_class_names
+from .methods import METHODS
+from .models import MODELS
+from .registry import Registry, parse_params
+from .report import build_report, summary_text
+from .runner import bundled_spec, load_spec, run
 
 app = typer.Typer(
     help="Reuse pretrained neural networks safely: audit and reduce defect inheritance.",
@@ -47,8 +57,6 @@ def _spec(
     data_dir: str | None,
     max_len: int | None = None,
 ):
-    from .data import DataSpec, check_max_len, parse_classes
-
     return DataSpec(
         data,
         classes=parse_classes(classes),
@@ -62,21 +70,6 @@ def _spec(
 
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * float(v):.2f}%"
-
-
-def _model_data_spec(art: Any, data: str | None, classes: str | None, data_dir: str | None):
-    """The data slice a saved model was made for, or another dataset / class set when given."""
-    from .data import DataSpec, parse_classes
-
-    base = dict(art.manifest.get("data") or {})
-    name = data or base.get("name")
-    if not name:
-        raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
-    spec = DataSpec(**base) if name == base.get("name") else DataSpec(name)
-    if classes is not None:
-        spec.classes = parse_classes(classes)
-    spec.data_dir = data_dir
-    return spec
 
 
 @teacher_app.command("train")
@@ -105,41 +98,17 @@ def teacher_train(
 ) -> None:
     """Train a teacher; --param sets training (lr=...), architecture (width=...), adversarial training
     (at_eps=..., fdm_lambda=...) or backdoor options."""
-    from dataclasses import fields
-
-    from . import api
-    from .models import MODELS
-    from .objectives import AdversarialTraining
-    from .registry import parse_params
-    from .train import FitConfig
-
-    params = parse_params(param)
-    at_keys = {f.name for f in fields(AdversarialTraining)} - {"seed"}
-    at_params = {k: params.pop(k) for k in list(params) if k in at_keys}
-    fit_keys = {f.name for f in fields(FitConfig)} - {"seed", "device", "progress"}
-    fit_params = {k: v for k, v in params.items() if k in fit_keys}
+    routed = api.split_teacher_params(arch, parse_params(param), backdoor)
     if epochs is not None:
-        fit_params["epochs"] = epochs
-    rest = {k: v for k, v in params.items() if k not in fit_keys}
-    arch_sig = inspect.signature(MODELS.get(arch)).parameters
-    arch_kwargs = {k: v for k, v in rest.items() if k in arch_sig}
-    bd_params = {k: v for k, v in rest.items() if k not in arch_sig}
-    if bd_params and not backdoor:
-        from .params import unknown_param_error
-
-        takes = fit_keys | at_keys | set(arch_sig) - {"num_classes", "in_channels", "image_size"}
-        raise unknown_param_error("teacher training", sorted(bd_params)[0], takes)
+        routed["fit_params"]["epochs"] = epochs
     spec = _spec(data, classes, train_size, per_class, seed, data_dir, max_len)
     m = api.train_teacher(
         arch,
         spec,
         out=out,
-        arch_kwargs=arch_kwargs,
-        fit_params=fit_params,
+        **routed,
         backdoor=backdoor,
-        backdoor_params=bd_params,
         adversarial=adversarial,
-        adversarial_params=at_params,
         seed=seed,
         device=device,
         progress=not quiet,
@@ -173,9 +142,6 @@ def transfer_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Produce a student from a teacher with a transfer method."""
-    from . import api
-    from .registry import parse_params
-
     spec = _spec(data, classes, train_size, per_class, seed, data_dir, max_len)
     m = api.transfer(
         teacher, spec, method, parse_params(param), out=out, seed=seed, device=device, progress=not quiet
@@ -195,11 +161,8 @@ def evaluate_cmd(
     data_dir: str | None = DataDirOpt,
 ) -> None:
     """Clean test accuracy of a model (with a 95 % Wilson interval)."""
-    from . import api
-    from .artifacts import load_model
-
     art = load_model(model)
-    spec = _model_data_spec(art, data, classes, data_dir)
+    spec = api.model_data_spec(art, data, classes, data_dir)
     res = api.evaluate(art, spec)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
@@ -233,16 +196,11 @@ def audit_cmd(
     data_dir: str | None = DataDirOpt,
 ) -> None:
     """How often defects crafted on (or planted in) the teacher fire on the student."""
-    from . import api
-    from .artifacts import load_model
-    from .data.sources import cache_dir as user_cache
-    from .registry import parse_params
-
     t_art, s_art = load_model(teacher), load_model(student)
     report = api.audit(
         t_art,
         s_art,
-        _model_data_spec(s_art, data, classes, data_dir),
+        api.model_data_spec(s_art, data, classes, data_dir),
         defect or None,
         params=parse_params(param),
         cache_dir=cache_dir or user_cache() / "defects",
@@ -256,19 +214,12 @@ def audit_cmd(
 @app.command("list")
 def list_cmd(what: str = typer.Argument(..., help="models, datasets, methods or defects")) -> None:
     """List the registered models, datasets, methods or defects."""
-    from .registry import Registry
-
-    reg: Registry[Any]
-    if what == "models":
-        from .models import MODELS as reg
-    elif what == "datasets":
-        from .data import DATASETS as reg
-    elif what == "methods":
-        from .methods import METHODS as reg
-    elif what == "defects":
-        from .defects import DEFECTS as reg
-    else:
+    registries: dict[str, Registry[Any]] = {
+        "models": MODELS, "datasets": DATASETS, "methods": METHODS, "defects": DEFECTS,
+    }  # fmt: skip
+    if what not in registries:
         raise SafeReuseError(f"cannot list {what!r}", fix="use models, datasets, methods or defects")
+    reg = registries[what]
     width = max((len(e.name) for e in reg), default=0)
     for e in reg:
         typer.echo(f"{e.name:<{width}}  {e.summary}")
@@ -284,9 +235,6 @@ RetryOpt = typer.Option(False, "--retry-failed", help="run failed cells again")
 def _run_and_print(
     spec, out: Path, *, jobs, executor, address, retry_failed, force, device, data_dir, quiet, report: bool
 ) -> None:
-    from .report import build_report, summary_text
-    from .runner import run
-
     summary = run(
         spec,
         out,
@@ -325,8 +273,6 @@ def run_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Run (or resume) an experiment grid: scenario × method × seed, each audited for the spec's defects."""
-    from .runner import load_spec
-
     _run_and_print(
         load_spec(spec),
         out,
@@ -348,8 +294,6 @@ def report_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="where to write (default: RUNDIR)"),
 ) -> None:
     """Write report.md, results.csv and a self-contained report.html for a run directory."""
-    from .report import build_report, summary_text
-
     files = build_report(rundir, out)
     typer.echo(summary_text(rundir))
     also = f"{files.markdown.name}, {files.csv.name}, {len(files.figures)} figures"
@@ -374,8 +318,6 @@ def demo_cmd(
     task; and a text scenario: a MiniLM teacher with a RIPPLe backdoor (movie sentences) reused on
     64 Amazon review sentences by finetune / retrain / mag-prune / remos; 2 seeds.
     """
-    from .runner import bundled_spec
-
     name = "quick" if quick else "default"
     out = out or Path("runs") / ("demo-quick" if quick else "demo")
     jobs = jobs or max(1, min(4, os.cpu_count() or 1))
@@ -429,11 +371,6 @@ def import_cmd(
     The weights are read without running code (safetensors, or torch.load with weights_only=True).
     With --parent the model is a student of that teacher, so `safereuse audit` works on the pair.
     """
-    from . import api
-    from .data import DataSpec, parse_classes
-    from .importing import parse_floats, read_class_names
-    from .registry import parse_params
-
     if classes is not None and data is None:
         raise SafeReuseError("--classes needs --data", fix="name the dataset the classes belong to")
     spec = DataSpec(data, classes=parse_classes(classes), data_dir=data_dir) if data else None
@@ -488,12 +425,8 @@ def reengineer_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Re-engineer a model for a target problem (SeaM): keep only the weights it needs."""
-    from . import api
-    from .artifacts import load_model
-    from .registry import parse_params
-
     art = load_model(model)
-    spec = _model_data_spec(art, data, None, data_dir)
+    spec = api.model_data_spec(art, data, None, data_dir)
     if train_size is not None:
         spec.train_size = train_size
     res = api.reengineer(
@@ -505,7 +438,7 @@ def reengineer_cmd(
         data=spec,
         seed=seed,
         device=device,
-        progress=not quiet and not as_json,
+        progress=not quiet,  # bars go to stderr, so --json keeps stdout clean
         threads=threads,
     )
     if as_json:

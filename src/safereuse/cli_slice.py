@@ -11,7 +11,11 @@ from pathlib import Path
 
 import typer
 
+from . import api
+from .artifacts import load_model
+from .data import parse_classes
 from .errors import SafeReuseError
+from .registry import parse_params
 
 slice_app = typer.Typer(
     help="NNSlicer: which neurons and synapses drive a model's decisions (dynamic slicing).",
@@ -65,20 +69,9 @@ def slice_cmd(
         raise SafeReuseError(
             "slice needs --model and --out", fix="e.g. safereuse slice --model M --out s.safetensors"
         )
-    from . import api
-    from .artifacts import load_model
-    from .data import DataSpec, parse_classes
-
     crit = _criterion(criterion)
     art = load_model(model)
-    base = dict(art.manifest.get("data") or {})  # the model's own data slice unless --data names another
-    name = data or base.get("name")
-    if not name:
-        raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
-    spec = DataSpec(**base) if name == base.get("name") else DataSpec(name)
-    if classes is not None:
-        spec.classes = parse_classes(classes)
-    spec.data_dir = data_dir
+    spec = api.model_data_spec(art, data, classes, data_dir)  # the model's own slice unless --data
     res = api.slice_model(
         art,
         out=out,
@@ -90,7 +83,7 @@ def slice_cmd(
         limit=limit,
         batch_size=batch_size,
         device=device,
-        progress=not quiet and not as_json,
+        progress=not quiet,  # bars go to stderr, so --json keeps stdout clean
     )
     if as_json:
         typer.echo(json.dumps(res, indent=2))
@@ -108,26 +101,15 @@ def slice_cmd(
     typer.echo(f"saved {res['out']}")
 
 
-# -- NNSlicer's applications (safereuse.applications) ------------------------------------------------
+# -- NNSlicer's applications (safereuse.api.slice over safereuse.applications) ------------------------
 def _classes(text: str | None) -> list[int] | None:
-    from .data import parse_classes
-
     return parse_classes(text) if text else None
 
 
 def _data(art_path: Path, data: str | None, data_dir: str | None):
     """The model's own data slice, or ``--data`` (all its classes) when given."""
-    from .artifacts import load_model
-    from .data import DataSpec
-
     art = load_model(art_path)
-    base = dict(art.manifest.get("data") or {})
-    name = data or base.get("name")
-    if not name:
-        raise SafeReuseError(f"{art.path} records no dataset", fix="pass --data")
-    spec = DataSpec(**base) if name == base.get("name") else DataSpec(name)
-    spec.data_dir = data_dir
-    return art, spec
+    return art, api.model_data_spec(art, data, None, data_dir)
 
 
 def _pct(v: object) -> str:
@@ -157,23 +139,11 @@ def detect_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Adversarial-input detection from slices (NNSlicer) vs FeatureMap and EffectivePath."""
-    from .applications.attacks import PAPER_ATTACKS
-    from .applications.tasks import DETECTORS, evaluate_detection, load_task
-    from .registry import parse_params
-
     art, spec = _data(model, data, data_dir)
-    art, bundle = load_task(art, spec)
-    params = parse_params(param)
-    attacks = []
-    for a in attack:
-        if a == "paper":
-            attacks += [(lbl, n, {**p, **params}) for lbl, n, p in PAPER_ATTACKS]
-        else:
-            attacks.append((a, a, dict(params)))
-    res = evaluate_detection(
-        art.model, bundle, attacks=attacks, detectors=detector or list(DETECTORS),
-        detector_params=parse_params(detector_param), n_train=n_train, n_test=n_test, seed=seed,
-        out=save, progress=not quiet and not as_json,
+    res = api.detect(
+        art, attack, params=parse_params(param), detectors=detector or None,
+        detector_params=parse_params(detector_param), data=spec, n_train=n_train, n_test=n_test,
+        save=save, seed=seed, progress=not quiet,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(res, indent=2))
@@ -212,13 +182,10 @@ def prune_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Class-specific pruning: prune the synapses the target classes do not need."""
-    from .applications.tasks import prune_model
-    from .registry import parse_params
-
     art, spec = _data(model, data, data_dir)
     params = {**parse_params(param), "finetune_epochs": finetune_epochs}
-    res = prune_model(art, _classes(target_classes) or [], out=out, ratio=ratio, criterion=criterion,
-                      params=params, data=spec, progress=not quiet and not as_json)  # fmt: skip
+    res = api.prune_model(art, _classes(target_classes) or [], out=out, ratio=ratio, criterion=criterion,
+                          params=params, data=spec, progress=not quiet)  # fmt: skip
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
@@ -248,13 +215,10 @@ def protect_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Model protection: hide the top-contribution synapses, then measure what an attacker recovers."""
-    from .applications.tasks import protect_model
-    from .registry import parse_params
-
     art, spec = _data(model, data, data_dir)
-    res = protect_model(
+    res = api.protect_model(
         art, _classes(target_classes), out=out, hide=hide, criterion=criterion,
-        params=parse_params(param), data=spec, progress=not quiet and not as_json,
+        params=parse_params(param), data=spec, progress=not quiet,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(res, indent=2))

@@ -24,3 +24,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SafeReuseError("CUDA was requested but is not available", fix="use --device auto or cpu")
     return dev
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter (then first buffer); the CPU for a state-free module.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Returns:
+        Where the model's tensors live (inputs must be moved there).
+
+    Example:
+        >>> model_device(torch.nn.Linear(2, 2)), model_device(torch.nn.ReLU())
+        (device(type='cpu'), device(type='cpu'))
+    """
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")

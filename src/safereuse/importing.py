@@ -1,7 +1,8 @@
 """Turn a checkpoint a user already has into a model behind the safereuse contract.
 
-``safereuse import`` (:func:`safereuse.api.import_model`) reads the weights with this module, then writes
-an artifact. Three steps, each with a one-line error when the file does not fit:
+``safereuse import`` (:func:`safereuse.api.import_model`) reads the weights with this module
+(:func:`import_checkpoint`), then writes an artifact. Three steps, each with a one-line error when
+the file does not fit:
 
 1. **Read** (:func:`read_checkpoint`): ``.safetensors``, or a PyTorch ``.pth`` / ``.pt`` / ``.bin``
    loaded with ``torch.load(weights_only=True)`` only — a pickle that needs code to load (a pickled
@@ -56,10 +57,13 @@ from typing import Any
 
 import torch
 
-from .artifacts import load_torch_file
+from .artifacts import Artifact, Manifest, load_torch_file
+from .data import DATASETS, DataBundle, DataSpec
 from .errors import SafeReuseError
 from .models import MODELS, ReusableModel, create_model
+from .models.minilm import import_bert_folder as build_bert
 from .models.wide_resnet import WideResNet
+from .params import validate_params
 from .utils import sha256_file
 
 #: Suffixes ``safereuse import`` documents; the format itself is recognised from the file's content.
@@ -129,6 +133,7 @@ class Imported:
 
     model: ReusableModel
     source: dict[str, Any]
+    class_names: list[str] | None = None
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -430,8 +435,6 @@ def import_weights(
         SafeReuseError: unreadable file, unknown architecture or option, a class count or key set
             that does not fit.
     """
-    from .params import validate_params
-
     if not isinstance(weights, Checkpoint) and is_bert_folder(weights):
         return import_bert_folder(weights, arch, num_classes=num_classes, image_size=image_size)
     ckpt = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
@@ -513,6 +516,150 @@ def import_weights(
     return Imported(model, source)
 
 
+def import_checkpoint(
+    weights: str | Path,
+    arch: str | None = None,
+    *,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    in_channels: int | None = None,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    parent: Artifact | None = None,
+    data: DataSpec | None = None,
+) -> Imported:
+    """:func:`import_weights` with what ``safereuse import`` knows besides the file: a parent, a task.
+
+    With ``parent`` (the teacher the model was fine-tuned from) the architecture, its options, the
+    input size and the normalisation default to the parent's (the stem's channels and the head's
+    classes are still read from the weights); the class count must agree with ``class_names`` and
+    ``data.classes`` when given.
+
+    Args:
+        weights: the checkpoint file (or a BERT-family folder).
+        arch: zoo architecture; None: the parent's.
+        num_classes: outputs of the head (default: from the class names, the data's classes, the
+            head's weights).
+        class_names: class names in label order.
+        in_channels: input channels (default: read from the stem's weights).
+        image_size: side of the square input (default: the parent's, else the architecture's).
+        mean: per-channel input mean (with ``std``, overrides every default).
+        std: per-channel input standard deviation.
+        arch_kwargs: other architecture options (over the parent's when the architecture is its).
+        parent: the loaded teacher artifact, for a student.
+        data: the model's task (its name is checked here, before the weights are read).
+
+    Returns:
+        The :class:`Imported` model, its source record and the class names given (as strings).
+
+    Raises:
+        SafeReuseError: no architecture, an unknown dataset, class counts that disagree, and what
+            :func:`import_weights` raises.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "w.pth"
+        >>> torch.save(create_model("smallcnn", num_classes=3).state_dict(), path)
+        >>> imp = import_checkpoint(path, "smallcnn", class_names=["a", "b", "c"])
+        >>> imp.model.num_classes, imp.class_names
+        (3, ['a', 'b', 'c'])
+    """
+    if arch is None:
+        if parent is None:
+            raise SafeReuseError("no architecture given", fix="pass --arch (see `safereuse list models`)")
+        arch = str(parent.manifest["arch"])
+    base: dict[str, Any] = {}
+    default_norm = None
+    if parent is not None:
+        spec = parent.model.input_spec
+        base = {"image_size": spec.size[0]}
+        if parent.manifest.get("arch") == arch:
+            base = {**dict(parent.manifest.get("arch_kwargs") or {}), **base}
+            base.pop("num_classes", None)
+            base.pop("in_channels", None)  # read from the student's own stem
+        default_norm = (spec.mean, spec.std)
+    if data is not None and not data.name.startswith("imagefolder:"):
+        DATASETS.get(data.name)  # an unknown name fails here, with its close match
+    names = None
+    if class_names is not None:
+        names = [str(c) for c in class_names]
+        if num_classes is not None and num_classes != len(names):
+            raise SafeReuseError(
+                f"{num_classes} classes were given but the class names list {len(names)}",
+                fix="give one of them, or make them agree",
+            )
+        num_classes = len(names)
+    if data is not None and data.classes is not None:
+        if num_classes is not None and num_classes != len(data.classes):
+            raise SafeReuseError(
+                f"--classes names {len(data.classes)} classes but {num_classes} were given",
+                fix="make the class list and the class count agree",
+            )
+        num_classes = len(data.classes)
+    kwargs = {**base, **(arch_kwargs or {})}
+    image_size = image_size if image_size is not None else kwargs.pop("image_size", None)
+    kwargs.pop("image_size", None)
+    imported = import_weights(
+        weights,
+        arch,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        arch_kwargs=kwargs,
+        default_normalization=default_norm,
+        default_origin="parent",
+    )
+    imported.class_names = names
+    return imported
+
+
+def check_task(model: ReusableModel, bundle: DataBundle) -> None:
+    """Refuse a task whose class count differs from the imported model's head.
+
+    Raises:
+        SafeReuseError: the class counts differ.
+    """
+    if bundle.num_classes != model.num_classes:
+        data = bundle.spec
+        raise SafeReuseError(
+            f"{data.name} {data.classes or 'all classes'} has {bundle.num_classes} classes but the "
+            f"model's head has {model.num_classes}",
+            fix="pass --classes with the classes the model was trained on, in its label order",
+        )
+
+
+def import_manifest(
+    imported: Imported,
+    parent: Artifact | None = None,
+    data: DataSpec | None = None,
+    class_names: Sequence[str] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Manifest:
+    """The manifest of an imported model: a teacher, or with ``parent`` that teacher's student.
+
+    Example:
+        >>> imp = Imported(create_model("smallcnn", num_classes=2), {"layout": "safereuse"})
+        >>> m = import_manifest(imp).to_dict()
+        >>> m["role"], m["method"]["name"], m["source"]["layout"]
+        ('teacher', 'import', 'safereuse')
+    """
+    model = imported.model
+    return Manifest(
+        "student" if parent is not None else "teacher",
+        data=data.to_dict() if data is not None else None,
+        class_names=list(class_names) if class_names is not None else None,
+        seed=None,
+        parent=parent,
+        method={"name": "import", "config": {"arch": model.info.arch, "arch_kwargs": model.info.kwargs}},
+        metrics=dict(metrics or {}),
+        extra={"source": imported.source},
+    )
+
+
 def is_bert_folder(path: str | Path) -> bool:
     """Whether ``path`` is a Hugging Face BERT-family model folder (``config.json`` + ``model.safetensors``,
     not a safereuse artifact)."""
@@ -538,14 +685,12 @@ def import_bert_folder(
     Raises:
         SafeReuseError: another architecture, a config or weights that do not fit.
     """
-    from .models.minilm import import_bert_folder as build
-
     if arch != "minilm":
         raise SafeReuseError(
             f"{folder} is a BERT-family folder, which imports as minilm, not {arch}", fix="pass --arch minilm"
         )
     folder = Path(folder)
-    model = build(folder, num_classes=num_classes or 2, max_len=image_size or 64)
+    model = build_bert(folder, num_classes=num_classes or 2, max_len=image_size or 64)
     model.eval()
     weights = folder / "model.safetensors"
     source = {

@@ -30,19 +30,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from .data import Split
-from .defects.attacks import pgd_attack
+from .defects.attacks import PGD, craft_batched, pgd_attack
 from .errors import SafeReuseError
+from .metrics import wilson_interval
 from .models import ReusableModel
-from .params import validate_fields
-from .slicing.capture import capture
-from .train import LossFn
+from .models.capture import capture
+from .params import Validated
+from .train import LossFn, predict_labels
 
 #: CARTL's L∞ training budget in pixel units (ε = 8/255, step ε/4 = 2/255, PGD-7).
 DEFAULT_AT_EPS = 8 / 255
@@ -110,7 +112,7 @@ def fdm_site(model: nn.Module, k: int) -> tuple[str, nn.Module]:
 
 
 @dataclass
-class AdversarialTraining:
+class AdversarialTraining(Validated):
     """Madry PGD adversarial training, optionally with CARTL's FDM term, as a ``fit`` loss.
 
     Args:
@@ -137,23 +139,18 @@ class AdversarialTraining:
         'fc'
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {
-        "at_eps": "[0, 1]",
-        "at_alpha": "[0, 1]",
-        "at_steps": ">= 1",
-        "fdm_lambda": ">= 0",
-        "fdm_k": ">= 1",
-    }
-    at_eps: float = DEFAULT_AT_EPS
-    at_alpha: float | None = None
-    at_steps: int = DEFAULT_AT_STEPS
+    at_eps: Annotated[float, Field(ge=0, le=1)] = DEFAULT_AT_EPS
+    at_alpha: Annotated[float, Field(ge=0, le=1)] | None = None
+    at_steps: Annotated[int, Field(ge=1)] = DEFAULT_AT_STEPS
     at_random_start: bool = True
-    fdm_lambda: float = 0.0
-    fdm_k: int | None = None
+    fdm_lambda: Annotated[float, Field(ge=0)] = 0.0
+    fdm_k: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        validate_fields(self, "adversarial training")
+    def _what(self) -> str:
+        return "adversarial training"
+
+    def __post_init__(self) -> None:  # runs after Validated's field checks
         if self.at_alpha is None:
             self.at_alpha = self.at_eps / 4
         if self.fdm_lambda > 0 and self.fdm_k is None:
@@ -201,14 +198,9 @@ class AdversarialTraining:
         rs = self.at_random_start
 
         def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            # pgd_attack puts the whole model in eval and back to one flag; keep per-module flags
-            # (fit may hold frozen BatchNorm layers in eval mode)
-            modes = [(mod, mod.training) for mod in m.modules()]
-            try:
-                x_adv = pgd_attack(m, x, y, eps, alpha, steps, "linf", rs, "ce", gen)
-            finally:
-                for mod, flag in modes:
-                    mod.training = flag
+            # pgd_attack restores every module's flag (fit may hold frozen BatchNorm layers in eval);
+            # adversarial training follows Madry et al.: the last iterate, not the strongest
+            x_adv = pgd_attack(m, x, y, eps, alpha, steps, "linf", rs, "ce", gen, keep="last")
             if site is None:
                 return F.cross_entropy(m(x_adv), y)
             with capture(m, [site], inputs=True, outputs=False, grad=True) as cap:
@@ -253,14 +245,10 @@ def robust_accuracy_on(
         >>> r["n"], r["attack"]["steps"], 0.0 <= r["value"] <= 1.0
         (8, 2, True)
     """
-    from .defects.attacks import PGD, craft_batched
-    from .metrics import wilson_interval
-    from .train import predict
-
     attack = PGD(eps=eps, steps=steps, seed=seed)
     x, y = split.x[:max_samples], split.y[:max_samples]
     x_adv = craft_batched(attack, model, x, y, batch_size=batch_size, seed=seed)
-    correct = int((predict(model, x_adv, batch_size).argmax(1) == y).sum())
+    correct = int((predict_labels(model, x_adv, batch_size) == y).sum())
     n = len(y)
     return {
         "value": correct / n if n else float("nan"),

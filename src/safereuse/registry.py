@@ -9,7 +9,9 @@ import difflib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import yaml
 
 from .errors import SafeReuseError
 from .params import validate_params
@@ -101,6 +103,63 @@ class Registry(Generic[T]):
         return sorted(self._entries)
 
 
+# -- experiment kinds ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExperimentTable:
+    """A report section that lists an experiment's rows.
+
+    Attributes:
+        title: the section title.
+        columns: the columns shown, in order (those the rows lack are left out).
+        digits: decimals of float columns (others are shown as they are).
+    """
+
+    title: str
+    columns: tuple[str, ...]
+    digits: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ExperimentCurve:
+    """A report section that draws ``ys`` against ``x``, one line per ``group`` value and one figure
+    per scenario, each point the mean over the rows (subsets × seeds) with its 95 % t-interval.
+
+    Attributes:
+        title: the section title (also the figure titles').
+        x: the column on the x axis (also the figures' file name prefix).
+        ys: ``(column, name)`` of each panel: a share in [0, 1], drawn in %.
+        group: the column that tells the lines apart.
+    """
+
+    title: str
+    x: str
+    ys: tuple[tuple[str, str], ...]
+    group: str = "criterion"
+
+
+class ExperimentKind(Protocol):
+    """What a registered experiment kind (:data:`EXPERIMENTS`) gives the runner and the report.
+
+    A kind is a class whose constructor takes its validated parameters (a dataclass: its fields are
+    the spec's ``experiment.params`` and, resolved, part of every cell's key); the runner builds it,
+    calls :meth:`run` on each scenario's teacher and data per seed, and the report draws its rows as
+    the kind's :attr:`report` sections say.
+    """
+
+    #: the report sections of the kind's rows
+    report: ClassVar[tuple[ExperimentTable | ExperimentCurve, ...]]
+
+    def run(self, model: Any, bundle: Any, seed: int) -> list[dict[str, Any]]:
+        """The experiment on ``model`` and its data ``bundle``: one flat dict per result row."""
+        ...
+
+
+#: Experiment kinds that a spec's ``experiment: {kind: ...}`` names. The runner and the report read
+#: it and import no kind by name; a kind is registered when the module defining it is imported
+#: (NNSlicer's ``slice-*`` kinds: :mod:`safereuse.applications`, which the CLI imports).
+EXPERIMENTS: Registry[type[ExperimentKind]] = Registry("experiment kind", "safereuse run --help")
+
+
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> dict[str, Any]:
     """Validate ``kwargs`` for ``factory`` (see :func:`safereuse.params.validate_params`); return them
     coerced.
@@ -115,8 +174,6 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
 
 def parse_value(text: str) -> Any:
     """Parse a ``--param key=value`` value the way YAML would (numbers, bools, lists)."""
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -24,20 +24,21 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from .data import Split
-from .device import resolve_device
+from .device import model_device, resolve_device
 from .errors import SafeReuseError
 from .models import ReusableModel, last_k_parameters
-from .params import validate_fields
-from .utils import atomic_path, config_hash, write_json_atomic
+from .params import Validated
+from .utils import analysis_mode, atomic_path, config_hash, preserve_modes, write_json_atomic
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 StepHook = Callable[[nn.Module], None]
@@ -47,7 +48,7 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass
-class FitConfig:
+class FitConfig(Validated):
     """Hyper-parameters of :func:`fit`.
 
     Args:
@@ -81,48 +82,32 @@ class FitConfig:
         progress: show tqdm bars.
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {
-        "epochs": ">= 1",
-        "batch_size": ">= 1",
-        "lr": "> 0",
-        "momentum": "[0, 1]",
-        "weight_decay": ">= 0",
-        "warmup_epochs": ">= 0",
-        "step_size": ">= 1",
-        "gamma": "> 0",
-        "label_smoothing": "[0, 1)",
-        "head_lr_mult": ">= 0",
-        "train_last_k": ">= 1",
-        "patience": ">= 0",
-        "eval_batch_size": ">= 1",
-        "min_steps_per_epoch": ">= 1",
-    }
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: Annotated[int, Field(ge=1)] = 10
+    batch_size: Annotated[int, Field(ge=1)] = 128
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: Annotated[float, Field(gt=0)] = 0.05
+    momentum: Annotated[float, Field(ge=0, le=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: float = 0.0
-    step_size: int = 30
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
-    head_lr_mult: float = 1.0
-    train_last_k: int | None = None
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    step_size: Annotated[int, Field(ge=1)] = 30
+    gamma: Annotated[float, Field(gt=0)] = 0.1
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    head_lr_mult: Annotated[float, Field(ge=0)] = 1.0
+    train_last_k: Annotated[int, Field(ge=1)] | None = None
     bn_stats: Literal["update", "freeze"] = "update"
     bn_affine: Literal["train", "freeze"] = "train"
-    patience: int | None = None
-    eval_batch_size: int = 512
-    min_steps_per_epoch: int = 1
+    patience: Annotated[int, Field(ge=0)] | None = None
+    eval_batch_size: Annotated[int, Field(ge=1)] = 512
+    min_steps_per_epoch: Annotated[int, Field(ge=1)] = 1
     keep_epoch: Literal["best", "last"] = "best"
     seed: int = 0
     device: str = "auto"
     progress: bool = True
 
-    def __post_init__(self) -> None:
-        # types (Literal choices included) and the ranges below: the one path of safereuse.params
-        validate_fields(self, "training")
+    def _what(self) -> str:
+        # types (Literal choices included) and the declared ranges: Validated.__post_init__
+        return "training"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -158,31 +143,51 @@ def default_loss(label_smoothing: float = 0.0) -> LossFn:
     return loss
 
 
-def _modes(model: nn.Module) -> dict[nn.Module, bool]:
-    return {m: m.training for m in model.modules()}
-
-
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
-    # per module, not ``model.train(flag)``: a mixed state (BN layers kept in eval) comes back as it was
-    for m, flag in modes.items():
-        m.training = flag
-
-
-@torch.no_grad()
 def predict(
     model: nn.Module, x: torch.Tensor, batch_size: int = 512, device: str | torch.device = "auto"
 ) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` in eval mode; restores every module's training flag."""
-    dev = resolve_device(device) if device != "auto" else next(model.parameters()).device
-    modes = _modes(model)
-    model.eval()
-    try:
+    """Logits of ``model`` on ``x`` (on the CPU), in batches, in :func:`~safereuse.utils.analysis_mode`.
+
+    Args:
+        model: any classifier.
+        x: inputs ``[N, ...]`` (moved to the device batch by batch).
+        batch_size: inputs per forward pass.
+        device: where to run (``auto``: where the model is).
+
+    Returns:
+        ``[N, classes]`` float logits; an empty tensor for no inputs. Every module's training flag and
+        parameter's ``requires_grad`` are as before.
+
+    Example:
+        >>> predict(nn.Linear(3, 2), torch.zeros(5, 3), batch_size=2).shape
+        torch.Size([5, 2])
+    """
+    dev = resolve_device(device) if device != "auto" else model_device(model)
+    with analysis_mode(model):
         outs = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        _restore_modes(modes)
     if not outs:
         return torch.empty(0)
     return torch.cat(outs)
+
+
+def predict_labels(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 512, device: str | torch.device = "auto"
+) -> torch.Tensor:
+    """Predicted classes of ``model`` on ``x`` (on the CPU): :func:`predict`'s argmax.
+
+    Args:
+        model, x, batch_size, device: as in :func:`predict`.
+
+    Returns:
+        ``[N]`` int64 labels (empty for no inputs, e.g. an attack without one successful example).
+
+    Example:
+        >>> predict_labels(nn.Linear(3, 2), torch.zeros(0, 3)).tolist()
+        []
+    """
+    if len(x) == 0:
+        return torch.empty(0, dtype=torch.long)
+    return predict(model, x, batch_size, device).argmax(1)
 
 
 def accuracy_on(model: nn.Module, split: Split, batch_size: int = 512) -> float:
@@ -323,8 +328,6 @@ def fit(
     loss_fn = loss_fn or default_loss(cfg.label_smoothing)
     trainable = trainable_names(model, cfg)
     frozen_bn = _frozen_bn(model, cfg)
-    saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    modes = _modes(model)
     opt = make_optimizer(model, trainable, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train)
@@ -343,63 +346,68 @@ def fit(
         start_epoch, best, stale, history, best_state = ckpt.load(model, opt, gen)
     x_all, y_all = train.x.to(dev), train.y.to(dev)
     t0 = time.perf_counter()
-    try:
-        for n_, p in model.named_parameters():
-            p.requires_grad_(n_ in trainable)
-        bar = tqdm(
-            range(start_epoch, cfg.epochs), desc="fit", unit="epoch", disable=not cfg.progress, leave=False
-        )
-        for epoch in bar:
-            model.train()
-            for m in frozen_bn:
-                m.eval()
-            perm = torch.cat([torch.randperm(n, generator=gen) for _ in range(reshuffles)]).to(dev)
-            tot_loss = torch.zeros((), device=dev)
-            for i in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + i
-                f = lr_factor(cfg, step, steps_per_epoch)
-                for g, lr0 in zip(opt.param_groups, base_lrs, strict=True):
-                    g["lr"] = lr0 * f
-                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-                xb, yb = x_all[idx], y_all[idx]
-                if batch_transform is not None:
-                    xb, yb = batch_transform(xb, yb)
-                loss = loss_fn(model, xb, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if after_step is not None:
-                    after_step(model)
-                tot_loss += loss.detach()
-            train_loss = float(tot_loss) / steps_per_epoch
-            if not math.isfinite(train_loss):
-                raise SafeReuseError(
-                    f"training diverged (loss {train_loss}) at epoch {epoch + 1}",
-                    fix="lower the learning rate",
-                )
-            val_acc = (
-                accuracy_on(model, val, cfg.eval_batch_size) if val is not None and len(val) else float("nan")
+    with preserve_modes(model):  # every module's training flag and requires_grad come back after
+        try:
+            for n_, p in model.named_parameters():
+                p.requires_grad_(n_ in trainable)
+            bar = tqdm(
+                range(start_epoch, cfg.epochs),
+                desc="fit",
+                unit="epoch",
+                disable=not cfg.progress,
+                leave=False,
             )
-            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
-            score = val_acc if math.isfinite(val_acc) else float(epoch)
-            if cfg.keep_epoch == "last":
-                best, best_state, stale = (score, epoch + 1), None, 0
-            elif score > best[0]:
-                best = (score, epoch + 1)
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                stale = 0
-            else:
-                stale += 1
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc:.3f}")
-            if ckpt is not None:
-                ckpt.save(model, opt, gen, epoch + 1, best, stale, history, best_state)
-            if cfg.patience is not None and stale >= cfg.patience:
-                break
-    finally:
-        for n_, p in model.named_parameters():
-            p.requires_grad_(saved_flags[n_])
-            p.grad = None
-        _restore_modes(modes)
+            for epoch in bar:
+                model.train()
+                for m in frozen_bn:
+                    m.eval()
+                perm = torch.cat([torch.randperm(n, generator=gen) for _ in range(reshuffles)]).to(dev)
+                tot_loss = torch.zeros((), device=dev)
+                for i in range(steps_per_epoch):
+                    step = epoch * steps_per_epoch + i
+                    f = lr_factor(cfg, step, steps_per_epoch)
+                    for g, lr0 in zip(opt.param_groups, base_lrs, strict=True):
+                        g["lr"] = lr0 * f
+                    idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                    xb, yb = x_all[idx], y_all[idx]
+                    if batch_transform is not None:
+                        xb, yb = batch_transform(xb, yb)
+                    loss = loss_fn(model, xb, yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    if after_step is not None:
+                        after_step(model)
+                    tot_loss += loss.detach()
+                train_loss = float(tot_loss) / steps_per_epoch
+                if not math.isfinite(train_loss):
+                    raise SafeReuseError(
+                        f"training diverged (loss {train_loss}) at epoch {epoch + 1}",
+                        fix="lower the learning rate",
+                    )
+                val_acc = (
+                    accuracy_on(model, val, cfg.eval_batch_size)
+                    if val is not None and len(val)
+                    else float("nan")
+                )
+                history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
+                score = val_acc if math.isfinite(val_acc) else float(epoch)
+                if cfg.keep_epoch == "last":
+                    best, best_state, stale = (score, epoch + 1), None, 0
+                elif score > best[0]:
+                    best = (score, epoch + 1)
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    stale = 0
+                else:
+                    stale += 1
+                bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_acc:.3f}")
+                if ckpt is not None:
+                    ckpt.save(model, opt, gen, epoch + 1, best, stale, history, best_state)
+                if cfg.patience is not None and stale >= cfg.patience:
+                    break
+        finally:
+            for p in model.parameters():
+                p.grad = None
     if best_state is not None:
         model.load_state_dict(best_state)
     best_val = best[0] if val is not None and len(val) else float("nan")
@@ -465,7 +473,7 @@ class _Checkpoint:
     def load(self, model, opt, gen):
         meta = json.loads(self.meta.read_text())
         tensors = load_file(str(self.tensors))
-        dev = next(model.parameters()).device
+        dev = model_device(model)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")} or None
         osd = copy.deepcopy(opt.state_dict())

@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, atomic writes, hashing."""
+"""Small shared helpers: seeding, atomic writes, hashing, a model's analysis mode."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def seed_everything(seed: int) -> None:
@@ -80,3 +81,90 @@ def tensor_hash(tensors: dict[str, torch.Tensor], length: int = 16) -> str:
         h.update(str(tuple(tensors[name].shape)).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:length]
+
+
+def weights_hash(model: nn.Module, length: int = 16) -> str:
+    """Content hash of a model's weights and buffers (its ``state_dict``), for caching by content.
+
+    Args:
+        model: any ``nn.Module``.
+        length: hex digits kept.
+
+    Returns:
+        :func:`tensor_hash` of the state dict (order-independent; the same weights give the same hash).
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> len(weights_hash(m)), weights_hash(m, 32)[:16] == weights_hash(m)
+        (16, True)
+    """
+    return tensor_hash(dict(model.state_dict()), length)
+
+
+@contextmanager
+def preserve_modes(*modules: nn.Module) -> Iterator[None]:
+    """Restore every submodule's ``training`` flag and every parameter's ``requires_grad`` on exit.
+
+    The flags are saved per module and per parameter, not as ``model.train(flag)``: a mixed state (a
+    frozen BatchNorm kept in eval inside a training model) comes back exactly as it was, also when
+    the block raises. What the block does in between (``train()``, ``eval()``, freezing) is its own.
+
+    Args:
+        modules: the models whose state to keep (a model and its separate head, say).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> _ = m[1].eval()
+        >>> with preserve_modes(m):
+        ...     _ = m.train(), m[0].weight.requires_grad_(False)
+        >>> m.training, m[1].training, m[0].weight.requires_grad
+        (True, False, True)
+    """
+    mods = {id(m): m for mod in modules for m in mod.modules()}
+    flags = [(m, m.training) for m in mods.values()]
+    params = {id(p): (p, p.requires_grad) for mod in modules for p in mod.parameters()}
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+        for p, flag in params.values():
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def analysis_mode(
+    model: nn.Module, *, grad: bool = False, extra: Iterable[nn.Module] = ()
+) -> Iterator[nn.Module]:
+    """Analysis mode: ``eval()``, frozen parameters and (by default) no autograd; all restored on exit.
+
+    The one helper for "look at the model without changing it" (prediction, profiling, crafting
+    adversarial inputs): on exit every module's ``training`` flag and every parameter's
+    ``requires_grad`` are what they were before (:func:`preserve_modes`), also on exceptions.
+
+    Args:
+        model: the model to analyse.
+        grad: keep autograd on (gradients w.r.t. the *inputs*, as attacks need); the parameters stay
+            frozen either way, so no parameter's ``.grad`` is touched.
+        extra: further modules (a separate head, say) put in analysis mode alongside.
+
+    Returns:
+        A context manager yielding ``model``.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+        >>> _ = m[1].eval()
+        >>> with analysis_mode(m):
+        ...     m.training, m[0].weight.requires_grad, torch.is_grad_enabled()
+        (False, False, False)
+        >>> m.training, m[1].training, m[0].weight.requires_grad, torch.is_grad_enabled()
+        (True, False, True, True)
+    """
+    extra = tuple(extra)
+    with preserve_modes(model, *extra):
+        for mod in (model, *extra):
+            mod.eval()
+            for p in mod.parameters():
+                p.requires_grad_(False)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            yield model

@@ -7,7 +7,8 @@ adversarial when the tree's class differs from the model's prediction. No advers
 used for training and the model is not changed. The detection score (for ROC-AUC) is
 ``1 − P_tree(model's class)``.
 
-What the tree sees is an injected feature extractor (:data:`FEATURES`):
+What the tree sees is the feature extractor of a criterion object
+(:data:`~safereuse.applications.criteria.CRITERIA`; extractors in :mod:`.features`):
 
 - ``nnslicer`` — every synapse contribution of the input's slice (:meth:`SliceResult.vector`),
   reference = the profiled mean of the benign training inputs — minus the output layer's, which
@@ -27,161 +28,61 @@ adversarial inputs (recall, precision, F1, ROC-AUC, counts, 95 % intervals).
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
-import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..device import model_device
 from ..errors import SafeReuseError
-from ..metrics import rate
-from ..params import validate_fields
-from ..registry import Registry
-from ..utils import atomic_path, tensor_hash
+from ..metrics import detection_summary
+from ..params import Validated, unknown_param_error
+from ..train import predict_labels
+from ..utils import analysis_mode, atomic_path, weights_hash
+from .criteria import loose_params, make_criterion
 from .tree import TreeArrays
 
 DETECTOR_FORMAT = "safereuse-slice-detector/1"
 
+#: The default attack points of the detection experiment: ``(label, defect name, params)``. The
+#: paper (spec ``nnslicer.md``, "Applications" 1) uses 17 attacks; these are the ones safereuse has,
+#: all defects of :data:`safereuse.defects.DEFECTS` (the extra ones in :mod:`safereuse.defects.evasion`).
+PAPER_ATTACKS: list[tuple[str, str, dict[str, Any]]] = [
+    ("fgsm-2", "fgsm", {"eps": 2 / 255}),
+    ("fgsm-4", "fgsm", {"eps": 4 / 255}),
+    ("fgsm-8", "fgsm", {"eps": 8 / 255}),
+    ("pgd-2", "pgd", {"eps": 2 / 255, "steps": 10}),
+    ("pgd-4", "pgd", {"eps": 4 / 255, "steps": 10}),
+    ("pgd-8", "pgd", {"eps": 8 / 255, "steps": 10}),
+    ("deepfool-l2", "deepfool", {}),
+    ("deepfool-linf", "deepfool-linf", {}),
+    ("cw-l2", "cw", {"norm": "l2"}),
+    ("penultimate", "penultimate", {}),
+    ("jsma", "jsma", {}),
+    ("boundary", "boundary", {}),
+    ("spatial", "spatial", {}),
+    ("pixel", "pixel", {}),
+    ("gaussian-noise", "gaussian-noise", {}),
+    ("gaussian-blur", "gaussian-blur", {}),
+]
 
-# -- feature extractors ----------------------------------------------------------------------------
-class Features:
-    """How an input becomes the tree's vector. ``prepare`` once on the benign training inputs, then
-    ``__call__`` per batch; ``state``/``load_state`` carry what ``prepare`` learnt (tensors only)."""
-
-    def prepare(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> None:  # noqa: B027
-        """Learn what the extractor needs from the benign training inputs (default: nothing)."""
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        raise NotImplementedError  # pragma: no cover - abstract
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027
-        """Restore :meth:`state`."""
-
-
-FEATURES: Registry[type[Features]] = Registry("detector", "safereuse slice detect --help")
-
-
-@FEATURES.register("nnslicer", "NNSlicer: all synapse contributions of the input's slice")
-class SliceFeatures(Features):
-    """All synapse contributions of each input's slice, criterion = its predicted class."""
-
-    def __init__(self, theta: float = 0.3, **_: Any) -> None:
-        self.theta = theta
-        self.means: dict[str, torch.Tensor] = {}
-
-    def _slicer(self) -> Any:
-        from ..slicing import Slicer
-
-        return Slicer(theta=self.theta, reference="mean")
-
-    def prepare(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
-        s = self._slicer().profile(model, x, batch_size=batch_size)
-        self.means = {k: v.detach().cpu() for k, v in s.means.items()}
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        s = self._slicer()
-        s.means = {k: v.to(_device(model)) for k, v in self.means.items()}
-        r = s.slice(model, x, criterion="predicted", per_input=True, batch_size=batch_size)
-        return _body_vector(r)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {f"means.{k}": v for k, v in self.means.items()}
-
-    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.means = {k[len("means.") :]: v for k, v in tensors.items() if k.startswith("means.")}
-
-
-def _body_vector(r: Any) -> torch.Tensor:
-    """The synapse contributions of every layer but the output layer, flattened ``[N, D]``.
-
-    With the predicted class ``k`` as the criterion only row ``k`` of the output layer is non-zero, so
-    its synapses spell out the criterion: a tree would read the model's class back from them and
-    never disagree with the model. They are left out.
-    """
-    layers = r.layers[:-1] if len(r.layers) > 1 else r.layers
-    return torch.cat([r.synapse[k].flatten(1).float() for k in layers], dim=1).cpu()
-
-
-@FEATURES.register("effectivepath", "EffectivePath (Qiu et al. 2019): the binary critical path")
-class PathFeatures(Features):
-    """The binary critical path of each input (synapse on the path = 1)."""
-
-    def __init__(self, path_share: float = 0.5, **_: Any) -> None:
-        self.path_share = path_share
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        from ..slicing.effective_path import effective_paths
-
-        r = effective_paths(model, x, share=self.path_share, per_input=True, batch_size=batch_size)
-        return (_body_vector(r) != 0).float()
-
-
-@FEATURES.register("featuremap", "FeatureMap: per-layer mean activations (channel means)")
-class FeatureMapFeatures(Features):
-    """Mean activation of every channel (conv) / unit (linear) of every weighted layer."""
-
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        from ..slicing import capture
-        from .synapses import weighted_layers
-
-        layers = weighted_layers(model, include_head=True)
-        dev = _device(model)
-        out = []
-
-        def reduce(t: torch.Tensor) -> torch.Tensor:
-            return t.flatten(2).mean(2) if t.dim() > 2 else t
-
-        with _eval(model), torch.no_grad(), capture(model, layers, reduce=reduce) as cap:
-            for i in range(0, len(x), batch_size):
-                cap.clear()
-                model(x[i : i + batch_size].to(dev))
-                out.append(torch.cat([v.float().cpu() for v in cap.outputs()], 1))
-        return torch.cat(out) if out else torch.empty(0, 0)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-class _eval:
-    """Eval mode inside ``with``; every module's ``training`` flag restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.flags = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        for m, f in self.flags.items():
-            m.training = f
+#: Attacks that take seconds per input on a CPU (iterative minimal-perturbation, saliency and
+#: decision-based searches): the detection experiment can craft them from fewer sources.
+SLOW_ATTACKS: frozenset[str] = frozenset({"cw", "deepfool", "deepfool-linf", "jsma", "boundary", "pixel"})
 
 
 def model_fingerprint(model: nn.Module) -> str:
     """Content hash of the model's weights and buffers (a detector only fits the model it was fit on)."""
-    return tensor_hash(dict(model.state_dict()), 16)
+    return weights_hash(model, 16)
 
 
 def predicted(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """The model's class for every input (eval mode, flags restored), on the CPU."""
-    from ..train import predict
-
-    if len(x) == 0:  # e.g. an attack without one successful example
-        return torch.empty(0, dtype=torch.long)
-    return predict(model, x, batch_size).argmax(1)
+    """The model's class for every input (eval mode, flags restored), on the CPU (empty-safe)."""
+    return predict_labels(model, x, batch_size)
 
 
 # -- the detector ----------------------------------------------------------------------------------
@@ -217,13 +118,13 @@ class Detection:
 
 
 @dataclass
-class SliceDetector:
+class SliceDetector(Validated):
     """A decision tree from slice (or baseline) vectors to the model's class; flags disagreements.
 
     Args:
-        features: ``nnslicer``, ``featuremap`` or ``effectivepath`` (:data:`FEATURES`).
-        theta: NNSlicer's θ (``nnslicer``).
-        path_share: EffectivePath's share of a neuron's value (``effectivepath``; the paper's 0.5).
+        criterion: what the tree sees (:data:`~safereuse.applications.criteria.CRITERIA`):
+            ``nnslicer``, ``featuremap`` or ``effectivepath``; an object, a name or
+            ``{"name": "nnslicer", "theta": 0.3}``.
         max_depth: the tree's depth limit (None: grown until pure).
         min_samples_leaf: the tree's smallest leaf.
         max_features: features tried per split (None: all; ``sqrt``; an int or a fraction).
@@ -241,40 +142,55 @@ class SliceDetector:
         (torch.Size([60]), True)
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {
-        "theta": "[0, 1)",
-        "path_share": "(0, 1]",
-        "max_depth": ">= 1",
-        "min_samples_leaf": ">= 1",
-        "batch_size": ">= 1",
-    }
-    features: str = "nnslicer"
-    theta: float = 0.3
-    path_share: float = 0.5
-    max_depth: int | None = None
-    min_samples_leaf: int = 1
+    # Any: a Criterion, a name or a mapping; made a Criterion in __post_init__ (make_criterion checks it)
+    criterion: Any = "nnslicer"
+    max_depth: Annotated[int, Field(ge=1)] | None = None
+    min_samples_leaf: Annotated[int, Field(ge=1)] = 1
     max_features: int | float | str | None = None
-    batch_size: int = 256
+    batch_size: Annotated[int, Field(ge=1)] = 256
     seed: int = 0
     tree: TreeArrays | None = field(default=None, repr=False)
     fingerprint: str = field(default="", repr=False)
     info: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def _what(self) -> str:
+        return "detector"
+
     def __post_init__(self) -> None:
-        validate_fields(self, "detector")
-        self._features = FEATURES.get(self.features)(theta=self.theta, path_share=self.path_share)
+        self.criterion = make_criterion(self.criterion, use="detects", what="detector")
+        self._features = self.criterion.features()
+
+    @classmethod
+    def from_params(cls, criterion: Any = "nnslicer", **params: Any) -> SliceDetector:
+        """Build from a criterion plus flat parameters, the loose criterion ones (``theta``,
+        ``path_share``) included: the old form of ``--detector-param``, of a spec's
+        ``detector_params`` and of a saved detector's config (``features`` = the criterion's name).
+
+        Example:
+            >>> SliceDetector.from_params(features="effectivepath", theta=0.3, path_share=0.4).criterion
+            EffectivePath(path_share=0.4)
+        """
+        criterion = params.pop("features", criterion)
+        loose_names = loose_params()
+        loose = {k: params.pop(k) for k in list(params) if k in loose_names}
+        accepted = {f.name for f in fields(cls) if f.init} - {"criterion", "tree", "fingerprint", "info"}
+        for key in params:
+            if key not in accepted:
+                raise unknown_param_error("detector", key, accepted | loose_names)
+        return cls(make_criterion(criterion, loose, use="detects", what="detector"), **params)
 
     def config(self) -> dict[str, Any]:
-        """The hyper-parameters (recorded with every result)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("tree", "fingerprint", "info")}
+        """The hyper-parameters (recorded with every result): the criterion's name as ``features``
+        and its parameters, then the tree's (flat, the form recorded before criteria were objects)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("criterion", "tree", "fingerprint", "info")}  # fmt: skip
+        return {"features": self.criterion.name, **self.criterion.params(), **own}
 
     def vectors(self, model: nn.Module, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """The tree's input for ``x``, computed ``batch_size`` at a time."""
         chunk = max(self.batch_size, 1) * 8
-        out = [
-            self._features(model, x[i : i + chunk], self.batch_size)
-            for i in tqdm(range(0, len(x), chunk), desc=self.features, disable=not progress, leave=False)
-        ]
+        steps = tqdm(range(0, len(x), chunk), desc=self.criterion.name, disable=not progress, leave=False)
+        out = [self._features(model, x[i : i + chunk], self.batch_size) for i in steps]
         return torch.cat(out) if out else torch.empty(0, 0)
 
     def prepare(self, model: nn.Module, x: torch.Tensor) -> SliceDetector:
@@ -404,7 +320,7 @@ class SliceDetector:
             ) from None
         if meta.get("format") != DETECTOR_FORMAT:
             raise SafeReuseError(f"{path} is not a slice detector ({meta.get('format')})", fix="re-fit it")
-        det = cls(**meta["config"])
+        det = cls.from_params(**meta["config"])
         det.tree = TreeArrays.from_tensors(tensors, meta["n_features"])
         det._features.load_state(
             {k[len("features.") :]: v for k, v in tensors.items() if k.startswith("features.")}
@@ -418,31 +334,11 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
     n = getattr(model, "num_classes", None)
     if isinstance(n, int):
         return n
-    with _eval(model), torch.no_grad():
-        return int(model(x[:1].to(_device(model))).shape[1])
+    with analysis_mode(model):
+        return int(model(x[:1].to(model_device(model))).shape[1])
 
 
 # -- metrics ---------------------------------------------------------------------------------------
-def roc_auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
-    """ROC-AUC = P(score of a positive > score of a negative), ties counting ½ (Mann–Whitney).
-
-    Example:
-        >>> roc_auc(np.array([0.9, 0.5]), np.array([0.1, 0.5]))
-        0.875
-    """
-    if len(scores_pos) == 0 or len(scores_neg) == 0:
-        return math.nan
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.concatenate([scores_pos, scores_neg]))
-    n1, n0 = len(scores_pos), len(scores_neg)
-    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def _f1(tp: int, fp: int, fn: int) -> float:
-    return 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else math.nan
-
-
 def detection_metrics(
     benign: Detection | tuple[torch.Tensor, torch.Tensor],
     adversarial: Detection | tuple[torch.Tensor, torch.Tensor],
@@ -453,9 +349,10 @@ def detection_metrics(
     """Recall, precision, F1 and ROC-AUC of a detector on benign (negative) and adversarial (positive)
     inputs, with counts and 95 % intervals.
 
-    Recall (``tp / adversarial``) and precision (``tp / flagged``) carry Wilson intervals
-    (:func:`safereuse.metrics.rate`, percent); F1 and AUC (fractions) a percentile bootstrap over
-    ``n_boot`` resamples of the benign and adversarial sets (each resampled on its own, seed ``seed``).
+    The statistics are :func:`safereuse.metrics.detection_summary`'s: recall (``tp / adversarial``)
+    and precision (``tp / flagged``) with Wilson intervals (percent); F1 and AUC (fractions) with a
+    percentile bootstrap (``scipy.stats.bootstrap``) over ``n_boot`` resamples of the benign and
+    adversarial sets (each resampled on its own, seed ``seed``).
 
     Args:
         benign: the detection on benign inputs (or ``(flags, scores)``).
@@ -480,51 +377,16 @@ def detection_metrics(
     fa, sa = (adversarial.flags, adversarial.scores) if isinstance(adversarial, Detection) else adversarial
     fb, fa = fb.bool().cpu().numpy(), fa.bool().cpu().numpy()
     sb, sa = sb.double().cpu().numpy(), sa.double().cpu().numpy()
-    tp, fn = int(fa.sum()), int((~fa).sum())
-    fp, tn = int(fb.sum()), int((~fb).sum())
-    rng = np.random.default_rng(seed)
-    f1s, aucs = [], []
-    if len(fa) and len(fb):
-        for _ in range(n_boot):
-            ia = rng.integers(0, len(fa), len(fa))
-            ib = rng.integers(0, len(fb), len(fb))
-            t, f = int(fa[ia].sum()), int(fb[ib].sum())
-            f1s.append(_f1(t, f, len(fa) - t))
-            aucs.append(roc_auc(sa[ia], sb[ib]))
-
-    def ci(v: list[float]) -> list[float | None]:
-        v = [x for x in v if math.isfinite(x)]
-        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else [None, None]
-
-    f1 = _f1(tp, fp, fn)
-    auc = roc_auc(sa, sb)
-    return {
-        "recall": rate(tp, tp + fn).to_dict(),
-        "precision": rate(tp, tp + fp).to_dict(),
-        "f1": f1 if math.isfinite(f1) else None,
-        "f1_ci": ci(f1s),
-        "auc": auc if math.isfinite(auc) else None,
-        "auc_ci": ci(aucs),
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "tn": tn,
-        "n_adversarial": tp + fn,
-        "n_benign": fp + tn,
-    }
+    return detection_summary(fb, sb, fa, sa, n_boot=n_boot, seed=seed)
 
 
 __all__ = [
     "DETECTOR_FORMAT",
-    "FEATURES",
+    "PAPER_ATTACKS",
+    "SLOW_ATTACKS",
     "Detection",
-    "FeatureMapFeatures",
-    "Features",
-    "PathFeatures",
     "SliceDetector",
-    "SliceFeatures",
     "detection_metrics",
     "model_fingerprint",
     "predicted",
-    "roc_auc",
 ]

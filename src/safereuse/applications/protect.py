@@ -5,7 +5,7 @@ Zhang et al., "Dynamic Slicing for Deep Neural Networks", ESEC/FSE 2020 (spec ``
 the rest. An attacker who has the training data retrains exactly the hidden parameters (all others
 frozen) for a fixed budget; the lower the accuracy they recover on the target classes, the better the
 protection. Which synapses are hidden is a criterion of
-:data:`~safereuse.applications.synapses.SCORES`: ``nnslicer`` (ours), ``weight``, ``random``,
+:data:`~safereuse.applications.criteria.CRITERIA`: ``nnslicer`` (ours), ``weight``, ``random``,
 ``effectivepath``; per layer, the ``hide`` share with the highest scores (kernel slices of convs,
 weights of linears; the head is never hidden). Hidden weights are replaced by zeros or by Gaussian
 noise of the layer's weight standard deviation.
@@ -20,16 +20,19 @@ exactly the hidden weights change.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data import DataBundle, Split
 from ..errors import SafeReuseError
 from ..slicing.masks import KeepMask, Masks
+from ..train import FitConfig, accuracy_on, fit
+from .criteria import CriterionScored
 from .prune import check_target_classes, target_accuracy
-from .synapses import CriterionScored, Scores, select_synapses, weight_masks_of
+from .synapses import Scores, select_synapses, weight_masks_of
 
 
 @dataclass
@@ -49,8 +52,6 @@ class ProtectResult:
 
 
 def _acc_all(model: nn.Module, split: Split) -> float:
-    from ..train import accuracy_on
-
     return accuracy_on(model, split)
 
 
@@ -59,21 +60,20 @@ class Protection(CriterionScored):
     """Hide the top-contribution synapses; measure what an attacker who retrains them recovers.
 
     Args:
-        criterion: ``nnslicer``, ``weight``, ``random`` or ``effectivepath``.
+        criterion: what scores the synapses (:data:`~safereuse.applications.criteria.CRITERIA`):
+            ``nnslicer``, ``weight``, ``random`` or ``effectivepath``; an object, a name or
+            ``{"name": "nnslicer", "theta": 0.3}``.
         hide: share of every layer's synapses hidden, in (0, 1).
         fill: what replaces hidden weights: ``zero`` or ``noise``.
-        theta: NNSlicer's θ.
-        path_share: EffectivePath's share.
-        per_class: training inputs sliced per target class (None: all).
-        profile_size: training inputs whose mean behaviour is NNSlicer's reference (the first ones).
         attack_epochs: the attacker's training epochs.
         attack_size: training images the attacker uses (None: all).
         attack_lr: the attacker's learning rate (SGD, momentum 0.9, cosine).
         attack_lrs: a learning-rate sweep instead (the strongest attacker, i.e. the rate with the
             highest recovered target-class accuracy on the data's *validation* split, is kept;
             the test split only scores it). A diverged rate counts as the weakest.
-        batch_size: slicing and training batch.
-        seed: seed of the noise, the random baseline and the attacker's data order.
+
+    ``per_class``, ``profile_size``, ``batch_size`` and ``seed`` (the noise, the random baseline and
+    the attacker's data order) are :class:`~safereuse.applications.criteria.CriterionScored`'s.
 
     Example:
         >>> Protection("random", hide=0.5).config()["fill"]
@@ -81,31 +81,12 @@ class Protection(CriterionScored):
     """
 
     what: ClassVar[str] = "model protection"
-    param_ranges: ClassVar[dict[str, str]] = {
-        "hide": "(0, 1)",
-        "theta": "[0, 1)",
-        "path_share": "(0, 1]",
-        "per_class": ">= 1",
-        "profile_size": ">= 1",
-        "attack_epochs": ">= 1",
-        "attack_size": ">= 1",
-        "attack_lr": "> 0",
-        "batch_size": ">= 1",
-    }
-
-    criterion: str = "nnslicer"
-    hide: float = 0.5
+    hide: Annotated[float, Field(gt=0, lt=1)] = 0.5
     fill: Literal["zero", "noise"] = "zero"
-    theta: float = 0.3
-    path_share: float = 0.5
-    per_class: int | None = 1000
-    profile_size: int = 10000
-    attack_epochs: int = 1
-    attack_size: int | None = 5000
-    attack_lr: float = 0.01
+    attack_epochs: Annotated[int, Field(ge=1)] = 1
+    attack_size: Annotated[int, Field(ge=1)] | None = 5000
+    attack_lr: Annotated[float, Field(gt=0)] = 0.01
     attack_lrs: list[float] | None = None
-    batch_size: int = 256
-    seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -154,7 +135,7 @@ class Protection(CriterionScored):
         t_orig = target_accuracy(model, data.test, classes)
         t_ship = target_accuracy(shipped, data.test, classes)
         metrics = {
-            "criterion": self.criterion,
+            "criterion": self.criterion.name,
             "hide": self.hide,
             "fill": self.fill,
             "target_classes": classes,
@@ -225,8 +206,6 @@ class Protection(CriterionScored):
 
     def _retrain(self, result: ProtectResult, data: DataBundle, lr: float, progress: bool) -> None:
         """Retrain exactly the hidden weights of ``result.model`` in place at learning rate ``lr``."""
-        from ..train import FitConfig, fit
-
         model = result.model
         train = data.train
         if self.attack_size is not None:

@@ -5,7 +5,7 @@ Zhang et al., "Dynamic Slicing for Deep Neural Networks", ESEC/FSE 2020 (spec ``
 synapses by contribution and prune the ``r`` lowest; a neuron whose synapses are all pruned is
 removed. Here a pruned synapse is a zeroed kernel slice (conv) or weight (linear), and the model is
 materialised with Torch-Pruning (:func:`safereuse.slicing.materialize`), so removed neurons are gone
-for real. Baselines by criterion (:data:`~safereuse.applications.synapses.SCORES`): ``weight``
+for real. Baselines by criterion (:data:`~safereuse.applications.criteria.CRITERIA`): ``weight``
 (``|w|``), ``channel`` (mean ``|w|`` of the neuron), ``effectivepath``. The head is never pruned.
 
 Target-class accuracy: on the test images of ``O^T``, the class is the argmax over the target
@@ -16,15 +16,20 @@ over every class) beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data import DataBundle, Split
 from ..errors import SafeReuseError
+from ..metrics import count_params
 from ..slicing.masks import KeepMask, Masks
-from .synapses import CriterionScored, Scores, select_synapses, weight_masks_of
+from ..slicing.materialize import materialize
+from ..train import FitConfig, fit, predict
+from .criteria import Criterion, CriterionScored
+from .synapses import Scores, select_synapses, weight_masks_of
 
 
 def check_target_classes(classes: list[int] | None, n_classes: int) -> list[int]:
@@ -73,8 +78,6 @@ def target_accuracy(
         >>> sorted(target_accuracy(net, s, [0, 1]))
         ['acc', 'acc_all_argmax', 'n']
     """
-    from ..train import predict
-
     t = target_split(split, classes)
     if len(t) == 0:
         return {"acc": float("nan"), "acc_all_argmax": float("nan"), "n": 0}
@@ -113,46 +116,29 @@ class ClassPruning(CriterionScored):
     """Prune, per layer, the ``ratio`` synapses that matter least for the target classes.
 
     Args:
-        criterion: ``nnslicer`` (ours), ``weight``, ``channel`` or ``effectivepath``.
+        criterion: what scores the synapses (:data:`~safereuse.applications.criteria.CRITERIA`):
+            ``nnslicer`` (ours), ``weight``, ``channel`` or ``effectivepath``; an object, a name or
+            ``{"name": "nnslicer", "theta": 0.3}``.
         ratio: share of every layer's synapses pruned, in (0, 1).
-        theta: NNSlicer's θ.
-        path_share: EffectivePath's share.
-        per_class: training inputs sliced per target class (None: all).
-        profile_size: training inputs whose mean behaviour is NNSlicer's reference (the first ones).
         finetune_epochs: epochs of fine-tuning the pruned model on the target classes (0: none).
         finetune_size: training images of the target classes used for fine-tuning (None: all).
         lr: fine-tuning learning rate (SGD, momentum 0.9, cosine).
-        batch_size: slicing and training batch.
-        seed: seed of the fine-tuning order.
+
+    ``per_class``, ``profile_size``, ``batch_size`` and ``seed`` (the fine-tuning order) are
+    :class:`~safereuse.applications.criteria.CriterionScored`'s.
 
     Example:
         >>> ClassPruning("weight", ratio=0.3).config()["ratio"]
         0.3
+        >>> ClassPruning({"name": "nnslicer", "theta": 0.2}).config()["theta"]
+        0.2
     """
 
     what: ClassVar[str] = "class-specific pruning"
-    param_ranges: ClassVar[dict[str, str]] = {
-        "ratio": "(0, 1)",
-        "theta": "[0, 1)",
-        "path_share": "(0, 1]",
-        "per_class": ">= 1",
-        "profile_size": ">= 1",
-        "finetune_epochs": ">= 0",
-        "finetune_size": ">= 1",
-        "lr": "> 0",
-        "batch_size": ">= 1",
-    }
-    criterion: str = "nnslicer"
-    ratio: float = 0.5
-    theta: float = 0.3
-    path_share: float = 0.5
-    per_class: int | None = 1000
-    profile_size: int = 10000
-    finetune_epochs: int = 0
-    finetune_size: int | None = 2000
-    lr: float = 0.01
-    batch_size: int = 256
-    seed: int = 0
+    ratio: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    finetune_epochs: Annotated[int, Field(ge=0)] = 0
+    finetune_size: Annotated[int, Field(ge=1)] | None = 2000
+    lr: Annotated[float, Field(gt=0)] = 0.01
 
     def prune(
         self,
@@ -175,9 +161,6 @@ class ClassPruning(CriterionScored):
         Returns:
             A :class:`PruneResult`.
         """
-        from ..metrics import count_params
-        from ..slicing.materialize import materialize
-
         classes = check_target_classes(classes, int(getattr(model, "num_classes", 0) or data.num_classes))
         scores = scores if scores is not None else self.scores(model, data, classes)
         pruned_syn = select_synapses(scores, self.ratio, lowest=True)
@@ -187,7 +170,7 @@ class ClassPruning(CriterionScored):
         after = target_accuracy(small, data.test, classes)
         syn_total = sum(m.numel() for m in pruned_syn.values())
         metrics: dict[str, Any] = {
-            "criterion": self.criterion,
+            "criterion": self.criterion.name,
             "ratio": self.ratio,
             "target_classes": classes,
             "acc_before": before["acc"],
@@ -206,8 +189,6 @@ class ClassPruning(CriterionScored):
     def _finetune(
         self, small: nn.Module, data: DataBundle, classes: list[int], layers: list[str], progress: bool
     ) -> dict[str, Any]:
-        from ..train import FitConfig, fit
-
         train = target_split(data.train, classes)
         if self.finetune_size is not None:
             train = Split(train.x[: self.finetune_size], train.y[: self.finetune_size])
@@ -226,7 +207,7 @@ def prune_curve(
     data: DataBundle,
     classes: list[int],
     *,
-    criteria: list[str],
+    criteria: list[Criterion | str | dict[str, Any]],
     ratios: list[float],
     finetune_epochs: int = 1,
     base: dict[str, Any] | None = None,
@@ -241,7 +222,7 @@ def prune_curve(
     """
     rows = []
     for crit in criteria:
-        pr = ClassPruning(crit, ratio=ratios[0], finetune_epochs=finetune_epochs, **(base or {}))
+        pr = ClassPruning.from_params(crit, ratio=ratios[0], finetune_epochs=finetune_epochs, **(base or {}))
         scores = pr.scores(model, data, classes)
         for r in ratios:
             pr.ratio = check_ratio(r)

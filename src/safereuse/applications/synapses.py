@@ -3,7 +3,8 @@
 A *synapse* is one (output neuron, input neuron) pair of a weighted layer, at NNSlicer's granularity
 (spec ``nnslicer.md``): for a conv layer the kernel slice ``W[o, i, :, :]``, for a linear layer the
 single weight ``W[o, i]``. A *score* per layer is a ``[C_out, C_in]`` tensor (``weight.shape[:2]``);
-the :data:`SCORES` registry names the ways to get one:
+the criteria of :data:`~safereuse.applications.criteria.CRITERIA` name the ways to get one (the
+functions here compute them):
 
 - ``nnslicer`` — |signed contribution| of the synapse to the slice of the inputs, each input sliced
   with its own class as the criterion (Zhang et al., "Dynamic Slicing for Deep Neural Networks",
@@ -22,24 +23,18 @@ shapes (a :data:`~safereuse.slicing.masks.Masks` set).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import SafeReuseError
-from ..params import validate_fields
-from ..registry import Registry
+from ..slicing import Slicer
+from ..slicing.effective_path import path_theta
 from ..slicing.masks import Masks
 
 Scores = dict[str, torch.Tensor]
 """Layer name → ``[C_out, C_in]`` score of every synapse of that layer (higher = more important)."""
-
-ScoreFn = Callable[..., Scores]
-
-SCORES: Registry[ScoreFn] = Registry("synapse score", "safereuse slice prune --help")
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -85,7 +80,6 @@ def class_inputs(x: torch.Tensor, y: torch.Tensor, classes: list[int], per_class
     return out
 
 
-@SCORES.register("weight", "L1 norm of each synapse's weights (|w|)")
 def weight_scores(model: nn.Module, include_head: bool = False, **_: Any) -> Scores:
     """Mean ``|w|`` of every synapse (a conv kernel slice, or one linear weight).
 
@@ -101,7 +95,6 @@ def weight_scores(model: nn.Module, include_head: bool = False, **_: Any) -> Sco
     }
 
 
-@SCORES.register("channel", "mean |w| of each synapse's output neuron (channel pruning)")
 def channel_scores(model: nn.Module, include_head: bool = False, **_: Any) -> Scores:
     """Every synapse scored by the mean ``|w|`` of its output channel (so whole channels rank together).
 
@@ -118,7 +111,6 @@ def channel_scores(model: nn.Module, include_head: bool = False, **_: Any) -> Sc
     return out
 
 
-@SCORES.register("random", "seeded uniform noise (protection baseline)")
 def random_scores(model: nn.Module, include_head: bool = False, seed: int = 0, **_: Any) -> Scores:
     """Uniform random scores from a generator seeded with ``seed`` (the same for the same model shape).
 
@@ -145,8 +137,6 @@ def _slice_scores(
     use_abs: bool,
     include_head: bool,
 ) -> Scores:
-    from ..slicing import Slicer
-
     s = Slicer(theta=theta, reference=reference)
     if reference == "mean":
         s.profile(model, profile_x if profile_x is not None else x, batch_size=batch_size)
@@ -160,7 +150,6 @@ def _slice_scores(
     return {n: (t if use_abs else t.abs()) for n, t in total.items() if n in keep}
 
 
-@SCORES.register("nnslicer", "|contribution| of each synapse to the slice of the target classes' inputs")
 def nnslicer_scores(
     model: nn.Module,
     x: torch.Tensor | None = None,
@@ -195,7 +184,6 @@ def nnslicer_scores(
     )  # fmt: skip
 
 
-@SCORES.register("effectivepath", "how many inputs' critical paths (Qiu et al. 2019) hold each synapse")
 def effectivepath_scores(
     model: nn.Module,
     x: torch.Tensor | None = None,
@@ -211,8 +199,6 @@ def effectivepath_scores(
     """EffectivePath's aggregated path: per synapse, the number of inputs whose critical path
     (:mod:`safereuse.slicing.effective_path`, share ``path_share`` of each neuron's value) holds it.
     """
-    from ..slicing.effective_path import path_theta
-
     if x is None or y is None or not classes:
         raise SafeReuseError(
             "effectivepath scores need inputs and classes", fix="pass the target classes' data"
@@ -221,19 +207,6 @@ def effectivepath_scores(
         model, x, y, classes, theta=path_theta(path_share), reference="zero", profile_x=None,
         per_class=per_class, batch_size=batch_size, use_abs=True, include_head=include_head,
     )  # fmt: skip
-
-
-def synapse_scores(criterion: str, model: nn.Module, **kwargs: Any) -> Scores:
-    """The scores of ``criterion`` (a :data:`SCORES` name); keyword arguments go to its function.
-
-    Raises:
-        SafeReuseError: an unknown criterion.
-
-    Example:
-        >>> sorted(synapse_scores("weight", nn.Sequential(nn.Linear(2, 2))))
-        ['0']
-    """
-    return SCORES.get(criterion)(model, **kwargs)
 
 
 def select_synapses(scores: Scores, ratio: float, lowest: bool = True) -> dict[str, torch.Tensor]:
@@ -297,34 +270,7 @@ def weight_masks_of(model: nn.Module, synapses: dict[str, torch.Tensor], *, keep
     return out
 
 
-class CriterionScored:
-    """What class-specific pruning and protection share: the fields ``criterion``, ``theta``,
-    ``path_share``, ``per_class``, ``profile_size``, ``batch_size`` and ``seed`` (declared by each
-    dataclass), the check
-    of the criterion's name, the resolved config, and the synapse scores of the criterion."""
-
-    what: ClassVar[str] = "synapse scoring"
-
-    def __post_init__(self) -> None:
-        validate_fields(self, self.what)
-        SCORES.get(self.criterion)
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def scores(self, model: nn.Module, data: Any, classes: list[int]) -> Scores:
-        """The synapse scores of the criterion for ``classes`` (the expensive part; reuse it)."""
-        return synapse_scores(
-            self.criterion, model, x=data.train.x, y=data.train.y, classes=classes,
-            theta=self.theta, path_share=self.path_share, per_class=self.per_class,
-            profile_x=data.train.x[: getattr(self, "profile_size", 10000)], batch_size=self.batch_size,
-            seed=self.seed,
-        )  # fmt: skip
-
-
 __all__ = [
-    "CriterionScored",
-    "SCORES",
     "Scores",
     "channel_scores",
     "class_inputs",
@@ -332,7 +278,6 @@ __all__ = [
     "nnslicer_scores",
     "random_scores",
     "select_synapses",
-    "synapse_scores",
     "weight_masks_of",
     "weight_scores",
 ]

@@ -12,6 +12,7 @@ from ..errors import SafeReuseError
 from ..registry import check_kwargs
 from . import cifar, gtsrb, svhn, text  # noqa: F401  (register the loaders)
 from .core import DataBundle, DataSpec, RawData, Split, build_bundle, check_finite, parse_classes
+from .imagefolder import load_imagefolder
 from .registry import DATASETS
 from .sources import load_digits, load_fashion_mnist  # noqa: F401  (registers the loaders)
 
@@ -80,8 +81,6 @@ def load_raw(name: str, data_dir: str | None = None, max_len: int | None = None)
     key = (name, data_dir, os.environ.get("SAFEREUSE_DATA"), max_len)
     if key not in _RAW_CACHE:
         if name.startswith("imagefolder:"):
-            from .imagefolder import load_imagefolder
-
             raw = load_imagefolder(name.split(":", 1)[1])
         elif name == "imagefolder":
             raise SafeReuseError("imagefolder needs a path", fix="write imagefolder:/path/to/images")

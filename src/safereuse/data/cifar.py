@@ -30,6 +30,7 @@ import torch
 
 from ..errors import SafeReuseError
 from .core import RawData
+from .download import download_dataset
 from .locate import FileTree, search_dirs, tar_tree
 from .registry import DATASETS
 from .sources import cache_dir
@@ -209,8 +210,6 @@ def _load(layout: _Layout, data_dir: str | None) -> tuple[FileTree, list[np.ndar
     """(tree, [train x, train y, test x, test y], the class names of each label byte)."""
     tree, dirs = _find(layout, data_dir)
     if tree is None:
-        from .download import download_dataset  # local import: network code only when needed
-
         dest = download_dataset(layout.key, cache_dir() / layout.key, dirs, layout.how)
         tree, _ = _find(layout, str(dest))
         if tree is None:  # pragma: no cover - download_dataset verified the archive

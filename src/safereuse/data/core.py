@@ -8,10 +8,11 @@ fit comfortably in memory, which keeps the training loop free of per-sample Pyth
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from ..errors import SafeReuseError
 
@@ -57,9 +58,9 @@ class DataSpec:
 
     name: str
     classes: list[int] | None = None
-    train_size: int | None = None
+    train_size: Annotated[int, Field(ge=1)] | None = None
     per_class: bool = False
-    val_fraction: float = 0.1
+    val_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     seed: int = 0
     data_dir: str | None = None
     holdout: int = 0

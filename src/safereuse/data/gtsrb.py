@@ -29,6 +29,7 @@ import torch
 
 from ..errors import SafeReuseError
 from .core import RawData
+from .download import download_dataset
 from .locate import FileTree, folder_tree, safe_member_name, search_dirs, zip_tree
 from .registry import DATASETS
 from .sources import cache_dir
@@ -192,8 +193,6 @@ def load_gtsrb(data_dir: str | None = None, *, size: int = 32, crop_roi: bool = 
     """
     tree, dirs = find_gtsrb(data_dir)
     if tree is None:
-        from .download import download_dataset  # local import: network code only when needed
-
         dest = download_dataset("gtsrb", cache_dir() / "gtsrb", dirs, _LAYOUT)
         tree, _ = find_gtsrb(str(dest))
         if tree is None:  # pragma: no cover - download_dataset verified the zips

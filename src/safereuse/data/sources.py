@@ -10,6 +10,7 @@ import torch
 
 from ..errors import SafeReuseError
 from .core import RawData
+from .download import download_fashion_mnist
 from .idx import read_idx
 from .registry import DATASETS
 
@@ -81,8 +82,6 @@ def load_fashion_mnist(
     """
     folder = find_fashion_dir(data_dir)
     if folder is None:
-        from .download import download_fashion_mnist  # local import: network code only when needed
-
         folder = download_fashion_mnist(cache_dir() / "fashion-mnist", searched=fashion_search_dirs(data_dir))
     n_train, n_test = expect_counts if expect_counts is not None else (None, None)
     fix = "delete the files and get them again (or reinstall Debian's dataset-fashion-mnist)"

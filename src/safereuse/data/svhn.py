@@ -17,6 +17,7 @@ import torch
 
 from ..errors import SafeReuseError
 from .core import RawData
+from .download import download_dataset
 from .locate import search_dirs
 from .registry import DATASETS
 from .sources import cache_dir
@@ -143,8 +144,6 @@ def load_svhn(data_dir: str | None = None) -> RawData:
     """
     folder, dirs = find_svhn(data_dir)
     if folder is None:
-        from .download import download_dataset  # local import: network code only when needed
-
         folder = download_dataset("svhn", cache_dir() / "svhn", dirs, _LAYOUT)
     tx, ty = read_svhn_mat(folder / SVHN_FILES[0], SVHN_COUNTS.get(SVHN_FILES[0]))
     vx, vy = read_svhn_mat(folder / SVHN_FILES[1], SVHN_COUNTS.get(SVHN_FILES[1]))

@@ -7,7 +7,10 @@ Every defect is one class that answers for itself: ``probe(ctx)`` returns its ra
 
 from __future__ import annotations
 
-from . import backdoors, text  # noqa: F401  (register badnets, blend, latent, weight-poison; word-trigger, ripple, pwws, greedy-swap)
+# importing these registers their defects: badnets, blend, latent, weight-poison (backdoors); jsma,
+# boundary, spatial, pixel, deepfool-linf, gaussian-noise/-blur (evasion); word-trigger, ripple, pwws,
+# greedy-swap (text)
+from . import backdoors, evasion, text  # noqa: F401
 from .art_attacks import AutoAttackLite, CarliniWagner, DeepFoolAttack
 from .attacks import (
     FGSM,

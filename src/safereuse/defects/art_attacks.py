@@ -26,10 +26,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..errors import SafeReuseError
@@ -37,8 +38,6 @@ from .attacks import (
     WhiteBoxAttack,
     attack_mode,
     check_eps,
-    check_norm,
-    check_positive_int,
     model_device,
     project,
 )
@@ -136,19 +135,16 @@ class CarliniWagner(ArtAttack):
         verbose: show ART's logging / progress bars.
     """
 
-    norm: str = "l2"
+    norm: Literal["linf", "l2"] = "l2"
     confidence: float = 0.0
     learning_rate: float = 0.01
-    binary_search_steps: int = 5
-    max_iter: int = 10
+    binary_search_steps: Annotated[int, Field(ge=1)] = 5
+    max_iter: Annotated[int, Field(ge=1)] = 10
     initial_const: float = 0.01
     eps: float | None = None
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        check_norm(self.norm)
-        check_positive_int(self.binary_search_steps, "binary_search_steps")
-        check_positive_int(self.max_iter, "max_iter")
         if self.eps is not None:
             self.eps = check_eps(self.eps, norm=self.norm)
 
@@ -183,14 +179,13 @@ class DeepFoolAttack(ArtAttack):
         verbose: show ART's logging / progress bars.
     """
 
-    max_iter: int = 50
+    max_iter: Annotated[int, Field(ge=1)] = 50
     overshoot: float = 0.02
     nb_grads: int | None = None
     eps: float | None = None
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        check_positive_int(self.max_iter, "max_iter")
         if self.eps is not None:
             self.eps = check_eps(self.eps, norm="l2")
 
@@ -225,23 +220,18 @@ class AutoAttackLite(ArtAttack):
             audit's; None: all) — the stronger check on a subset next to PGD on all.
     """
 
-    norm: str = "linf"
+    norm: Literal["linf", "l2"] = "linf"
     eps: float | None = None
-    steps: int = 20
-    restarts: int = 1
+    steps: Annotated[int, Field(ge=1)] = 20
+    restarts: Annotated[int, Field(ge=1)] = 1
     dlr: bool = True
     seed: int = 0
     verbose: bool = False
-    max_samples: int | None = None
+    max_samples: Annotated[int, Field(ge=1)] | None = None
 
     def __post_init__(self) -> None:
-        check_norm(self.norm)
         default = 8 / 255 if self.norm == "linf" else 1.0
         self.eps = check_eps(default if self.eps is None else self.eps, norm=self.norm)
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.restarts, "restarts")
-        if self.max_samples is not None:
-            check_positive_int(self.max_samples, "max_samples")
 
     def _ball(self) -> tuple[float | None, str]:
         return self.eps, self.norm

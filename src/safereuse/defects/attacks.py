@@ -22,21 +22,24 @@ parameter's ``.grad`` is touched. Loops run over iterations, never over samples.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from .. import metrics
+from ..device import model_device
 from ..errors import SafeReuseError
-from ..metrics import Rate
+from ..metrics import Rate, dir_adversarial, robust_accuracy
 from ..models import check_contract
+from ..utils import analysis_mode
 from .base import DEFECTS, Defect
+from .cache import craft_batched
+from .checks import check_eps, check_norm, check_positive_int
 from .probe import ProbeContext, ProbeResult
 
 AttackLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,64 +52,10 @@ DirForm = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Rate]
 
 
 # -- shared machinery ------------------------------------------------------------------------------
-@contextmanager
-def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and frozen parameters while crafting; the ``training`` flag and every parameter's
-    ``requires_grad`` are restored on exit (also on error)."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-        model.train(was_training)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the first parameter (CPU for a parameter-free module)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def check_eps(eps: float, what: str = "eps", norm: str = "linf") -> float:
-    """Validate a pixel-space budget or step size.
-
-    L∞ values must lie in ``[0, 1]`` (the whole pixel range). L2 values must be finite and ≥ 0 but may
-    exceed 1 (a 28×28 image spans an L2 distance of up to 28; MNIST-style L2 budgets are 1–3).
-
-    Raises:
-        SafeReuseError: not a number, negative, non-finite, or (L∞) above 1.
-    """
-    try:
-        v = float(eps)
-    except (TypeError, ValueError):
-        raise SafeReuseError(f"{what}={eps!r} is not a number", fix="pass e.g. 0.03137 (8/255)") from None
-    if not math.isfinite(v) or v < 0 or (norm == "linf" and v > 1):
-        rng = "[0, 1]" if norm == "linf" else "[0, ∞)"
-        raise SafeReuseError(
-            f"{what}={eps!r} is outside {rng} for the {norm} norm",
-            fix="budgets are in [0, 1] pixel units, e.g. L∞ 8/255 ≈ 0.0314, L2 1.0",
-        )
-    return v
-
-
-def check_positive_int(v: Any, what: str) -> int:
-    """``v`` when it is a positive ``int`` (not a bool); else a :class:`SafeReuseError` naming ``what``."""
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise SafeReuseError(f"{what}={v!r} must be a positive integer", fix="pass e.g. 20")
-    return v
-
-
-def check_norm(norm: str) -> str:
-    """``norm`` when it is ``linf`` or ``l2``; else a :class:`SafeReuseError`."""
-    if norm not in ("linf", "l2"):
-        raise SafeReuseError(f"norm {norm!r} is not supported", fix="use linf or l2")
-    return norm
+def attack_mode(model: nn.Module) -> AbstractContextManager[nn.Module]:
+    """Eval mode and frozen parameters while crafting, autograd on for input gradients
+    (:func:`~safereuse.utils.analysis_mode` with ``grad=True``); flags restored on exit."""
+    return analysis_mode(model, grad=True)
 
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
@@ -151,12 +100,21 @@ def pgd_attack(
     random_start: bool = True,
     loss: Literal["ce"] | AttackLoss = "ce",
     generator: torch.Generator | None = None,
+    keep: Literal["strongest", "last"] = "strongest",
 ) -> torch.Tensor:
     """Projected gradient ascent inside an ε-ball (Madry et al., ICLR 2018), batched.
 
     Each step: ``x ← Π_{B(x0, ε) ∩ [0,1]}(x + α · d)`` with ``d = sign(∇)`` for L∞ or
     ``∇ / ‖∇‖₂`` (per sample) for L2. The per-sample losses are summed, so every sample's trajectory
     is independent of the others in the batch (BatchNorm runs in eval mode).
+
+    Which iterate is returned (``keep="strongest"``, the default): for each input, the *first
+    iterate that flips its prediction* (``argmax ≠ y``, the loss ``"ce"`` only), else the iterate of
+    *highest loss*; the candidates are the start point and every step's result. Since one more step
+    only adds candidates along the same trajectory, more steps (same start, same ``alpha``) never
+    give a weaker attack — the last iterate can be (PGD-100 came out weaker than PGD-20 before).
+    A loss that returns a scalar has no per-input strength, so the last iterate is returned then.
+    ``keep="last"`` returns the last iterate (adversarial training, which follows Madry et al.).
 
     The model runs in eval mode with frozen parameters (:func:`attack_mode`); its ``training`` flag
     and ``requires_grad`` flags are restored, and no parameter ``.grad`` is written. Safe to call
@@ -173,25 +131,82 @@ def pgd_attack(
         random_start: start from a uniform random point of the ball.
         loss: ``"ce"`` (untargeted cross-entropy) or ``loss(model, x_adv, y) -> [N]`` to maximise.
         generator: CPU RNG for the random start (default: the global one).
+        keep: ``strongest`` (each input's strongest iterate, see above) or ``last``.
 
     Returns:
         Adversarial images, same shape/device/dtype as ``x``, detached.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+        >>> x, y = torch.rand(16, 3, 2, 2), torch.randint(0, 3, (16,))
+        >>> def robust_acc(steps):  # the same random start for every step count
+        ...     x_adv = pgd_attack(model, x, y, 0.1, 0.02, steps, generator=torch.Generator().manual_seed(0))
+        ...     return float((model(x_adv).argmax(1) == y).float().mean())
+        >>> rob = [robust_acc(k) for k in (1, 5, 20)]
+        >>> rob == sorted(rob, reverse=True)
+        True
     """
     check_norm(norm)
     eps = check_eps(eps, norm=norm)
-    loss_fn: AttackLoss = ce_loss if loss == "ce" else loss  # type: ignore[assignment]
+    if keep not in ("strongest", "last"):
+        raise ValueError(f"keep={keep!r} is neither 'strongest' nor 'last'")
+    ce = loss == "ce"
+    loss_fn: AttackLoss = ce_loss if ce else loss  # type: ignore[assignment]
     x = x.detach()
+    best = _Strongest(keep == "strongest")
     with attack_mode(model):
         x_adv = random_init(x, eps, norm, generator) if random_start else x.clone()
         for _ in range(steps):
             x_adv.requires_grad_(True)
             with torch.enable_grad():
-                obj = loss_fn(model, x_adv, y).sum()
-                (grad,) = torch.autograd.grad(obj, x_adv)
+                per, flipped = _losses(model, loss_fn, x_adv, y, ce)
+                (grad,) = torch.autograd.grad(per.sum(), x_adv)
+            best.offer(x_adv, per, flipped)
             with torch.no_grad():
                 step = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
                 x_adv = project(x_adv.detach() + alpha * step, x, eps, norm)
-    return x_adv.detach()
+        if best.active:  # the last step's result is a candidate too
+            with torch.no_grad():
+                best.offer(x_adv, *_losses(model, loss_fn, x_adv, y, ce))
+    return best.result(x_adv)
+
+
+def _losses(
+    model: nn.Module, loss_fn: AttackLoss, x_adv: torch.Tensor, y: torch.Tensor, ce: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-input loss at ``x_adv`` and, for cross-entropy, which inputs' predictions differ from ``y``."""
+    if not ce:
+        return loss_fn(model, x_adv, y), None
+    logits = model(x_adv)  # the same arithmetic as ce_loss, keeping the logits for the flip test
+    return F.cross_entropy(logits, y, reduction="none"), logits.detach().argmax(1) != y
+
+
+class _Strongest:
+    """Each input's strongest PGD iterate so far: the first that flips it, else the highest loss."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.x: torch.Tensor | None = None
+
+    def offer(self, x_adv: torch.Tensor, per: torch.Tensor, flipped: torch.Tensor | None) -> None:
+        if not self.active:
+            return
+        if per.dim() != 1 or len(per) != len(x_adv):  # a scalar loss: no per-input strength
+            self.active = False
+            return
+        per = per.detach()
+        flipped = torch.zeros_like(per, dtype=torch.bool) if flipped is None else flipped
+        if self.x is None:
+            self.x, self.loss, self.done = x_adv.detach().clone(), per.clone(), flipped.clone()
+            return
+        take = ~self.done & (flipped | (per > self.loss))
+        self.x[take] = x_adv.detach()[take]
+        self.loss[take] = per[take]
+        self.done |= flipped
+
+    def result(self, last: torch.Tensor) -> torch.Tensor:
+        return self.x if self.active and self.x is not None else last.detach()
 
 
 def fgsm_attack(
@@ -252,7 +267,7 @@ class TransferredAttack(ExploratoryDefect):
 
     kind: ClassVar[str] = "adversarial"
     crafted_on_teacher: ClassVar[bool] = True
-    dir_form: ClassVar[DirForm] = staticmethod(metrics.dir_adversarial)
+    dir_form: ClassVar[DirForm] = staticmethod(dir_adversarial)
     """The DIR form: flips away from the label (adversarial) or from the clean prediction (NC)."""
 
     def probe(self, ctx: ProbeContext) -> ProbeResult:  # noqa: D102 - see Defect.probe
@@ -278,14 +293,12 @@ class WhiteBoxAttack(ExploratoryDefect):
         x_adv, cached = ctx.craft(self, "student")
         s_adv = ctx.predict(ctx.student.model, x_adv)
         rates = {
-            "dir": metrics.dir_adversarial(ctx.y, ctx.student_clean, s_adv),
-            "rob": metrics.robust_accuracy(ctx.y, s_adv),
+            "dir": dir_adversarial(ctx.y, ctx.student_clean, s_adv),
+            "rob": robust_accuracy(ctx.y, s_adv),
         }
         if ctx.teacher_clean is not None:
             xt, _ = ctx.craft(self, "teacher")
-            rates["teacher"] = metrics.dir_adversarial(
-                ctx.y, ctx.teacher_clean, ctx.predict(ctx.teacher.model, xt)
-            )
+            rates["teacher"] = dir_adversarial(ctx.y, ctx.teacher_clean, ctx.predict(ctx.teacher.model, xt))
         return ProbeResult(rates, crafted_on="student", cached=cached)
 
 
@@ -317,37 +330,6 @@ def subset_context(ctx: ProbeContext, max_samples: int | None) -> ProbeContext:
     )
 
 
-def craft_batched(
-    defect: ExploratoryDefect,
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 256,
-    seed: int | None = None,
-) -> torch.Tensor:
-    """Run ``defect.craft`` over ``x`` in chunks of ``batch_size`` with one RNG stream.
-
-    Args:
-        defect: the exploratory defect.
-        model: the model to craft on (inputs are moved to its device chunk by chunk).
-        x: images ``[N, C, H, W]`` (kept where they are; the result is on the CPU).
-        y: labels ``[N]``.
-        batch_size: images per craft call.
-        seed: RNG seed (default: the defect's ``seed`` field, else 0).
-
-    Returns:
-        Crafted images ``[N, C, H, W]`` on the CPU.
-    """
-    check_positive_int(batch_size, "batch_size")
-    gen = torch.Generator().manual_seed(int(seed if seed is not None else getattr(defect, "seed", 0)))
-    dev = model_device(model)
-    outs = [
-        defect.craft(model, x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev), gen).cpu()
-        for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(outs) if outs else x.detach().cpu().clone()
-
-
 # -- white-box ---------------------------------------------------------------------------------------
 _DEFAULT_EPS = {"linf": 8 / 255, "l2": 1.0}
 
@@ -370,20 +352,16 @@ class PGD(WhiteBoxAttack):
             audit's; None: all) — e.g. PGD-100 on a subset in the same audit as PGD-20 on all.
     """
 
-    norm: str = "linf"
+    norm: Literal["linf", "l2"] = "linf"
     eps: float | None = None
     alpha: float | None = None
-    steps: int = 20
+    steps: Annotated[int, Field(ge=1)] = 20
     random_start: bool = True
     seed: int = 0
-    max_samples: int | None = None
+    max_samples: Annotated[int, Field(ge=1)] | None = None
 
     def __post_init__(self) -> None:
-        check_norm(self.norm)
         self.eps = check_eps(_DEFAULT_EPS[self.norm] if self.eps is None else self.eps, norm=self.norm)
-        self.steps = check_positive_int(self.steps, "steps")
-        if self.max_samples is not None:
-            check_positive_int(self.max_samples, "max_samples")
         if self.alpha is None:
             self.alpha = self.eps / 4 if self.norm == "linf" else 2.5 * self.eps / self.steps
         self.alpha = check_eps(self.alpha, "alpha", self.norm)
@@ -407,11 +385,10 @@ class FGSM(WhiteBoxAttack):
         eps: budget = step, pixel units; None → 8/255 (L∞) or 1.0 (L2), as :class:`PGD`.
     """
 
-    norm: str = "linf"
+    norm: Literal["linf", "l2"] = "linf"
     eps: float | None = None
 
     def __post_init__(self) -> None:
-        check_norm(self.norm)
         self.eps = check_eps(_DEFAULT_EPS[self.norm] if self.eps is None else self.eps, norm=self.norm)
 
     def craft(self, model, x, y, generator=None):  # noqa: D102
@@ -464,7 +441,7 @@ class Penultimate(TransferredAttack):
 
     eps: float = 8 / 255
     alpha: float | None = None
-    steps: int = 40
+    steps: Annotated[int, Field(ge=1)] = 40
     neuron: int = 0
     target: float = 1000.0
     others: float = 0.1
@@ -473,7 +450,6 @@ class Penultimate(TransferredAttack):
 
     def __post_init__(self) -> None:
         self.eps = check_eps(self.eps)
-        self.steps = check_positive_int(self.steps, "steps")
         self.alpha = check_eps(self.eps / 10 if self.alpha is None else self.alpha, "alpha")
         if isinstance(self.neuron, bool) or not isinstance(self.neuron, int) or self.neuron < 0:
             raise SafeReuseError(f"neuron={self.neuron!r} must be a non-negative integer", fix="e.g. 0")
@@ -489,6 +465,7 @@ class Penultimate(TransferredAttack):
         out = pgd_attack(
             m, x.to(dev), y.to(dev), self.eps, self.alpha, self.steps, "linf", self.random_start,  # type: ignore[arg-type]
             penultimate_loss(self.neuron, self.target, self.others), self._generator(generator),
+            keep="last",  # a transfer set: its recorded DIRs come from the last iterate (item 8 is PGD)
         )  # fmt: skip
         return out.to(x.device)
 
@@ -532,20 +509,19 @@ class Mimic(TransferredAttack):
 
     eps: float = 8 / 255
     alpha: float | None = None
-    steps: int = 40
+    steps: Annotated[int, Field(ge=1)] = 40
     random_start: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.eps = check_eps(self.eps)
-        self.steps = check_positive_int(self.steps, "steps")
         self.alpha = check_eps(self.eps / 10 if self.alpha is None else self.alpha, "alpha")
 
     def craft(self, model, x, y, generator=None):  # noqa: D102
         m = check_contract(model)
         dev = model_device(m)
         xd, yd = x.to(dev), y.to(dev)
-        with attack_mode(m), torch.no_grad():
+        with analysis_mode(m):
             goal = m.features(xd[guide_indices(yd)]).flatten(1)
 
         def loss(model: nn.Module, xa: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
@@ -553,7 +529,7 @@ class Mimic(TransferredAttack):
 
         out = pgd_attack(
             m, xd, yd, self.eps, self.alpha, self.steps, "linf", self.random_start, loss,  # type: ignore[arg-type]
-            self._generator(generator),
+            self._generator(generator), keep="last",  # a transfer set, as Penultimate
         )  # fmt: skip
         return out.to(x.device)
 

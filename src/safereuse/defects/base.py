@@ -19,12 +19,13 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import SafeReuseError
+from ..params import Validated
 from ..registry import Registry
 from .probe import AuditedModel, ProbeContext, ProbeResult
 
 
 @dataclass
-class Defect:
+class Defect(Validated):
     """Base of every defect; subclasses are dataclasses whose fields are the defect's parameters.
 
     Class attributes (declared by each subclass, read by the audit, the runner and the spec checker):
@@ -44,6 +45,10 @@ class Defect:
     crafted_on_teacher: ClassVar[bool] = False
     planted_in_teacher: ClassVar[bool] = False
     input_kind: ClassVar[str] = "image"
+
+    def _what(self) -> str:
+        # the fields are checked (types, declared ranges) before any subclass __post_init__
+        return f"defect {self.name or type(self).__name__!r}"
 
     def config(self) -> dict[str, Any]:
         """The resolved parameters (recorded with every result)."""

@@ -1,4 +1,7 @@
-"""On-disk cache of crafted defect sets, keyed by content.
+"""Batched crafting (:func:`craft_batched`) and the on-disk cache of crafted defect sets, keyed by content.
+
+This module sits below the defect classes (it imports no other defect module but the range checks):
+the probe context crafts through it, and :mod:`.attacks` re-exports :func:`craft_batched`.
 
 Crafting is the expensive part of an audit (40 PGD iterations over the test set per defect), and a
 grid audits the same teacher against many students. An entry is keyed by the SHA-256 of
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -28,24 +31,82 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
-from ..utils import atomic_path, config_hash, tensor_hash, write_json_atomic
-from .attacks import ExploratoryDefect, craft_batched
+from ..device import model_device
+from ..utils import atomic_path, config_hash, tensor_hash, weights_hash, write_json_atomic
+from .checks import check_positive_int
 
-CACHE_VERSION = 2  # 2: nc-guided keeps its coverage state per input
+
+class DefectLike(Protocol):
+    """What the cache and the probe context need of a defect: its registry name and resolved config
+    (every :class:`~safereuse.defects.Defect` has both)."""
+
+    name: str
+
+    def config(self) -> dict[str, Any]: ...
+
+
+class CraftingDefect(DefectLike, Protocol):
+    """A defect that crafts inputs (:class:`~safereuse.defects.attacks.ExploratoryDefect`)."""
+
+    def craft(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
+
+CACHE_VERSION = 3  # 2: nc-guided keeps its coverage state per input; 3: PGD keeps the strongest iterate
 """Part of every key; bump when a change to crafting code changes its output."""
 
 
 def model_hash(model: nn.Module) -> str:
     """Content hash of a model's weights/buffers and, for contract models, its input normalisation."""
-    tensors = dict(model.state_dict())
     spec = getattr(model, "input_spec", None)
     extra = spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else {}
-    return config_hash({"weights": tensor_hash(tensors, 32), "input": extra}, 32)
+    return config_hash({"weights": weights_hash(model, 32), "input": extra}, 32)
 
 
 def data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
     """Content hash of images and labels."""
     return tensor_hash({"x": x, "y": y}, 32)
+
+
+def craft_batched(
+    defect: CraftingDefect,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 256,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Run ``defect.craft`` over ``x`` in chunks of ``batch_size`` with one RNG stream.
+
+    Args:
+        defect: the exploratory defect.
+        model: the model to craft on (inputs are moved to its device chunk by chunk).
+        x: images ``[N, C, H, W]`` (kept where they are; the result is on the CPU).
+        y: labels ``[N]``.
+        batch_size: images per craft call.
+        seed: RNG seed (default: the defect's ``seed`` field, else 0).
+
+    Returns:
+        Crafted images ``[N, C, H, W]`` on the CPU.
+
+    Example:
+        >>> from safereuse.defects import DEFECTS
+        >>> from safereuse.models import create_model
+        >>> model, x = create_model("smallcnn", num_classes=3).eval(), torch.rand(5, 1, 28, 28)
+        >>> pgd = DEFECTS.create("pgd", steps=2)
+        >>> torch.equal(craft_batched(pgd, model, x, torch.zeros(5, dtype=torch.long), batch_size=2),
+        ...             craft_batched(pgd, model, x, torch.zeros(5, dtype=torch.long), batch_size=2))
+        True
+    """
+    check_positive_int(batch_size, "batch_size")
+    gen = torch.Generator().manual_seed(int(seed if seed is not None else getattr(defect, "seed", 0)))
+    dev = model_device(model)
+    outs = [
+        defect.craft(model, x[i : i + batch_size].to(dev), y[i : i + batch_size].to(dev), gen).cpu()
+        for i in range(0, len(x), batch_size)
+    ]
+    return torch.cat(outs) if outs else x.detach().cpu().clone()
 
 
 class DefectCache:
@@ -71,7 +132,7 @@ class DefectCache:
 
     def key(
         self,
-        defect: ExploratoryDefect,
+        defect: CraftingDefect,
         model_digest: str,
         x: torch.Tensor,
         y: torch.Tensor,
@@ -87,12 +148,12 @@ class DefectCache:
         }
         return {**parts, "key": config_hash(parts, 32)}
 
-    def _paths(self, defect: ExploratoryDefect, key: str) -> tuple[Path, Path]:
+    def _paths(self, defect: CraftingDefect, key: str) -> tuple[Path, Path]:
         folder = self.root / (defect.name or type(defect).__name__)
         return folder / f"{key}.safetensors", folder / f"{key}.json"
 
     def load(
-        self, defect: ExploratoryDefect, key: dict[str, Any], shape: tuple[int, ...]
+        self, defect: CraftingDefect, key: dict[str, Any], shape: tuple[int, ...]
     ) -> torch.Tensor | None:
         """The cached set for ``key``, or None when absent, corrupt or of the wrong shape."""
         tfile, jfile = self._paths(defect, key["key"])
@@ -107,9 +168,7 @@ class DefectCache:
             return None
         return x_adv
 
-    def save(
-        self, defect: ExploratoryDefect, key: dict[str, Any], x_adv: torch.Tensor, seconds: float
-    ) -> Path:
+    def save(self, defect: CraftingDefect, key: dict[str, Any], x_adv: torch.Tensor, seconds: float) -> Path:
         """Write an entry atomically (tensor first, then the JSON that marks it complete)."""
         tfile, jfile = self._paths(defect, key["key"])
         with atomic_path(tfile) as tmp:
@@ -126,7 +185,7 @@ class DefectCache:
 
     def craft(
         self,
-        defect: ExploratoryDefect,
+        defect: CraftingDefect,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
@@ -158,7 +217,7 @@ class DefectCache:
 
 
 def cached_craft(
-    defect: ExploratoryDefect,
+    defect: CraftingDefect,
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -177,4 +236,13 @@ def cached_craft(
     return DefectCache(cache_dir).craft(defect, model, x, y, batch_size=batch_size, model_digest=model_digest)
 
 
-__all__ = ["CACHE_VERSION", "DefectCache", "cached_craft", "data_hash", "model_hash"]
+__all__ = [
+    "CACHE_VERSION",
+    "CraftingDefect",
+    "DefectCache",
+    "DefectLike",
+    "cached_craft",
+    "craft_batched",
+    "data_hash",
+    "model_hash",
+]

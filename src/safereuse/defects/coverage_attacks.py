@@ -45,9 +45,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, NamedTuple
+from typing import Annotated, ClassVar, NamedTuple
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from .. import metrics
@@ -262,12 +263,12 @@ class NCGuided(TransferredAttack):
 
     coverage: str = "nc"
     strategy: str = "deepxplore"
-    k: int = 20
+    k: Annotated[int, Field(ge=1)] = 20
     tau: float = 0.5
-    top_k: int = 10
+    top_k: Annotated[int, Field(ge=1)] = 10
     eps: float = 8 / 255
     alpha: float | None = None
-    steps: int = 40
+    steps: Annotated[int, Field(ge=1)] = 40
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -279,10 +280,6 @@ class NCGuided(TransferredAttack):
             raise SafeReuseError(
                 f"strategy {self.strategy!r} is unknown", fix=f"use one of {', '.join(STRATEGIES)}"
             )
-        for what in ("k", "top_k", "steps"):
-            v = getattr(self, what)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SafeReuseError(f"{what}={v!r} must be a positive integer", fix="e.g. 20")
         self.eps = check_eps(self.eps)
         self.alpha = check_eps(self.eps / 10 if self.alpha is None else self.alpha, "alpha")
 

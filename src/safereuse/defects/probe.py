@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,11 +25,8 @@ from torch import nn
 from ..errors import SafeReuseError
 from ..metrics import Rate
 from ..models import ReusableModel
-from ..train import predict as predict_logits
-
-if TYPE_CHECKING:
-    from .attacks import ExploratoryDefect
-    from .base import Defect
+from ..train import predict_labels
+from .cache import CraftingDefect, DefectLike, cached_craft, model_hash
 
 
 @dataclass
@@ -143,11 +140,6 @@ def target_label(
     return classes.index(int(target)) if int(target) in classes else None
 
 
-def predict_labels(model: nn.Module, xs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Predicted labels of ``model`` on ``xs`` (on the CPU), in batches on ``device``, eval mode."""
-    return predict_logits(model, xs, batch_size, device).argmax(1)
-
-
 @dataclass
 class ProbeResult:
     """What :meth:`Defect.probe` returns: the rates and the row's extras.
@@ -167,7 +159,7 @@ class ProbeResult:
     crafted_on: str
     target: dict[str, Any] | None = None
     cached: bool = False
-    defect: Defect | None = None
+    defect: DefectLike | None = None
 
 
 @dataclass
@@ -217,19 +209,15 @@ class ProbeContext:
         if self.cache_dir is None:
             return None
         if role not in self._digests:
-            from .cache import model_hash  # cache imports attacks, which imports this module
-
             self._digests[role] = model_hash(self.model(role))
         return self._digests[role]
 
-    def craft(self, defect: ExploratoryDefect, role: str) -> tuple[torch.Tensor, bool]:
+    def craft(self, defect: CraftingDefect, role: str) -> tuple[torch.Tensor, bool]:
         """Craft ``defect`` on the ``role`` model over ``x`` (through the cache when there is one).
 
         Returns:
             ``(x_adv on the CPU, cache hit)``.
         """
-        from .cache import cached_craft  # cache imports attacks, which imports this module
-
         return cached_craft(
             defect,
             self.model(role),

@@ -8,17 +8,17 @@ Every method is a dataclass whose fields are its hyper-parameters, registered by
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from ..data import DataBundle
 from ..errors import SafeReuseError
 from ..models import ReusableModel, check_contract
-from ..params import validate_fields
+from ..params import Validated
 from ..registry import Registry
 from ..train import FitConfig, FitResult, fit
 from ..utils import seed_everything
@@ -37,7 +37,7 @@ class Student:
 
 
 @dataclass
-class TransferMethod:
+class TransferMethod(Validated):
     """Base class: shared fine-tuning hyper-parameters (the ReMoS artifact's schedule by default).
 
     Args:
@@ -60,49 +60,23 @@ class TransferMethod:
     """
 
     name: ClassVar[str] = ""
-    #: Allowed ranges of numeric hyper-parameters, checked with the types by :mod:`safereuse.params`
-    #: on every path (CLI, YAML, Python); subclasses add rows for their own fields.
-    param_ranges: ClassVar[dict[str, str]] = {
-        "epochs": ">= 1",
-        "lr": "> 0",
-        "batch_size": ">= 1",
-        "momentum": "[0, 1]",
-        "weight_decay": ">= 0",
-        "label_smoothing": "[0, 1)",
-        "head_lr_mult": ">= 0",
-        "patience": ">= 0",
-        "min_steps_per_epoch": ">= 1",
-    }
-    epochs: int = 20
-    lr: float = 0.01
-    batch_size: int = 64
+    epochs: Annotated[int, Field(ge=1)] = 20
+    lr: Annotated[float, Field(gt=0)] = 0.01
+    batch_size: Annotated[int, Field(ge=1)] = 64
     optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    momentum: Annotated[float, Field(ge=0, le=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    label_smoothing: float = 0.1
-    head_lr_mult: float = 10.0
-    patience: int | None = None
-    min_steps_per_epoch: int = 8
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    head_lr_mult: Annotated[float, Field(ge=0)] = 10.0
+    patience: Annotated[int, Field(ge=0)] | None = None
+    min_steps_per_epoch: Annotated[int, Field(ge=1)] = 8
     keep_epoch: Literal["best", "last"] = "last"
 
-    def __post_init__(self) -> None:
-        validate_fields(self, f"method {self.name or type(self).__name__!r}")
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # A subclass's own ``__post_init__`` (extra checks) runs after the generic validation, so no
-        # method can skip it by forgetting ``super().__post_init__()``.
-        super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("__post_init__")
-        if own is not None and not getattr(own, "_validates", False):
-
-            @functools.wraps(own)
-            def post_init(self: TransferMethod) -> None:
-                TransferMethod.__post_init__(self)
-                own(self)
-
-            post_init._validates = True  # type: ignore[attr-defined]
-            cls.__post_init__ = post_init  # type: ignore[method-assign]
+    def _what(self) -> str:
+        # messages name the method; validation itself is Validated.__post_init__ (also before a
+        # subclass's own ``__post_init__``, so no method can skip it)
+        return f"method {self.name or type(self).__name__!r}"
 
     def config(self) -> dict[str, Any]:
         """Resolved hyper-parameters, recorded in the student's manifest."""

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from ..data import DataBundle
+from ..device import model_device
 from ..errors import SafeReuseError
 from ..models import ReusableModel
 from ..slicing import (
@@ -74,8 +75,7 @@ class MagPrune(TransferMethod):
         True
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {"ratio": "[0, 1]"}
-    ratio: float = 0.8
+    ratio: Annotated[float, Field(ge=0, le=1)] = 0.8
     layers: LayerKind = "auto"
     keep_mask: bool = False
 
@@ -209,7 +209,7 @@ class FeatureRegulariser:
         t_cap.active = s_cap.active = record
         try:
             if record:
-                if next(self.teacher.parameters()).device != x.device:
+                if model_device(self.teacher) != x.device:
                     self.teacher.to(x.device)
                 with torch.no_grad():
                     self.teacher(x)
@@ -297,16 +297,9 @@ class Delta(TransferMethod):
         0.01
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {"feature_weight": ">= 0", "sp_weight": ">= 0"}
-    feature_weight: float = 1.0
-    sp_weight: float = 0.01
+    feature_weight: Annotated[float, Field(ge=0)] = 1.0
+    sp_weight: Annotated[float, Field(ge=0)] = 0.01
     reinit: ClassVar[bool] = False
-
-    def __post_init__(self) -> None:
-        for what in ("feature_weight", "sp_weight"):
-            v = float(getattr(self, what))
-            if not (v >= 0 and math.isfinite(v)):
-                raise SafeReuseError(f"{what}={v} must be a non-negative number", fix="choose e.g. 0.01")
 
     def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
         teacher = frozen_teacher(model)
@@ -360,9 +353,9 @@ class DeltaR(Delta):
         0.0
     """
 
-    sp_weight: float = 0.0
-    lr: float = 0.05
-    head_lr_mult: float = 1.0
+    sp_weight: Annotated[float, Field(ge=0)] = 0.0
+    lr: Annotated[float, Field(gt=0)] = 0.05
+    head_lr_mult: Annotated[float, Field(ge=0)] = 1.0
     reinit: ClassVar[bool] = True
 
 
@@ -394,24 +387,11 @@ class Renofeation(TransferMethod):
         0.75
     """
 
-    lr: float = 0.05
-    head_lr_mult: float = 1.0
-    param_ranges: ClassVar[dict[str, str]] = {
-        "feature_weight": ">= 0",
-        "dropout": "[0, 1)",
-        "swa_start": "[0, 1]",
-    }
-    feature_weight: float = 1.0
-    dropout: float = 0.1
-    swa_start: float = 0.75
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.dropout < 1.0:
-            raise SafeReuseError(f"dropout={self.dropout} is outside [0, 1)", fix="choose e.g. 0.1")
-        if not 0.0 <= self.swa_start <= 1.0:
-            raise SafeReuseError(f"swa_start={self.swa_start} is outside [0, 1]", fix="choose e.g. 0.75")
-        if not (self.feature_weight >= 0 and math.isfinite(self.feature_weight)):
-            raise SafeReuseError("feature_weight must be a non-negative number", fix="choose e.g. 1.0")
+    lr: Annotated[float, Field(gt=0)] = 0.05
+    head_lr_mult: Annotated[float, Field(ge=0)] = 1.0
+    feature_weight: Annotated[float, Field(ge=0)] = 1.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    swa_start: Annotated[float, Field(ge=0, le=1)] = 0.75
 
     def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
         teacher = frozen_teacher(model)
@@ -428,7 +408,7 @@ class Renofeation(TransferMethod):
         model = prepared.model
         steps_per_epoch = epoch_steps(len(data.train), cfg)
         first = min(int(self.swa_start * cfg.epochs), cfg.epochs - 1)  # average epochs first+1 .. epochs
-        swa = WeightAverage(steps_per_epoch, first)
+        swa = WeightAverage(model, steps_per_epoch, first)  # before the regulariser's hooks go on
         reg = FeatureRegulariser(
             prepared.teacher,
             model,
@@ -453,11 +433,20 @@ class Renofeation(TransferMethod):
 
 
 class WeightAverage:
-    """``after_step`` callable: running average of the parameters at the end of each epoch > ``first``.
+    """``after_step`` callable: the average of the parameters at the end of each epoch > ``first``.
+
+    The average is ``torch.optim.swa_utils.AveragedModel``'s (equal weights, parameters only: the
+    buffers are not averaged, Renofeation recomputes the BatchNorm statistics afterwards with
+    ``update_bn``). Build it before hooks go on the model: ``AveragedModel`` keeps a deep copy.
+
+    Args:
+        model: the model whose parameters are averaged (copied once here).
+        steps_per_epoch: optimiser steps per epoch (the call counts steps).
+        first: the last epoch *not* averaged; the ends of epochs ``first + 1 …`` are.
 
     Example:
         >>> lin = torch.nn.Linear(1, 1, bias=False)
-        >>> swa = WeightAverage(steps_per_epoch=1, first=0)
+        >>> swa = WeightAverage(lin, steps_per_epoch=1, first=0)
         >>> for w in (2.0, 4.0):
         ...     _ = lin.weight.data.fill_(w)
         ...     swa(lin)
@@ -466,26 +455,25 @@ class WeightAverage:
         (2, 3.0)
     """
 
-    def __init__(self, steps_per_epoch: int, first: int) -> None:
+    def __init__(self, model: nn.Module, steps_per_epoch: int, first: int) -> None:
         self.steps_per_epoch = steps_per_epoch
         self.first = first
         self.steps = 0
-        self.count = 0
-        self.avg: dict[str, torch.Tensor] = {}
+        self.averaged = torch.optim.swa_utils.AveragedModel(model)
+
+    @property
+    def count(self) -> int:
+        """Epoch ends averaged so far."""
+        return int(self.averaged.n_averaged)
 
     def __call__(self, model: nn.Module) -> None:
         self.steps += 1
         if self.steps % self.steps_per_epoch or self.steps // self.steps_per_epoch <= self.first:
             return
-        self.count += 1
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n not in self.avg:
-                    self.avg[n] = p.detach().clone()
-                else:
-                    self.avg[n] += (p.detach() - self.avg[n]) / self.count
+        self.averaged.update_parameters(model)
 
     def load_into(self, model: nn.Module) -> None:
+        """Copy the averaged parameters into ``model`` (its buffers are left as they are)."""
         with torch.no_grad():
-            for n, p in model.named_parameters():
-                p.copy_(self.avg[n])
+            for p, avg in zip(model.parameters(), self.averaged.module.parameters(), strict=True):
+                p.copy_(avg)

@@ -7,10 +7,13 @@ the ReMoS paper (ICSE 2022) uses fine-tune and retrain as its two reference poin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from ..data import DataBundle
 from ..models import ReusableModel, create_model, untrained_kwargs
+from ..slicing import reinit_body
 from ..train import FitConfig
 from ..utils import config_hash, seed_everything
 from .base import METHODS, Prepared, TransferMethod
@@ -42,8 +45,7 @@ class FinetuneLastK(TransferMethod):
         2
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {"k": ">= 1"}
-    k: int = 2
+    k: Annotated[int, Field(ge=1)] = 2
     bn_stats: Literal["update", "freeze"] = "freeze"
     bn_affine: Literal["train", "freeze"] = "train"
 
@@ -61,8 +63,8 @@ class LinearProbe(TransferMethod):
         1.0
     """
 
-    lr: float = 0.05
-    head_lr_mult: float = 1.0
+    lr: Annotated[float, Field(gt=0)] = 0.05
+    head_lr_mult: Annotated[float, Field(ge=0)] = 1.0
 
     def fit_config(self, seed: int, device: str, progress: bool, **overrides) -> FitConfig:
         return super().fit_config(seed, device, progress, train_last_k=1, bn_stats="freeze", **overrides)
@@ -81,14 +83,12 @@ class Retrain(TransferMethod):
         30
     """
 
-    lr: float = 0.05
-    head_lr_mult: float = 1.0
+    lr: Annotated[float, Field(gt=0)] = 0.05
+    head_lr_mult: Annotated[float, Field(ge=0)] = 1.0
 
     def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
         if model.info is None:
             # A foreign model (``adapt``): re-initialise it in place through reset_parameters.
-            from ..slicing import reinit_body
-
             model.reset_head(data.num_classes, seed=seed)
             reinit_body(model, seed)
             model.set_normalization(data.mean, data.std)

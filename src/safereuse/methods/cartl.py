@@ -21,13 +21,17 @@ from amplifying perturbations:
   ``conv_transpose``; this is the layer's true Lipschitz constant, which the reshaped norm only
   approximates (it can be smaller or larger by up to a factor √(k·k)).
 - **Convex residuals** (``convex_residual``, on by default as in the original): inside fine-tuned
-  residual blocks of our model zoo (:class:`~safereuse.models.resnet.BasicBlock`,
-  :class:`~safereuse.models.resnet.Bottleneck`,
-  :class:`~safereuse.models.wide_resnet.WideBasicBlock`) ``shortcut + F(x)`` becomes
-  ``0.5 · shortcut + 0.5 · F(x)``. These blocks end in a positively homogeneous function of the
-  sum (ReLU, or nothing), so the convex sum is the block output times 0.5: a forward hook, no custom
-  layer class. Foreign models (and zoo models without these blocks) are left as they are; the
-  student's ``info`` lists the blocks that were changed.
+  residual blocks ``shortcut + F(x)`` becomes ``0.5 · shortcut + 0.5 · F(x)``. The blocks come from
+  the model contract (:meth:`~safereuse.models.ReusableModel.residual_blocks`: by default every
+  module whose forward ends in ``a + b`` or ``ReLU(a + b)``, found by tracing, so a foreign model
+  behind ``adapt`` has them too). They end in a positively homogeneous function of the sum (ReLU,
+  or nothing), so the convex sum is the block output times 0.5: a forward hook, no custom layer
+  class. After training the factors are folded into the weights: the zoo's blocks
+  (:class:`~safereuse.models.resnet.BasicBlock`, :class:`~safereuse.models.resnet.Bottleneck`,
+  :class:`~safereuse.models.wide_resnet.WideBasicBlock`) by their known layout, any other block
+  through its traced graph (each operand of the sum must come from a BatchNorm, Conv or Linear, or
+  be the input itself); a block that cannot be folded is refused before training. The student's
+  ``info`` lists the blocks that were changed.
 - **BatchNorm**, the paper's four cases (same names as ``finetune-last-k``): ``bn_stats`` —
   ``update`` or ``freeze`` (reuse) the source statistics of the frozen extractor's BatchNorm layers;
   ``bn_affine`` — ``train`` or ``freeze`` the affine (weight, bias) of BatchNorm layers in the
@@ -53,16 +57,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..data import DataBundle
 from ..errors import SafeReuseError
 from ..models import ReusableModel
+from ..models.contract import residual_sum
 from ..models.resnet import BasicBlock, Bottleneck
 from ..models.wide_resnet import WideBasicBlock
 from ..train import FitConfig, FitResult, fit
@@ -73,8 +79,6 @@ SigmaMode = Literal["reshape", "operator"]
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = nn.modules.batchnorm._BatchNorm
-#: Residual blocks of our zoo whose output is a positively homogeneous function of ``shortcut + F``.
-RESIDUAL_BLOCKS: tuple[type[nn.Module], ...] = (BasicBlock, Bottleneck, WideBasicBlock)
 
 
 # -- spectral normalisation ------------------------------------------------------------------------
@@ -386,7 +390,8 @@ def neft(
 
 
 def residual_blocks(model: ReusableModel, k: int) -> list[tuple[str, nn.Module]]:
-    """Our zoo's residual blocks (:data:`RESIDUAL_BLOCKS`) inside the last ``k`` blocks.
+    """The model's residual blocks (:meth:`ReusableModel.residual_blocks`, the model contract) inside
+    the last ``k`` blocks.
 
     Example:
         >>> from safereuse.models import create_model
@@ -397,8 +402,8 @@ def residual_blocks(model: ReusableModel, k: int) -> list[tuple[str, nn.Module]]
     chosen = [part for n, _ in model.blocks()[-k:] for part in n.split("+")]
     return [
         (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, RESIDUAL_BLOCKS) and any(name == c or name.startswith(c + ".") for c in chosen)
+        for name, m in model.residual_blocks()
+        if any(name == c or name.startswith(c + ".") for c in chosen)
     ]
 
 
@@ -410,14 +415,12 @@ def _half(_m: nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
 def convex_residuals(blocks: list[tuple[str, nn.Module]]) -> Iterator[None]:
     """Inside ``with``, each block's ``shortcut + F(x)`` becomes ``0.5·shortcut + 0.5·F(x)``.
 
-    Valid for :data:`RESIDUAL_BLOCKS` (their output is ReLU(sum) or the sum itself, and
+    Valid for the contract's residual blocks (their output is ReLU(sum) or the sum itself, and
     ``ReLU(0.5 s) = 0.5 ReLU(s)``): a forward hook halves the output. The hooks are removed on exit.
     """
     handles = []
     try:
         for _, m in blocks:
-            if not isinstance(m, RESIDUAL_BLOCKS):
-                raise SafeReuseError(f"{type(m).__name__} is not a known residual block")
             handles.append(m.register_forward_hook(_half))
         yield
     finally:
@@ -495,6 +498,8 @@ def _fold_unit(m: nn.Module, s: float, convex: set[int], dry: bool) -> float:
             if m.convShortcut is not None:
                 m.convShortcut.weight.mul_(half)
         return s_out
+    if id(m) in convex or (s != 1.0 and residual_sum(m) is not None):
+        return _fold_traced_block(m, s, 0.5 if id(m) in convex else 1.0, dry)
     if s == 1.0:
         return 1.0
     if isinstance(m, _BN):
@@ -513,6 +518,80 @@ def _fold_unit(m: nn.Module, s: float, convex: set[int], dry: bool) -> float:
     raise SafeReuseError(
         f"cannot fold the convex residual through {type(m).__name__}", fix="set convex_residual=false"
     )
+
+
+def _fold_traced_block(m: nn.Module, s: float, half: float, dry: bool) -> float:
+    """:func:`_fold_unit` for a residual block outside the zoo, through its traced graph
+    (:func:`~safereuse.models.contract.residual_sum`): undo the input's factor ``s`` in the layers that
+    read the input, scale the last layer of each operand of the sum, carry ``s`` along an identity."""
+    found = residual_sum(m)
+    if found is None:
+        raise SafeReuseError(
+            f"cannot fold the convex residual through {type(m).__name__}", fix="set convex_residual=false"
+        )
+    graph, add, _ = found
+    inp = next(n for n in graph.nodes if n.op == "placeholder")
+    a, b = add.args[:2]
+    if a is inp and b is inp:
+        raise SafeReuseError("cannot fold the convex residual: x + x", fix="set convex_residual=false")
+    if s != 1.0:
+        for user in inp.users:
+            if user is not add:
+                _scale_input(_traced_edge(m, user), s, dry)
+    if inp in (a, b):  # identity shortcut: the input's factor s stays on it
+        s_out = s / half
+        _scale_output(_traced_edge(m, b if a is inp else a), half * s_out, dry)
+        return s_out
+    for operand in (a, b):
+        _scale_output(_traced_edge(m, operand), half, dry)
+    return 1.0
+
+
+def _traced_edge(m: nn.Module, node: Any) -> nn.Module:
+    """The submodule a traced node calls (one ``call_module``), else a one-line refusal."""
+    if getattr(node, "op", None) != "call_module":
+        what = getattr(node, "name", node)
+        raise SafeReuseError(
+            f"cannot fold the convex residual of {type(m).__name__}: {what} is not a layer",
+            fix="set convex_residual=false",
+        )
+    return m.get_submodule(str(node.target))
+
+
+def _scale_input(layer: nn.Module, s: float, dry: bool) -> None:
+    """Make ``layer`` (its first layer, for a ``Sequential``) give on ``s·x`` what it gave on ``x``."""
+    while isinstance(layer, nn.Sequential) and len(layer):
+        layer = layer[0]
+    if isinstance(layer, _BN):
+        _foldable_bn(layer, "a BatchNorm", need_stats=True)
+        if not dry:
+            _bn_input_scale(layer, s)
+    elif isinstance(layer, (*_CONV, nn.Linear)):
+        if not dry:
+            layer.weight.div_(s)
+    else:
+        raise SafeReuseError(
+            f"cannot fold the convex residual through {type(layer).__name__}", fix="set convex_residual=false"
+        )
+
+
+def _scale_output(layer: nn.Module, f: float, dry: bool) -> None:
+    """Multiply ``layer``'s output (its last layer's, for a ``Sequential``) by ``f`` in its weights."""
+    while isinstance(layer, nn.Sequential) and len(layer):
+        layer = layer[-1]
+    if isinstance(layer, _BN):
+        _foldable_bn(layer, "the residual BatchNorm", need_affine=f != 1.0)
+        if not dry:
+            _scale_affine(layer, f)
+    elif isinstance(layer, (*_CONV, nn.Linear)):
+        if not dry and f != 1.0:
+            layer.weight.mul_(f)
+            if layer.bias is not None:
+                layer.bias.mul_(f)
+    else:
+        raise SafeReuseError(
+            f"cannot fold the convex residual through {type(layer).__name__}", fix="set convex_residual=false"
+        )
 
 
 @torch.no_grad()
@@ -575,9 +654,8 @@ class CARTL(TransferMethod):
         0.4
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {"k": ">= 1", "beta": "(0, 1]"}
-    k: int = 2
-    beta: float = 0.5
+    k: Annotated[int, Field(ge=1)] = 2
+    beta: Annotated[float, Field(gt=0, le=1)] = 0.5
     sigma: SigmaMode = "reshape"
     convex_residual: bool = True
     bn_stats: Literal["update", "freeze"] = "update"

@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from ..data import DataBundle
+from ..device import model_device
 from ..models import ReusableModel
 from ..train import FitConfig, FitResult, LossFn, fit
 from .base import METHODS, Prepared, TransferMethod
@@ -56,7 +58,7 @@ def feature_distance_loss(teacher: ReusableModel, weight: float, label_smoothing
         out = F.cross_entropy(model.head(feats), y, label_smoothing=label_smoothing)
         if not weight:
             return out
-        if next(teacher.parameters()).device != x.device:
+        if model_device(teacher) != x.device:
             teacher.to(x.device)
         with torch.no_grad():
             target = teacher.features(x)
@@ -90,13 +92,12 @@ class LwF(TransferMethod):
         0.001
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {"feature_weight": ">= 0", "head_fraction": "[0, 1)"}
-    feature_weight: float = 0.01
-    head_fraction: float = 0.5
-    lr: float = 0.001
-    weight_decay: float = 2e-4
+    feature_weight: Annotated[float, Field(ge=0)] = 0.01
+    head_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    lr: Annotated[float, Field(gt=0)] = 0.001
+    weight_decay: Annotated[float, Field(ge=0)] = 2e-4
     schedule: Literal["cosine", "step", "constant"] = "constant"
-    head_lr_mult: float = 1.0
+    head_lr_mult: Annotated[float, Field(ge=0)] = 1.0
 
     def prepare(self, model: ReusableModel, data: DataBundle, seed: int) -> Prepared:
         teacher = frozen_teacher(model)

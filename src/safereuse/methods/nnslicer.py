@@ -27,9 +27,10 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data import DataBundle
@@ -108,21 +109,15 @@ class NNSlicerTransfer(TransferMethod):
         (0.1, 0.0)
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {
-        "ratio": "[0, 1]",
-        "theta": "[0, 1)",
-        "profile_batch_size": ">= 1",
-        "max_profile_samples": ">= 1",
-    }
-    ratio: float = 0.2
+    ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
     criterion: Literal["penultimate", "predicted"] = "penultimate"
-    theta: float = 0.0
+    theta: Annotated[float, Field(ge=0, lt=1)] = 0.0
     score: Literal["abs", "signed"] = "abs"
     reset: Literal["zero", "reinit"] = "zero"
     keep_mask: bool = False
     layers: LayerKind = "auto"
-    profile_batch_size: int = 256
-    max_profile_samples: int | None = None
+    profile_batch_size: Annotated[int, Field(ge=1)] = 256
+    max_profile_samples: Annotated[int, Field(ge=1)] | None = None
 
     def slice_keep(
         self, teacher: nn.Module, x: torch.Tensor

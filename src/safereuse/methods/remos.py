@@ -34,9 +34,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data import DataBundle
@@ -125,22 +126,15 @@ class ReMoS(TransferMethod):
         (0.05, 'zero')
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {
-        "ratio": "[0, 1]",
-        "tau": "[0, 1)",
-        "top_k": ">= 1",
-        "profile_batch_size": ">= 1",
-        "max_profile_samples": ">= 1",
-    }
-    ratio: float = 0.2
+    ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
     criterion: Literal["nc", "tknc", "snac"] = "tknc"
-    tau: float = 0.5
-    top_k: int = 10
+    tau: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    top_k: Annotated[int, Field(ge=1)] = 10
     reset: Literal["zero", "reinit"] = "zero"
     keep_mask: bool = False
     layers: LayerKind = "auto"
-    profile_batch_size: int = 256
-    max_profile_samples: int | None = None
+    profile_batch_size: Annotated[int, Field(ge=1)] = 256
+    max_profile_samples: Annotated[int, Field(ge=1)] | None = None
 
     def slice(self, model: nn.Module, data: DataBundle | torch.Tensor) -> RelevantSlice:
         """Compute the slice of ``model`` for ``data`` (the model is not modified).

@@ -21,18 +21,19 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ..data import DataBundle
 from ..data.targets import TargetProblem, TargetSplit
-from ..device import resolve_device
+from ..device import model_device, resolve_device
 from ..errors import SafeReuseError
 from ..models import ReusableModel
 from ..models.stacked import TargetHeadModel
-from ..params import validate_fields
+from ..params import Validated
 from ..slicing import KeepMask, Masks, apply_reset
 from ..slicing.maskparam import Granularity, SearchResult, mask_scores, search_masks
 from ..train import FitConfig, FitResult, fit, predict
@@ -85,7 +86,7 @@ class Reengineered:
 
 
 @dataclass
-class SeaM:
+class SeaM(Validated):
     """SeaM's mask search for direct reuse (Qi et al., ICSE 2023): one verb, :meth:`reengineer`.
 
     Args:
@@ -109,24 +110,16 @@ class SeaM:
         safereuse.errors.SafeReuseError: reengineer: alpha=0 is invalid (expected a number > 0) ...
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {
-        "lr_mask": "> 0",
-        "lr_head": "> 0",
-        "alpha": "> 0",
-        "epochs": ">= 1",
-        "batch_size": ">= 1",
-        "head_every": ">= 2",
-    }
-    lr_mask: float = 0.05
-    lr_head: float = 0.1
-    alpha: float = 1.0
-    epochs: int = 50
-    batch_size: int = 64
+    lr_mask: Annotated[float, Field(gt=0)] = 0.05
+    lr_head: Annotated[float, Field(gt=0)] = 0.1
+    alpha: Annotated[float, Field(gt=0)] = 1.0
+    epochs: Annotated[int, Field(ge=1)] = 50
+    batch_size: Annotated[int, Field(ge=1)] = 64
     granularity: Granularity = "weight"
-    head_every: int = 5
+    head_every: Annotated[int, Field(ge=2)] = 5
 
-    def __post_init__(self) -> None:
-        validate_fields(self, "reengineer")
+    def _what(self) -> str:
+        return "reengineer"
 
     def config(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +151,7 @@ class SeaM:
         if len(problem.train) == 0 or len(problem.val) == 0:
             raise SafeReuseError("the target problem is empty", fix="choose classes present in the data")
         dev = resolve_device(device)
-        home = next(model.parameters()).device
+        home = model_device(model)
         seed_everything(seed)
         n_orig = model.num_classes
         head = nn.Sequential(nn.ReLU(), nn.Linear(n_orig, problem.num_classes)).to(dev)
@@ -254,22 +247,13 @@ class SeaMTransfer(TransferMethod):
         ('seam', 0.5, 0.5)
     """
 
-    param_ranges: ClassVar[dict[str, str]] = {
-        "head_epochs": ">= 1",
-        "head_lr": "> 0",
-        "mask_epochs": ">= 1",
-        "lr_mask": "> 0",
-        "lr_fc": "> 0",
-        "alpha": "> 0",
-        "prune_threshold": "(0, 1)",
-    }
-    head_epochs: int = 5
-    head_lr: float = 0.1
-    mask_epochs: int = 40
-    lr_mask: float = 0.05
-    lr_fc: float = 0.001
-    alpha: float = 0.5
-    prune_threshold: float = 0.6
+    head_epochs: Annotated[int, Field(ge=1)] = 5
+    head_lr: Annotated[float, Field(gt=0)] = 0.1
+    mask_epochs: Annotated[int, Field(ge=1)] = 40
+    lr_mask: Annotated[float, Field(gt=0)] = 0.05
+    lr_fc: Annotated[float, Field(gt=0)] = 0.001
+    alpha: Annotated[float, Field(gt=0)] = 0.5
+    prune_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.6
     granularity: Granularity = "weight"
     keep_mask: bool = False
 

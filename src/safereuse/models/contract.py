@@ -7,6 +7,8 @@ attacks, triggers and ε are always expressed in pixels) and exposes:
 - ``head`` / ``head_name`` — the final ``nn.Linear`` and its dotted path;
 - ``reset_head(n)`` — a fresh head with ``n`` outputs;
 - ``blocks()`` — ordered ``(name, module)`` pairs from input to head, for "fine-tune the last k";
+- ``residual_blocks()`` — the modules computing ``act(shortcut(x) + F(x))`` (CARTL's convex
+  residuals); found by tracing by default (:func:`find_residual_blocks`), or declared by overriding;
 - ``input_spec`` — channels, size, normalisation.
 
 Normalisation constants are non-persistent buffers, so ``state_dict()`` keys stay identical to
@@ -15,15 +17,17 @@ torchvision's for the architectures torchvision has.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import fx, nn
 
 from ..errors import SafeReuseError
-from ..slicing.capture import capture
+from .capture import capture
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,109 @@ class ReusableModel(nn.Module):
             )
             out.append((name, mod))
         return out
+
+    def residual_blocks(self) -> list[tuple[str, nn.Module]]:
+        """The residual blocks, ``(name, module)`` in definition order: the modules whose forward
+        ends in ``shortcut + F(x)``, optionally under a ReLU-like activation (``ReLU(a + b)``).
+
+        The default finds them by tracing every submodule (:func:`find_residual_blocks`), so a foreign
+        model behind :func:`adapt` gets its blocks too; a model whose blocks cannot be traced (data-
+        dependent control flow) overrides this to name them.
+
+        Example:
+            >>> class Block(nn.Module):
+            ...     def __init__(self):
+            ...         super().__init__()
+            ...         self.conv = nn.Conv2d(2, 2, 3, padding=1)
+            ...     def forward(self, x):
+            ...         return torch.relu(self.conv(x) + x)
+            >>> net = nn.Sequential(Block(), nn.Flatten(), nn.Linear(8, 2))
+            >>> [n for n, _ in adapt(net, InputSpec(2, (2, 2), (0.0,), (1.0,)), head="2").residual_blocks()]
+            ['module.0']
+        """
+        return find_residual_blocks(self)
+
+
+# -- residual blocks -------------------------------------------------------------------------------
+#: Activations ``act`` with ``act(c·s) = c·act(s)`` for ``c > 0``, allowed after the residual sum.
+_HOMOGENEOUS_MODULES = (nn.ReLU, nn.LeakyReLU)
+_HOMOGENEOUS_FUNCTIONS = (F.relu, torch.relu, F.leaky_relu)
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+class _ChildrenAsLeaves(fx.Tracer):
+    """Traces one module's own forward: every submodule call stays one ``call_module`` node."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
+
+
+def residual_sum(module: nn.Module) -> tuple[fx.Graph, fx.Node, fx.Node | None] | None:
+    """``(graph, add node, activation node or None)`` when ``module``'s forward returns
+    ``a + b`` or ``act(a + b)`` (``act`` ReLU-like) with both ``a`` and ``b`` computed from its input;
+    ``None`` otherwise (also for a module that cannot be traced).
+
+    Example:
+        >>> residual_sum(nn.Sequential(nn.Linear(2, 2))) is None
+        True
+    """
+    if not any(True for _ in module.children()):
+        return None  # a layer, not a block
+    try:
+        graph = _ChildrenAsLeaves().trace(module)
+    except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow...): not detected
+        return None
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    out = next((n for n in graph.nodes if n.op == "output"), None)
+    node = out.args[0] if out is not None else None
+    if len(inputs) != 1 or not isinstance(node, fx.Node):
+        return None
+    act = None
+    if _is_homogeneous(module, node) and node.args and isinstance(node.args[0], fx.Node):
+        act, node = node, node.args[0]
+    is_add = (node.op == "call_function" and node.target in _ADDS) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
+    if not is_add or len(node.args) < 2 or not all(isinstance(a, fx.Node) for a in node.args[:2]):
+        return None
+    if not all(_reaches(a, inputs[0]) for a in node.args[:2]):
+        return None
+    return graph, node, act
+
+
+def _is_homogeneous(module: nn.Module, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(module.get_submodule(str(node.target)), _HOMOGENEOUS_MODULES)
+    if node.op == "call_function":
+        return node.target in _HOMOGENEOUS_FUNCTIONS
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _reaches(node: fx.Node, source: fx.Node) -> bool:
+    """Whether ``node`` is computed from ``source``."""
+    todo, seen = [node], set()
+    while todo:
+        n = todo.pop()
+        if n is source:
+            return True
+        if n in seen:
+            continue
+        seen.add(n)
+        todo += [a for a in n.all_input_nodes]
+    return False
+
+
+def find_residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every submodule of ``model`` (not ``model`` itself) whose forward ends in a residual sum
+    (:func:`residual_sum`), in definition order: the default of
+    :meth:`ReusableModel.residual_blocks`.
+
+    Example:
+        >>> from safereuse.models import create_model
+        >>> [n for n, _ in find_residual_blocks(create_model("resnet8"))]
+        ['layer1.0', 'layer2.0', 'layer3.0']
+    """
+    return [(n, m) for n, m in model.named_modules() if m is not model and residual_sum(m) is not None]
 
 
 def last_k_parameters(model: ReusableModel, k: int) -> list[str]:

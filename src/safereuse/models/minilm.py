@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
+from ..data.text import default_tokenizer, minilm_dir
 from ..errors import SafeReuseError
 from .contract import InputSpec, ReusableModel
+from .factory import create_model
 from .registry import MODELS
 
 #: all-MiniLM-L6-v2's ``config.json`` (so ``pretrained=False`` needs no package).
@@ -96,9 +100,6 @@ def read_bert_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         SafeReuseError: the file is missing or not safetensors.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(folder) / "model.safetensors"
     if not path.is_file():
         raise SafeReuseError(f"{folder} has no model.safetensors", fix="convert the weights to safetensors")
@@ -184,8 +185,6 @@ class MiniLM(ReusableModel):
     def tokenizer(self) -> Any:
         """The tokenizer the inputs are made with (:func:`safereuse.data.text.default_tokenizer`)."""
         if self._tokenizer is None:
-            from ..data.text import default_tokenizer
-
             self._tokenizer = default_tokenizer()
         return self._tokenizer
 
@@ -281,8 +280,6 @@ def minilm(
     del in_channels
     weights_dir = None
     if pretrained:
-        from ..data.text import minilm_dir
-
         weights_dir = minilm_dir()
     return MiniLM(num_classes, config, weights_dir, image_size, train_bf16)
 
@@ -299,8 +296,6 @@ def import_bert_folder(folder: str | Path, num_classes: int = 2, max_len: int = 
     Raises:
         SafeReuseError: a file is missing or does not fit.
     """
-    from . import create_model
-
     cfg = read_bert_config(folder)
     model = create_model("minilm", num_classes=num_classes, image_size=max_len, pretrained=False, config=cfg)
     assert isinstance(model, MiniLM)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..device import model_device
 from .contract import ReusableModel
 
 HEAD_PREFIX = "seam.target_head."
@@ -81,4 +82,4 @@ def stack_from_extras(
     model = TargetHeadModel(inner, int(record["num_classes"]))
     state = {k[len(HEAD_PREFIX) :]: v for k, v in extras.items() if k.startswith(HEAD_PREFIX)}
     model.target_head.load_state_dict(state)
-    return model.to(next(inner.parameters()).device)
+    return model.to(model_device(inner))

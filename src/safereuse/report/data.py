@@ -14,6 +14,7 @@ over seeds would be too narrow: the seeds reuse the same images and differ by mo
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ import pandas as pd
 
 from ..errors import SafeReuseError
 from ..metrics import CI_NONE, seed_difference, seed_interval
-from ..runner.core import read_run_spec
 from ..runner.ledger import LEDGER_FILE, Ledger
+from ..runner.rundir import read_run_spec
 
 #: Across-seed columns of ``results.csv``: the same on every row of one scenario × method label ×
 #: defect (done cells only); ``seeds_ci_method`` says how ``seeds_*_ci_*`` were computed
@@ -114,8 +115,6 @@ def _short(v: Any) -> str:
 def defect_labels(cells: list[dict[str, Any]]) -> dict[str, str]:
     """Report names of the spec's defect points: the name, plus the parameters that differ between
     points of the same defect (``seed`` aside). Keyed by the JSON of ``{"name", "params"}``."""
-    import json
-
     points: dict[str, tuple[str, dict[str, Any]]] = {}
     for c in cells:
         for d in c["config"].get("defects", []):
@@ -151,8 +150,6 @@ def load_run(rundir: str | Path) -> RunData:
     Raises:
         SafeReuseError: not a run directory (no ledger or no spec).
     """
-    import json
-
     rundir = Path(rundir)
     if not rundir.is_dir():
         raise SafeReuseError(

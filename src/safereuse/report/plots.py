@@ -16,8 +16,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from .data import pareto_front
 
@@ -44,9 +47,8 @@ def colors(labels: Sequence[str]) -> dict[str, str]:
     return {lab: _PALETTE[i % len(_PALETTE)] for i, lab in enumerate(labels)}
 
 
-def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
+def png_bytes(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (110 dpi, tight), drawn with Agg (no pyplot state)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -75,8 +77,6 @@ def _acc_scatter(
 ) -> bytes | None:
     """Per-scenario ACC-vs-``x`` scatter (means, 95 % bars) with the Pareto front: ACC maximised,
     ``x`` minimised (DIR) or maximised (Rob). None when no scenario has a row."""
-    from matplotlib.figure import Figure
-
     panels = [s for s in scenarios if (sub["scenario"] == s).any()]
     if not panels:
         return None
@@ -127,10 +127,10 @@ def _acc_scatter(
         )
         fig.suptitle(title, fontsize=11)
         fig.tight_layout(rect=(0, (0.15 * legend_rows + 0.2) / fig.get_figheight(), 1, 1))
-        return _png(fig)
+        return png_bytes(fig)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def tradeoff_figure(
@@ -161,8 +161,6 @@ def method_bars(
     agg: pd.DataFrame, methods: pd.DataFrame, scenario: str, labels: Sequence[str], palette: dict[str, str]
 ) -> bytes | None:
     """Per-method bars for one scenario: ACC, each defect's DIR, backdoor ASR (None when empty)."""
-    from matplotlib.figure import Figure
-
     sub = agg[agg["scenario"] == scenario]
     ms = methods[methods["scenario"] == scenario]
     labs = [lab for lab in labels if (ms["label"] == lab).any()]
@@ -213,7 +211,7 @@ def method_bars(
         f"{scenario}: mean over seeds (n = seeds; bars: 95% interval over seeds and images)", fontsize=10
     )
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 __all__ = ["colors", "method_bars", "robustness_figure", "tradeoff_figure"]

@@ -26,6 +26,7 @@ from .data import (
     method_summary,
     reuse_gain,
 )
+from .experiments import experiment_sections  # an experiment spec's tables + curves
 from .plots import colors, method_bars, robustness_figure, tradeoff_figure
 
 
@@ -247,8 +248,6 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
             png = method_bars(agg, ms, sc, data.labels, palette)
             if png:
                 figs.append((f"Methods — {sc}", f"methods_{_slug(sc)}.png", png))
-    from ..applications.experiments import experiment_sections  # an experiment spec's tables + curves
-
     sections = experiment_sections(data.cells)
     for _, _, sec_figs in sections:
         figs.extend(sec_figs)

@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
-from .core import RunSummary, check_rundir, read_run_spec, run
+from .core import RunSummary, check_rundir, run
 from .executors import Executor, PoolExecutor, RayExecutor, SequentialExecutor, make_executor
 from .ledger import LEDGER_FILE, Ledger
+from .rundir import read_run_spec
 from .spec import Cell, LoadedSpec, Spec, bundled_spec, expand, load_spec
 
 __all__ = [

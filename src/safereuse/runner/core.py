@@ -4,39 +4,28 @@
 spec, the run directory, the Ray address) is checked before the ledger is opened, so bad input
 leaves an existing run untouched.
 
-Run directory layout::
-
-    RUNDIR/spec.json          spec hash + normalised spec; a different spec is refused unless force
-    RUNDIR/spec.yaml          the spec text as given (shown in reports)
-    RUNDIR/ledger.sqlite      the results ledger (:mod:`safereuse.runner.ledger`)
-    RUNDIR/selection.{json,md} specs with ``select:``: validation table and choices (:mod:`.select`)
-    RUNDIR/teachers/<key>/    cached teacher artifacts (key = hash of the recipe)
-    RUNDIR/students/<key>/    cached student artifacts
-    RUNDIR/defects/           cached crafted defect sets
-    RUNDIR/locks/, .run.lock  file locks (one run per directory at a time)
+The run directory's layout, its recorded spec and its locks: :mod:`.rundir`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ..errors import SafeReuseError
-from ..utils import atomic_path, write_json_atomic
+from ..registry import EXPERIMENTS
+from ..utils import atomic_path
 from .executors import Executor, make_executor
 from .ledger import LEDGER_FILE, TEACHER_FAILED, Ledger, failure_cause
+from .rundir import TEACHERS, read_run_spec, run_lock, write_run_spec
 from .select import SelectionPhase
 from .spec import Cell, LoadedSpec, expand, teacher_key
-from .worker import TEACHERS
-
-SPEC_JSON, SPEC_YAML, RUN_LOCK = "spec.json", "spec.yaml", ".run.lock"
 
 
 @dataclass(frozen=True)
@@ -154,17 +143,6 @@ class RunSummary:
 
 
 # -- run directory checks --------------------------------------------------------------------------
-def read_run_spec(rundir: Path) -> dict[str, Any] | None:
-    """The ``spec.json`` of a run directory, or None when it has none."""
-    p = Path(rundir) / SPEC_JSON
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise SafeReuseError(f"{p} is unreadable or corrupt", fix="pass --force to replace it") from None
-
-
 def check_rundir(rundir: Path, spec_hash: str, force: bool) -> None:
     """Refuse a run directory that cannot be written or holds another spec's run (unless ``force``).
 
@@ -214,41 +192,11 @@ def _make_rundir(rundir: Path) -> None:
         ) from None
 
 
-@contextmanager
-def run_lock(rundir: Path) -> Iterator[None]:
-    """One run per directory: a non-blocking ``flock`` on ``RUNDIR/.run.lock``."""
-    fd = os.open(rundir / RUN_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            import fcntl
-
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SafeReuseError(
-                    f"another `safereuse run` is using {rundir}",
-                    fix="wait for it to finish or pass another --out",
-                ) from None
-        except ImportError:  # pragma: no cover - not POSIX
-            pass
-        yield
-    finally:
-        os.close(fd)
-
-
 def _record_spec(rundir: Path, spec: LoadedSpec, spec_hash: str) -> None:
-    write_json_atomic(
-        rundir / SPEC_JSON,
-        {
-            "spec_hash": spec_hash,
-            "source": spec.path,
-            "name": spec.spec.name,
-            "spec": spec.spec.model_dump(mode="json"),
-            "written_at": time.time(),
-        },
-    )
-    with atomic_path(rundir / SPEC_YAML) as tmp:
-        tmp.write_text(spec.text)
+    write_run_spec(
+        rundir, spec_hash=spec_hash, source=spec.path, name=spec.spec.name,
+        spec=spec.spec.model_dump(mode="json"), text=spec.text,
+    )  # fmt: skip
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -353,9 +301,11 @@ def _schedule(
     progress: bool,
 ) -> None:
     """Keep ``ex.capacity`` tasks in flight: missing teachers first, then cells whose teacher exists."""
-    from tqdm import tqdm
-
-    base = {"rundir": str(rundir.resolve()), "device": device, "data_dir": data_dir, "threads": ex.threads}
+    base = {
+        "rundir": str(rundir.resolve()), "device": device, "data_dir": data_dir, "threads": ex.threads,
+        # a spawned worker imports the modules that registered the experiment kinds (it names none)
+        "plugins": sorted({e.obj.__module__ for e in EXPERIMENTS}),
+    }  # fmt: skip
     by_teacher: dict[str, list[Cell]] = {}
     recipes: dict[str, dict[str, Any]] = {}
     for c in todo:
@@ -413,4 +363,4 @@ def _schedule(
         bar.close()
 
 
-__all__ = ["FailureCause", "RunSummary", "check_rundir", "failure_causes", "read_run_spec", "run", "run_lock"]
+__all__ = ["FailureCause", "RunSummary", "check_rundir", "failure_causes", "run"]

@@ -10,10 +10,15 @@ of the driver.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import socket
 from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures import wait as cf_wait
 from typing import Any
+
+import torch
 
 from ..errors import SafeReuseError
 from .worker import run_task
@@ -69,8 +74,6 @@ class SequentialExecutor(Executor):
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
@@ -85,9 +88,6 @@ class PoolExecutor(Executor):
     name = "local"
 
     def __init__(self, jobs: int, threads: int | None = None) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         self.capacity = jobs
         self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
         self._pool = ProcessPoolExecutor(
@@ -104,9 +104,6 @@ class PoolExecutor(Executor):
         return fut
 
     def wait(self) -> list[tuple[Any, Result]]:
-        from concurrent.futures import FIRST_COMPLETED
-        from concurrent.futures import wait as cf_wait
-
         done, _ = cf_wait(self._futures, return_when=FIRST_COMPLETED)
         out = []
         for fut in done:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SafeReuseError
+from ..utils import json_default
 
 LEDGER_FILE = "ledger.sqlite"
 #: Prefix of the ``error`` of a cell that did not run because its teacher's training failed.
@@ -272,8 +273,6 @@ def failure_cause(error: str | None) -> tuple[bool, str]:
 def _dump(obj: Any) -> str | None:
     if obj is None:
         return None
-    from ..utils import json_default
-
     return json.dumps(obj, sort_keys=True, default=json_default, allow_nan=True)
 
 

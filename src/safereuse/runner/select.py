@@ -39,7 +39,7 @@ from typing import Any
 from ..registry import Registry
 from ..utils import atomic_path, config_hash, write_json_atomic
 from .ledger import Ledger
-from .spec import Cell, LoadedSpec, expand
+from .spec import SECTION_CHECKS, Cell, LoadedSpec, expand
 
 SELECTION_JSON, SELECTION_MD = "selection.json", "selection.md"
 
@@ -280,6 +280,9 @@ def check_select(loaded: LoadedSpec) -> None:
                     f"{defect!r} has several parameter points, so its DIR is ambiguous",
                     fix="sweep the defect in another spec, or give it one point",
                 )
+
+
+SECTION_CHECKS["select"] = check_select  # run by load_spec (spec.py cannot import this module)
 
 
 # -- the validation table and the choice -----------------------------------------------------------

@@ -13,7 +13,7 @@ A spec (see ``examples/*.yaml``)::
           train_size: 10000             # optional limit (total, or per class with per_class: true)
           # max_len: 32                 # text data only (minilm): token length, default 64
           epochs: 4                     # shorthand for fit: {epochs: 4}
-          fit: {lr: 0.1}                # any FitConfig field (defaults: api.TEACHER_FIT)
+          fit: {lr: 0.1}                # any FitConfig field (defaults: config.teacher_fit)
           backdoor: badnets             # optional: plant a backdoor while training
           backdoor_params: {poison_rate: 0.1}
           adversarial: false            # true: Madry PGD adversarial training (CARTL's source)
@@ -41,6 +41,10 @@ A spec (see ``examples/*.yaml``)::
       - name: badnets
     seeds: [0, 1]
     audit: {max_samples: 500, batch_size: 256, seed: 0}
+
+A defect must take its scenarios' inputs (``input_kind``: images or text): a word attack scheduled on
+an image scenario, or an image attack on a text one, is refused when the spec loads (limit the entry
+with ``scenarios:``).
 
 **Seeds.** A cell's seed drives the student: its few-shot sample (the student ``DataSpec.seed``), its
 new head, its data order. The teacher uses ``teacher.seed`` when given (one teacher shared by every
@@ -82,18 +86,32 @@ choices. Both phases resume through the ledger.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
-from dataclasses import dataclass, fields, is_dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
+import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..config import teacher_fit
+from ..data import DATASETS, DataSpec, check_max_len, parse_classes
+from ..data.text import TEXT_DATASETS
+from ..defects import DEFECTS
+from ..defects.modality import defects_for
 from ..errors import SafeReuseError
+from ..methods import METHODS
+from ..models import MODELS, create_model
+from ..objectives import AdversarialTraining, fdm_site
 from ..params import accepted_params, is_list_type, param_hints, validate_params
-from ..utils import config_hash
+from ..registry import EXPERIMENTS
+from ..train import FitConfig
+from ..utils import config_hash, json_default
 
 #: Bumped when the meaning of a resolved cell config changes (part of every cell id).
 CELL_VERSION = 1
@@ -105,15 +123,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataCfg(_Strict):
-    """A dataset slice (the fields of :class:`safereuse.data.DataSpec`, minus its seed)."""
+#: The :class:`~safereuse.data.DataSpec` fields a spec writes as they are (type, range and default
+#: taken from DataSpec: declared once). DataSpec's ``name`` is the spec's ``data``; ``classes`` also
+#: takes the spec's forms (``0-4``, ``1,3,5``); ``seed`` is the cell's, ``holdout`` comes from
+#: ``select:``, ``data_dir`` from the run. ``max_len``: text data only (checked by ``check_max_len``).
+_DATASPEC_FIELDS = ("train_size", "per_class", "val_fraction", "max_len")
 
-    data: str
-    classes: list[int] | str | int | None = None
-    train_size: int | None = Field(default=None, ge=1)
-    per_class: bool = False
-    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    max_len: int | None = None  # text data only: token length (checked by data.check_max_len)
+
+def _dataspec_fields() -> dict[str, Any]:
+    hints = get_type_hints(DataSpec, include_extras=True)
+    default = {f.name: f.default for f in fields(DataSpec)}
+    return {name: (hints[name], default[name]) for name in _DATASPEC_FIELDS}
+
+
+DataCfg = pydantic.create_model(
+    "DataCfg",
+    __base__=_Strict,
+    __doc__="A dataset slice: the fields of :class:`safereuse.data.DataSpec` a spec sets.",
+    __module__=__name__,
+    data=(str, ...),
+    classes=(list[int] | str | int | None, None),
+    **_dataspec_fields(),
+)
 
 
 class TeacherCfg(DataCfg):
@@ -188,8 +219,9 @@ class SelectCfg(_Strict):
 
 
 class ExperimentCfg(_Strict):
-    """A study other than a transfer grid (:mod:`safereuse.applications.experiments`): one cell per
-    scenario × seed on the scenario's teacher, dispatched to the runner task ``experiment``."""
+    """A study other than a transfer grid: a registered experiment kind
+    (:data:`safereuse.registry.EXPERIMENTS`, e.g. :mod:`safereuse.applications.experiments`) run in
+    one cell per scenario × seed on the scenario's teacher, dispatched to the runner task ``experiment``."""
 
     kind: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -360,8 +392,6 @@ def load_spec(path: str | Path | None = None, *, text: str | None = None) -> Loa
 
 def bundled_spec(name: str) -> LoadedSpec:
     """A spec shipped with the package (``safereuse/examples/<name>.yaml``)."""
-    from importlib import resources
-
     res = resources.files("safereuse").joinpath("examples", f"{name}.yaml")
     if not res.is_file():
         raise SafeReuseError(f"no bundled spec {name!r}", fix="reinstall safereuse")
@@ -369,19 +399,6 @@ def bundled_spec(name: str) -> LoadedSpec:
 
 
 # -- registry checks -------------------------------------------------------------------------------
-def _hints(factory: Any) -> dict[str, Any]:
-    return param_hints(factory)
-
-
-def _is_list_type(hint: Any) -> bool:
-    """Whether the annotation ``hint`` accepts a list (list, tuple, or a union with one)."""
-    return is_list_type(hint)
-
-
-def _accepted(factory: Any) -> set[str] | None:
-    return accepted_params(factory)
-
-
 def _check_params(
     loaded: LoadedSpec,
     loc: tuple[Any, ...],
@@ -405,11 +422,11 @@ def _sweep_points(
     loaded: LoadedSpec, loc: tuple[Any, ...], factory: Any, params: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """The product of the sweeps in ``params`` (see the module docstring)."""
-    hints = _hints(factory)
+    hints = param_hints(factory)
     axes: list[list[tuple[str, Any]]] = []
     for key, value in params.items():
         hint = hints.get(key)
-        takes_list = hint is not None and _is_list_type(hint)
+        takes_list = hint is not None and is_list_type(hint)
         is_sweep = isinstance(value, list) and (
             not takes_list or (bool(value) and all(isinstance(v, list) for v in value))
         )
@@ -433,12 +450,6 @@ def check_registries(loaded: LoadedSpec) -> None:
     Raises:
         SafeReuseError: naming the key and its line.
     """
-    from ..data import DATASETS, check_max_len, parse_classes
-    from ..defects import DEFECTS
-    from ..methods import METHODS
-    from ..models import MODELS
-    from ..train import FitConfig
-
     spec = loaded.spec
     if spec.experiment is None:  # a transfer grid needs its students, methods and defects
         for key in ("methods", "defects"):
@@ -514,8 +525,6 @@ def check_registries(loaded: LoadedSpec) -> None:
             )
         _check_adversarial(loaded, loc + ("teacher",), t)
     if spec.experiment is not None:
-        from ..applications.experiments import check_experiment
-
         check_experiment(loaded)
         return
 
@@ -539,22 +548,96 @@ def check_registries(loaded: LoadedSpec) -> None:
                 f"no scenario's teacher plants the backdoor {d.name!r}",
                 fix=f"add backdoor: {d.name} to a scenario's teacher, or remove this defect",
             )
+    _check_input_kinds(loaded)
     _method_points(loaded)  # names, types and values of every sweep point
     _defect_points(loaded, 0)
     if len(set(spec.seeds)) != len(spec.seeds):
         raise loaded.error(("seeds",), "a seed is listed twice", fix="list each seed once")
-    if spec.select is not None:
-        from .select import check_select
+    for key, check in SECTION_CHECKS.items():
+        if getattr(spec, key) is not None:
+            check(loaded)
 
-        check_select(loaded)
+
+def _input_kind(data: str) -> str:
+    """``text`` for a text dataset (token ids), else ``image``."""
+    return "text" if data in TEXT_DATASETS else "image"
+
+
+def _check_input_kinds(loaded: LoadedSpec) -> None:
+    """Refuse a defect scheduled on a scenario whose inputs it cannot take (a word attack on images,
+    an image attack on text), before any cell runs; the message names the defect's line."""
+    spec = loaded.spec
+    for i, sc in enumerate(spec.scenarios):
+        bd = sc.teacher.backdoor
+        if bd is not None and DEFECTS.get(bd).input_kind != _input_kind(sc.teacher.data):
+            kind = _input_kind(sc.teacher.data)
+            raise loaded.error(
+                ("scenarios", i, "teacher", "backdoor"),
+                f"backdoor {bd!r} takes {DEFECTS.get(bd).input_kind} inputs, but the teacher's data "
+                f"{sc.teacher.data} holds {'images' if kind == 'image' else 'text'}",
+                fix="use one of: "
+                + ", ".join(n for n in defects_for(kind) if DEFECTS.get(n).planted_in_teacher),
+            )
+    for i, d in enumerate(spec.defects):
+        cls = DEFECTS.get(d.name)
+        kind = cls.input_kind
+        for sc in spec.scenarios:
+            if d.scenarios is not None and sc.name not in d.scenarios:
+                continue
+            if cls.planted_in_teacher and sc.teacher.backdoor != d.name:
+                continue  # audited only where the teacher plants it (checked above)
+            data = sc.student.data if sc.student is not None else sc.teacher.data
+            if _input_kind(data) != kind:
+                other = _input_kind(data)
+                raise loaded.error(
+                    ("defects", i, "name"),
+                    f"defect {d.name!r} takes {kind} inputs, but scenario {sc.name!r} holds "
+                    f"{'images' if other == 'image' else 'text'} ({data})",
+                    fix=f"use one of: {', '.join(defects_for(other))}; or limit it with scenarios: [...]",
+                )
+
+
+#: Checks of optional spec sections that live with their feature (``select``: :mod:`.select`), run by
+#: :func:`check_registries` when the section is given. The feature's module adds its check when it is
+#: imported (``safereuse.runner`` imports them all), so this loader imports none of them: no circle.
+SECTION_CHECKS: dict[str, Callable[[LoadedSpec], None]] = {}
+
+
+def check_experiment(loaded: LoadedSpec) -> None:
+    """Spec check of ``experiment:``: the kind is registered, its parameters are valid, and the grid
+    keys (methods, defects, select, students) are absent.
+
+    Raises:
+        SafeReuseError: naming the key and its line.
+    """
+    spec = loaded.spec
+    exp = spec.experiment
+    assert exp is not None
+    for key in ("methods", "defects", "select"):
+        if getattr(spec, key):
+            raise loaded.error(
+                (key,), f"an experiment spec has no {key}", fix=f"remove {key}: or experiment:"
+            )
+    for i, sc in enumerate(spec.scenarios):
+        if sc.student is not None:
+            raise loaded.error(
+                ("scenarios", i, "student"), "an experiment uses the teacher's own data; it has no student",
+                fix="remove student:",
+            )  # fmt: skip
+    if not EXPERIMENTS.names():
+        raise loaded.error(
+            ("experiment", "kind"), f"unknown experiment kind {exp.kind!r}: none is registered",
+            fix="import the package that defines it first (NNSlicer's slice-* kinds: safereuse.applications)",
+        )  # fmt: skip
+    try:
+        EXPERIMENTS.create(exp.kind, **exp.params)
+    except SafeReuseError as exc:
+        raise loaded.error(("experiment",), exc.problem, exc.fix) from None
 
 
 def _check_adversarial(loaded: LoadedSpec, loc: tuple[Any, ...], t: TeacherCfg) -> None:
     """``adversarial_params`` as :func:`safereuse.api.train_teacher` takes them; ``fdm_k`` against
     the architecture's blocks."""
-    from ..models import create_model
-    from ..objectives import AdversarialTraining, fdm_site
-
     if not t.adversarial:
         if t.adversarial_params:
             raise loaded.error(
@@ -605,8 +688,6 @@ def _instantiate(loaded: LoadedSpec, loc: tuple[Any, ...], cls: Any, params: dic
 
 # -- expansion -------------------------------------------------------------------------------------
 def _data_dict(part: DataCfg, seed: int, holdout: int = 0) -> dict[str, Any]:
-    from ..data import DataSpec, parse_classes
-
     return DataSpec(
         part.data,
         classes=parse_classes(part.classes),
@@ -620,13 +701,10 @@ def _data_dict(part: DataCfg, seed: int, holdout: int = 0) -> dict[str, Any]:
 
 
 def teacher_recipe(t: TeacherCfg, cell_seed: int) -> dict[str, Any]:
-    """The resolved teacher recipe (what :func:`safereuse.api.train_teacher` gets)."""
-    from ..api import TEACHER_FIT
-
+    """The resolved teacher recipe (what :func:`safereuse.api.train_teacher` gets); its fit is
+    :func:`safereuse.config.teacher_fit`'s, as on the CLI and in Python."""
     seed = cell_seed if t.seed is None else t.seed
-    fit = {**TEACHER_FIT, **t.fit}
-    if t.epochs is not None:
-        fit["epochs"] = t.epochs
+    fit = teacher_fit(t.arch, {**t.fit, **({} if t.epochs is None else {"epochs": t.epochs})})
     recipe = {
         "arch": t.arch,
         "arch_kwargs": dict(t.arch_kwargs),
@@ -637,8 +715,6 @@ def teacher_recipe(t: TeacherCfg, cell_seed: int) -> dict[str, Any]:
         "seed": seed,
     }
     if t.adversarial:  # only then: natural teachers keep their cache keys
-        from ..objectives import AdversarialTraining
-
         # resolved (defaults included), so a changed default is a new teacher
         resolved = AdversarialTraining(**t.adversarial_params).config()
         recipe["adversarial"] = True
@@ -660,8 +736,6 @@ def _scoped_method_points(
     loaded: LoadedSpec,
 ) -> list[tuple[str, dict[str, Any], dict[str, Any], set[str] | None]]:
     """:func:`_method_points` plus the scenarios each point runs on (None: all)."""
-    from ..methods import METHODS
-
     out: list[tuple[str, dict[str, Any], dict[str, Any], set[str] | None]] = []
     seen: set[str] = set()
     for i, m in enumerate(loaded.spec.methods):
@@ -669,7 +743,7 @@ def _scoped_method_points(
         scope = _scope(loaded, loc, m.scenarios)
         names = [e.name for e in METHODS if e.name not in m.exclude] if m.name == "all" else [m.name]
         if m.name == "all":
-            takers = [_accepted(METHODS.get(n)) for n in names]
+            takers = [accepted_params(METHODS.get(n)) for n in names]
             for key in m.params:
                 if not any(t is None or key in t for t in takers):
                     raise loaded.error(
@@ -681,7 +755,7 @@ def _scoped_method_points(
             cls = METHODS.get(name)
             params = m.params
             if m.name == "all":
-                ok = _accepted(cls)
+                ok = accepted_params(cls)
                 params = {k: v for k, v in params.items() if ok is None or k in ok}
             for point in _sweep_points(loaded, loc + ("params",), cls, params):
                 point = _check_params(loaded, loc + ("params",), cls, point, f"method {name!r}")
@@ -713,8 +787,6 @@ def _defect_points(
 ) -> list[tuple[str, dict[str, Any], bool, set[str] | None]]:
     """``(name, resolved params, planted in the teacher, scenarios audited (None: all))`` for every
     defect point; ``seed`` is filled in."""
-    from ..defects import DEFECTS
-
     audit_seed = cell_seed if loaded.spec.audit.seed == "cell" else loaded.spec.audit.seed
     out = []
     for i, d in enumerate(loaded.spec.defects):
@@ -734,10 +806,6 @@ def _defect_points(
 
 
 def _jsonable(obj: Any) -> Any:
-    import json
-
-    from ..utils import json_default
-
     text = json.dumps(obj, sort_keys=True, default=json_default)
     return json.loads(text, parse_constant=lambda c: {"NaN": math.nan}.get(c, c))
 
@@ -796,8 +864,6 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
     """
     spec = loaded.spec
     if spec.experiment is not None:
-        from ..applications.experiments import expand_experiment
-
         return expand_experiment(loaded)
     scoped = _scoped_method_points(loaded)
     methods = [p[:3] for p in scoped]
@@ -835,7 +901,28 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
     return cells
 
 
+def expand_experiment(loaded: LoadedSpec) -> list[Cell]:
+    """The cells of an experiment spec: one per seed × scenario (task ``experiment``), the kind's
+    resolved parameters (its dataclass fields) in the config."""
+    spec = loaded.spec
+    assert spec.experiment is not None
+    kind, params = spec.experiment.kind, dict(spec.experiment.params)
+    exp = EXPERIMENTS.create(kind, **params)
+    cells = []
+    for seed in spec.seeds:
+        for sc in spec.scenarios:
+            config = json.loads(json.dumps({
+                "v": CELL_VERSION, "task": "experiment", "scenario": sc.name, "seed": seed,
+                "teacher": teacher_recipe(sc.teacher, seed),
+                "method": {"name": kind, "params": params, "config": asdict(exp)},
+                "defects": [], "audit": {},
+            }, default=json_default))  # fmt: skip
+            cells.append(Cell(config_hash(config, 12), config, len(cells), kind))
+    return cells
+
+
 __all__ = [
+    "SECTION_CHECKS",
     "AuditCfg",
     "Cell",
     "DefectCfg",
@@ -848,8 +935,10 @@ __all__ = [
     "StudentCfg",
     "TeacherCfg",
     "bundled_spec",
+    "check_experiment",
     "check_registries",
     "expand",
+    "expand_experiment",
     "load_spec",
     "method_labels",
     "teacher_key",

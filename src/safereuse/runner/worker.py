@@ -20,39 +20,24 @@ or see a half-written one.
 
 from __future__ import annotations
 
-import os
+import importlib
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .. import api
+from ..artifacts import load_model
+from ..data import DataSpec, load_data
+from ..defects import DEFECTS, audit
 from ..errors import SafeReuseError
+from ..registry import EXPERIMENTS
 from ..utils import config_hash
+from .rundir import DEFECT_CACHE, LOCKS, STUDENTS, TEACHERS, file_lock
 from .spec import CELL_VERSION, teacher_key
-
-TEACHERS, STUDENTS, DEFECT_CACHE, LOCKS = "teachers", "students", "defects", "locks"
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing); released on exit or death."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no cross-process locking
-            yield
-            return
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def student_key(cell_config: dict[str, Any]) -> str:
@@ -78,17 +63,13 @@ def _ready(path: Path) -> bool:
     return (path / "manifest.json").is_file()
 
 
-def _data_spec(data: dict[str, Any], data_dir: str | None):
-    from ..data import DataSpec
-
+def _data_spec(data: dict[str, Any], data_dir: str | None) -> DataSpec:
     return DataSpec(**data, data_dir=data_dir)
 
 
 def _set_threads(payload: dict[str, Any]) -> None:
     threads = payload.get("threads")
     if threads:
-        import torch
-
         torch.set_num_threads(int(threads))
 
 
@@ -98,8 +79,6 @@ def ensure_teacher(payload: dict[str, Any]) -> tuple[Path, bool]:
     Returns:
         ``(directory, cached)``.
     """
-    from .. import api
-
     recipe = payload["recipe"]
     out = teacher_dir(payload["rundir"], recipe)
     with file_lock(Path(payload["rundir"]) / LOCKS / f"teacher-{out.name}.lock"):
@@ -125,8 +104,6 @@ def ensure_teacher(payload: dict[str, Any]) -> tuple[Path, bool]:
 
 def ensure_student(payload: dict[str, Any], t_dir: Path) -> tuple[Path, bool]:
     """Transfer the cell's student into the run directory unless it is there."""
-    from .. import api
-
     cfg = payload["config"]
     out = Path(payload["rundir"]) / STUDENTS / student_key(cfg)
     with file_lock(Path(payload["rundir"]) / LOCKS / f"student-{out.name}.lock"):
@@ -155,8 +132,6 @@ def _audit(payload: dict[str, Any], teacher: Any, student: Any, bundle: Any) -> 
     defects those are, each defect class declares (``crafted_on_teacher``); the others (crafted on
     each student, or planted) run outside the lock.
     """
-    from ..defects import DEFECTS, audit
-
     cfg = payload["config"]
     rundir = Path(payload["rundir"])
     specs = [(d["name"], d["params"]) for d in cfg["defects"]]
@@ -250,9 +225,6 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         The ledger result: ``{"status": "done", "metrics", "artifacts", "timings"}`` or
         ``{"status": "failed", "error", "traceback", "timings"}``.
     """
-    from ..artifacts import load_model
-    from ..data import load_data
-
     cfg = payload["config"]
 
     def body(t_dir: Path, timings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -285,14 +257,32 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
     return _on_teacher(payload, body)
 
 
+def run_kind(teacher_dir: str | Path, config: dict[str, Any], data_dir: str | None = None) -> dict[str, Any]:
+    """The registered experiment kind of a cell ``config`` (:data:`safereuse.registry.EXPERIMENTS`)
+    on the teacher in ``teacher_dir`` and its data slice.
+
+    Returns:
+        The ledger metrics: ``{"teacher": {...}, "experiment": {"kind", "rows", "seconds"}}``.
+    """
+    art = load_model(teacher_dir, device="cpu")
+    bundle = load_data(DataSpec(**config["teacher"]["data"], data_dir=data_dir))
+    exp = EXPERIMENTS.create(config["method"]["name"], **config["method"]["params"])
+    t0 = time.perf_counter()
+    rows = exp.run(art.model, bundle, int(config["seed"]))
+    tm = art.manifest.get("metrics") or {}
+    return {
+        "teacher": {"hash": art.hash, "test_acc": tm.get("test_acc"), "n_test": tm.get("n_test")},
+        "experiment": {"kind": config["method"]["name"], "rows": rows, "seconds": time.perf_counter() - t0},
+    }
+
+
 def run_experiment(payload: dict[str, Any]) -> dict[str, Any]:
     """Task: one cell of an experiment spec (``experiment:``) — the teacher (cached), then the
-    experiment kind on it (:func:`safereuse.applications.experiments.run_experiment`).
+    experiment kind on it (:func:`run_kind`).
 
     Returns:
         The ledger result, as :func:`run_cell`'s (metrics ``teacher`` and ``experiment``).
     """
-    from ..applications.experiments import run_experiment as run_kind
 
     def body(t_dir: Path, timings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         t0 = time.perf_counter()
@@ -317,6 +307,8 @@ def run_task(task: str, payload: dict[str, Any]) -> dict[str, Any]:
         fn = TASKS[task]
     except KeyError:
         raise SafeReuseError(f"unknown task {task!r}", fix=f"use one of: {', '.join(TASKS)}") from None
+    for module in payload.get("plugins", ()):  # registers the experiment kinds in a fresh worker process
+        importlib.import_module(module)
     return fn(payload)
 
 
@@ -327,6 +319,7 @@ __all__ = [
     "file_lock",
     "run_cell",
     "run_experiment",
+    "run_kind",
     "run_task",
     "run_teacher",
     "student_key",

@@ -1,7 +1,8 @@
 """What transfer methods and defects share: activation capture, coverage, weight masks, relevance.
 
-- :mod:`~safereuse.slicing.capture`: :func:`capture`, the one way to read (or change) what layers
-  compute — hooks in a context manager, removed in ``finally``;
+- :func:`capture` (from :mod:`safereuse.models.capture`, below this package so the model contract
+  can use it): the one way to read (or change) what layers compute — hooks in a context manager,
+  removed in ``finally``;
 - :mod:`~safereuse.slicing.coverage`: NC / TKNC / SNAC coverage (:func:`channel_coverage`) and the
   per-layer :func:`coverage_profile` of a data set (ReMoS; the nc-guided generator uses the same
   definition);
@@ -16,13 +17,15 @@
 - :mod:`~safereuse.slicing.maskparam`: SeaM's mask search on any model (:func:`mask_scores`: score
   masks behind ``torch.nn.utils.parametrize``; :func:`search_masks`; :func:`select_epoch`).
 
-The package imports nothing from ``safereuse.models`` at import time (the model layer uses
-:func:`capture`).
+Rebuilding a pruned model and a freshly initialised copy (:func:`prune_channels`, :func:`fresh_state`)
+live in :mod:`safereuse.models.rebuild`, with the artifact loader that needs them; they are
+re-exported here.
 """
 
 from __future__ import annotations
 
-from .capture import Capture, Record, capture, resolve_layers
+from ..models.capture import Capture, Record, capture, resolve_layers
+from ..models.rebuild import PRUNED_ATTR, fresh_state, prune_channels
 from .coverage import (
     CRITERIA,
     CoverageProfile,
@@ -42,7 +45,6 @@ from .masks import (
     LayerKind,
     Masks,
     apply_reset,
-    fresh_state,
     magnitude_key,
     magnitude_keys,
     magnitude_slice,
@@ -54,7 +56,7 @@ from .masks import (
     split_like,
     weight_masks,
 )
-from .materialize import PRUNED_ATTR, effective_masks, materialize, prune_channels
+from .materialize import effective_masks, materialize
 from .nnslicer import Slicer, SliceResult
 from .relevance import relevant_slice
 

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from ..errors import SafeReuseError
-from .capture import capture
+from ..models.capture import capture
+from ..utils import analysis_mode
 
 Criterion = Callable[[torch.Tensor], torch.Tensor]
 """``scaled channel means [N, C] (in [0, 1]) -> covered flags bool [N, C]``."""
@@ -259,19 +260,16 @@ def channel_coverage(
 
 @contextmanager
 def _inference_state(model: nn.Module) -> Iterator[None]:
-    """Eval mode, no autograd and the slow (hookable) transformer path; everything restored on exit."""
-    flags = {m: m.training for m in model.modules()}
+    """Analysis mode (:func:`~safereuse.utils.analysis_mode`) and the slow (hookable) transformer
+    path; everything restored on exit."""
     mha = getattr(torch.backends, "mha", None)
     fast = mha.get_fastpath_enabled() if mha is not None else None
     try:
-        model.eval()
         if mha is not None:
             mha.set_fastpath_enabled(False)  # the fused encoder path never calls the Linear modules
-        with torch.no_grad():
+        with analysis_mode(model):
             yield
     finally:
-        for m, f in flags.items():
-            m.training = f
         if mha is not None and fast is not None:
             mha.set_fastpath_enabled(fast)
 

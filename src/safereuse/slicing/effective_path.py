@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import SafeReuseError
+from .nnslicer import Slicer
 
 
 def path_theta(share: float) -> float:
@@ -60,8 +61,6 @@ def effective_paths(
     Returns:
         The slice result.
     """
-    from . import Slicer
-
     s = Slicer(theta=path_theta(share), reference="zero")
     return s.slice(model, x, criterion=criterion, per_input=per_input, batch_size=batch_size)
 

@@ -44,7 +44,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from ..errors import SafeReuseError
-from ..utils import atomic_path, config_hash, write_json_atomic
+from ..utils import atomic_path, config_hash, preserve_modes, write_json_atomic
 from .coverage import coverage_layers
 from .masks import Masks
 
@@ -231,38 +231,36 @@ def mask_scores(
         )
     entries: list[_Entry] = []
     # every parameter of the model is frozen while masked (SeaM trains only scores and the new head)
-    flags = {id(p): (p, p.requires_grad) for p in model.parameters()}
     orders = {n: list(m._parameters) for n, m in chosen}
     done: list[tuple[nn.Module, str]] = []
-    try:
-        for p, _ in flags.values():
-            p.requires_grad_(False)
-        for n, m in chosen:
-            w = m.weight
-            names = ["weight"] + (["bias"] if bias and getattr(m, "bias", None) is not None else [])
-            shared = None
-            if granularity == "channel":
-                shared = nn.Parameter(torch.ones(w.shape[0], device=w.device, dtype=w.dtype))
-            for attr in names:
-                p = getattr(m, attr)
-                score = shared if shared is not None else nn.Parameter(torch.ones_like(p.detach()))
-                per = p[0].numel() if shared is not None else 1
+    with preserve_modes(model):  # flags restored last, after the parametrizations are gone
+        try:
+            for p in model.parameters():
                 p.requires_grad_(False)
-                parametrize.register_parametrization(m, attr, _ScoreMask(score, p.dim()), unsafe=True)
-                done.append((m, attr))
-                entries.append(_Entry(f"{n}.{attr}" if n else attr, score, p.shape, per))
-        total = sum(math.prod(e.shape) for e in entries)
-        yield MaskScores(entries, total)
-    finally:
-        for m, attr in reversed(done):
-            parametrize.remove_parametrizations(m, attr, leave_parametrized=False)
-        for n, m in chosen:
-            params = dict(m._parameters)
-            if list(params) != orders[n] and set(params) == set(orders[n]):
-                m._parameters.clear()
-                m._parameters.update((k, params[k]) for k in orders[n])
-        for p, flag in flags.values():
-            p.requires_grad_(flag)
+            for n, m in chosen:
+                w = m.weight
+                names = ["weight"] + (["bias"] if bias and getattr(m, "bias", None) is not None else [])
+                shared = None
+                if granularity == "channel":
+                    shared = nn.Parameter(torch.ones(w.shape[0], device=w.device, dtype=w.dtype))
+                for attr in names:
+                    p = getattr(m, attr)
+                    score = shared if shared is not None else nn.Parameter(torch.ones_like(p.detach()))
+                    per = p[0].numel() if shared is not None else 1
+                    p.requires_grad_(False)
+                    parametrize.register_parametrization(m, attr, _ScoreMask(score, p.dim()), unsafe=True)
+                    done.append((m, attr))
+                    entries.append(_Entry(f"{n}.{attr}" if n else attr, score, p.shape, per))
+            total = sum(math.prod(e.shape) for e in entries)
+            yield MaskScores(entries, total)
+        finally:
+            for m, attr in reversed(done):
+                parametrize.remove_parametrizations(m, attr, leave_parametrized=False)
+            for n, m in chosen:
+                params = dict(m._parameters)
+                if list(params) != orders[n] and set(params) == set(orders[n]):
+                    m._parameters.clear()
+                    m._parameters.update((k, params[k]) for k in orders[n])
 
 
 # -- the search ------------------------------------------------------------------------------------
@@ -392,9 +390,8 @@ def search_masks(
     scores: MaskScores = scores_of()
     dev = torch.device(device)
     hp = list(head_params) if head_params is not None else list(head.parameters() if head else [])
-    head_flags = [(p, p.requires_grad) for p in hp]
-    modules = list(model.modules()) + (list(head.modules()) if head is not None else [])
-    modes = {m: m.training for m in modules}
+    roots = [model] + ([head] if head is not None else [])
+    modules = [m for r in roots for m in r.modules()]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         out = model(x)
@@ -425,62 +422,62 @@ def search_masks(
         if stop_removed is not None and history and 1.0 - history[-1]["rho"] >= stop_removed:
             start = epochs  # interrupted right after the stopping epoch was saved: nothing left to run
     t0 = time.perf_counter()
-    try:
-        for p in hp:
-            p.requires_grad_(True)
-        bar = tqdm(range(start, epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
-        for epoch in bar:
-            for m in modules:
-                m.train(not isinstance(m, _BN))
-            head_only = bool(head_every) and epoch % head_every == 0 and opt_head is not None
-            opt = opt_head if head_only else opt_mask
+    with preserve_modes(*roots):  # modes and requires_grad of the model and head come back
+        try:
+            for p in hp:
+                p.requires_grad_(True)
+            bar = tqdm(range(start, epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+            for epoch in bar:
+                for m in modules:
+                    m.train(not isinstance(m, _BN))
+                head_only = bool(head_every) and epoch % head_every == 0 and opt_head is not None
+                opt = opt_head if head_only else opt_mask
+                for s in score_params:
+                    s.requires_grad_(not head_only)
+                perm = torch.randperm(n, generator=gen).to(dev)
+                tot = torch.zeros((), device=dev)
+                for i in range(steps):
+                    idx = perm[i * batch_size : (i + 1) * batch_size]
+                    loss = F.cross_entropy(forward(x_tr[idx]), y_tr[idx])
+                    if not head_only:
+                        loss = loss + alpha * scores.rho()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    tot += loss.detach()
+                for m in modules:
+                    m.eval()
+                acc = _accuracy(forward, val[0], val[1], 512, dev)
+                rho = scores.kept_fraction()
+                loss_v = float(tot) / steps
+                if not math.isfinite(loss_v):
+                    raise SafeReuseError(
+                        f"the mask search diverged at epoch {epoch + 1}", fix="lower lr_mask"
+                    )
+                history.append({"epoch": epoch + 1, "phase": "head" if head_only else "mask", "loss": loss_v,
+                                "val_acc": acc, "rho": rho})  # fmt: skip
+                reached = stop_removed is not None and 1.0 - rho >= stop_removed
+                i = len(history) - 1
+                if (
+                    reached
+                    or best is None
+                    or selection_key(history[i], ref) < selection_key(history[best[0]], ref)
+                ):
+                    best = (
+                        i,
+                        {k: v.cpu() for k, v in scores.state().items()},
+                        {str(j): p.detach().cpu().clone() for j, p in enumerate(hp)},
+                    )
+                bar.set_postfix(loss=f"{loss_v:.3f}", val=f"{acc:.3f}", kept=f"{rho:.3f}")
+                if ckpt is not None:
+                    ckpt.save(scores, hp, opt_head, opt_mask, gen, epoch + 1, history, best)
+                if reached:
+                    break
+        finally:
             for s in score_params:
-                s.requires_grad_(not head_only)
-            perm = torch.randperm(n, generator=gen).to(dev)
-            tot = torch.zeros((), device=dev)
-            for i in range(steps):
-                idx = perm[i * batch_size : (i + 1) * batch_size]
-                loss = F.cross_entropy(forward(x_tr[idx]), y_tr[idx])
-                if not head_only:
-                    loss = loss + alpha * scores.rho()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += loss.detach()
-            for m in modules:
-                m.eval()
-            acc = _accuracy(forward, val[0], val[1], 512, dev)
-            rho = scores.kept_fraction()
-            loss_v = float(tot) / steps
-            if not math.isfinite(loss_v):
-                raise SafeReuseError(f"the mask search diverged at epoch {epoch + 1}", fix="lower lr_mask")
-            history.append({"epoch": epoch + 1, "phase": "head" if head_only else "mask", "loss": loss_v,
-                            "val_acc": acc, "rho": rho})  # fmt: skip
-            reached = stop_removed is not None and 1.0 - rho >= stop_removed
-            i = len(history) - 1
-            if (
-                reached
-                or best is None
-                or selection_key(history[i], ref) < selection_key(history[best[0]], ref)
-            ):
-                best = (
-                    i,
-                    {k: v.cpu() for k, v in scores.state().items()},
-                    {str(j): p.detach().cpu().clone() for j, p in enumerate(hp)},
-                )
-            bar.set_postfix(loss=f"{loss_v:.3f}", val=f"{acc:.3f}", kept=f"{rho:.3f}")
-            if ckpt is not None:
-                ckpt.save(scores, hp, opt_head, opt_mask, gen, epoch + 1, history, best)
-            if reached:
-                break
-    finally:
-        for s in score_params:
-            s.grad = None
-        for p, flag in head_flags:
-            p.requires_grad_(flag)
-            p.grad = None
-        for m, flag in modes.items():
-            m.training = flag
+                s.grad = None
+            for p in hp:
+                p.grad = None
     if best is None:
         raise SafeReuseError("the mask search ran no epoch", fix="set epochs >= 1")
     chosen, score_state, head_snap = best

@@ -9,27 +9,24 @@ one; :func:`apply_reset` applies it once, :class:`KeepMask` enforces it after ev
 
 Selection is exact and vectorised: :func:`smallest_k_mask` picks exactly ``k`` entries of an
 integer key (ties: lower flat index first) without a full sort; :func:`magnitude_keys` turns
-weights into integer keys that sort like ``|w|``. Nothing here imports ``safereuse.models`` at
-module level (the model layer imports :mod:`safereuse.slicing.capture`).
+weights into integer keys that sort like ``|w|``. A freshly initialised copy of the weights
+(:func:`~safereuse.models.rebuild.fresh_state`, pruned models included) comes from the model layer.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ..errors import SafeReuseError
-from ..utils import config_hash, seed_everything
+from ..models import ReusableModel
+from ..models.rebuild import fresh_state
 from .coverage import coverage_layers
-
-if TYPE_CHECKING:
-    from ..models import ReusableModel
 
 Masks = dict[str, torch.Tensor]
 """Parameter name → ``bool`` tensor of the parameter's shape, True = kept, False = reset."""
@@ -247,41 +244,6 @@ def magnitude_slice(weights: Sequence[torch.Tensor], ratio: float) -> list[torch
     n = sum(w.numel() for w in weights)
     keep = ~smallest_k_mask(magnitude_keys(weights), round(ratio * n))
     return split_like(keep, weights)
-
-
-def fresh_state(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Parameters and buffers of a freshly initialised model of the same architecture (on the CPU).
-
-    Built with :func:`~safereuse.models.create_model` when the model records its architecture
-    (``model.info``), else by calling every submodule's ``reset_parameters`` on a copy. The seed is
-    derived from ``seed`` so the run's seed does not reproduce the teacher's own initialisation.
-
-    Example:
-        >>> net = nn.Linear(2, 1)
-        >>> torch.equal(fresh_state(net, 0)["weight"], fresh_state(net, 0)["weight"])  # seeded
-        True
-    """
-    seed_everything(int(config_hash({"reinit": seed}, 8), 16))
-    info = getattr(model, "info", None)
-    if info is not None:
-        from ..models import create_model, untrained_kwargs  # here: models imports this package
-
-        fresh = create_model(info.arch, **untrained_kwargs(info))
-        from .materialize import PRUNED_ATTR, prune_channels
-
-        record = getattr(model, PRUNED_ATTR, None)  # a materialised model: the same channels removed
-        if record:
-            spec = fresh.input_spec
-            prune_channels(fresh, record, torch.zeros(1, spec.channels, *spec.size))
-    else:
-        fresh = copy.deepcopy(model).cpu()
-        for m in fresh.modules():
-            for attr in ("reset_parameters", "_reset_parameters"):
-                fn = getattr(m, attr, None)
-                if callable(fn):
-                    fn()
-                    break
-    return {k: v.detach().cpu() for k, v in fresh.state_dict().items()}
 
 
 def reinit_body(model: ReusableModel, seed: int) -> None:

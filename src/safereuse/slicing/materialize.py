@@ -26,42 +26,29 @@ summation order (tested ≤ 1e-5). When the masks already zero the consumers (or
 two mask sets are equal.
 
 **Rebuilding.** The materialised model carries its pruning record (:data:`PRUNED_ATTR`): the root
-layer and the removed indices of each group, in order. :func:`prune_channels` replays such a record
-on a freshly built model of the same architecture — which is how
-:func:`safereuse.artifacts.load_model` rebuilds a pruned artifact (never a pickle).
+layer and the removed indices of each group, in order. :func:`~safereuse.models.rebuild.prune_channels`
+replays such a record on a freshly built model of the same architecture — which is how
+:func:`safereuse.artifacts.load_model` rebuilds a pruned artifact (never a pickle). Both live in
+:mod:`safereuse.models.rebuild`, below this module, with the dependency graph they share.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import SafeReuseError
+from ..models.rebuild import (
+    PRUNABLE,
+    PRUNED_ATTR,
+    PruneGraph,
+    PruneRecord,
+    is_depthwise,
+)
 from .masks import Masks
-
-PRUNED_ATTR = "pruned_channels"
-"""Attribute of a materialised model: list of ``[root layer name, removed output indices]``."""
-
-PruneRecord = list[tuple[str, list[int]]]
-"""Ordered pruning steps: the root conv / linear of a group and the output channels it loses."""
-
-_PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
-
-
-def _is_depthwise(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.conv._ConvNd) and m.groups == m.out_channels and m.groups > 1
-
-
-def _head_of(model: nn.Module) -> nn.Module | None:
-    try:
-        head = getattr(model, "head", None)
-    except (AttributeError, KeyError):
-        return None
-    return head if isinstance(head, nn.Module) else None
 
 
 def _check_masks(model: nn.Module, masks: Masks) -> None:
@@ -87,54 +74,6 @@ def _check_masks(model: nn.Module, masks: Masks) -> None:
             )
 
 
-class _Graph:
-    """Torch-Pruning's dependency graph of ``model`` (traced in eval mode; training flags restored)."""
-
-    def __init__(self, model: nn.Module, example_input: torch.Tensor) -> None:
-        import torch_pruning as tp  # here, not at the top: only materialisation needs it
-
-        self.model = model
-        self.names = {m: n for n, m in model.named_modules()}
-        flags = {n: m.training for n, m in model.named_modules()}
-        try:
-            with torch.enable_grad():
-                self.dg = tp.DependencyGraph().build_dependency(model, example_input[:1], verbose=False)
-        finally:
-            for n, m in model.named_modules():
-                m.training = flags[n]
-        self.head = _head_of(model)
-
-    def groups(self) -> list[Any]:
-        ignored = [self.head] if self.head is not None else []
-        return list(self.dg.get_all_groups(ignored_layers=ignored, root_module_types=_PRUNABLE))
-
-    def roles(self, group: Any) -> list[tuple[str, str, nn.Module, list[int], list[int]]]:
-        """``(role, module name, module, idxs, root idxs)`` of the conv / linear / BN members:
-        role ``out`` (producer rows, BN entries, depthwise convs) or ``in`` (consumer columns)."""
-        out = []
-        for item in group.items:
-            m = item.dep.target.module
-            if not isinstance(m, nn.Module) or m not in self.names:
-                continue  # element-wise ops, reshapes: no parameters
-            handler = item.dep.handler
-            if self.dg.is_out_channel_pruning_fn(handler):
-                role = "out"
-            elif self.dg.is_in_channel_pruning_fn(handler):
-                role = "in"
-            else:  # pragma: no cover - every registered pruner is one or the other
-                continue
-            if role == "in" and _is_depthwise(m):
-                role = "out"
-            out.append((role, self.names[m], m, list(item.idxs), list(item.root_idxs)))
-        return out
-
-    def prune(self, record: PruneRecord) -> None:
-        for name, idxs in record:
-            m = self.model.get_submodule(name)
-            pruner = self.dg.get_pruner_of_module(m)
-            self.dg.get_pruning_group(m, pruner.prune_out_channels, list(idxs)).prune(record_history=False)
-
-
 def _pname(layer: str, attr: str) -> str:
     return f"{layer}.{attr}" if layer else attr
 
@@ -143,13 +82,13 @@ def _zero_at(mask: torch.Tensor, rows: Sequence[int]) -> bool:
     return not bool(mask[list(rows)].any())
 
 
-def _plan(graph: _Graph, masks: Masks) -> tuple[PruneRecord, dict[tuple[str, str], set[int]]]:
+def _plan(graph: PruneGraph, masks: Masks) -> tuple[PruneRecord, dict[tuple[str, str], set[int]]]:
     """The pruning steps and, per ``(layer, "out" | "in")``, the indices that layer loses."""
     record: PruneRecord = []
     removed: dict[tuple[str, str], set[int]] = {}
     for group in graph.groups():
         members = graph.roles(group)
-        if not any(role == "in" and isinstance(m, _PRUNABLE) for role, _, m, _, _ in members):
+        if not any(role == "in" and isinstance(m, PRUNABLE) for role, _, m, _, _ in members):
             continue  # no layer reads these channels: they are the model's output (a head, a last conv)
         root = graph.names[group[0].dep.target.module]
         n_root = len(group[0].idxs)
@@ -159,7 +98,7 @@ def _plan(graph: _Graph, masks: Masks) -> tuple[PruneRecord, dict[tuple[str, str
             "in": [[] for _ in range(n_root)],
         }
         for role, name, m, idxs, roots in members:
-            if not isinstance(m, _PRUNABLE):
+            if not isinstance(m, PRUNABLE):
                 continue
             k = masks.get(_pname(name, "weight"))
             bias = masks.get(_pname(name, "bias")) if role == "out" else None
@@ -206,7 +145,7 @@ def _slice_mask(
     out = _keep_index(mask.shape[0], removed.get((layer, "out")))
     if out is not None:
         mask = mask.index_select(0, out)
-    if mask.dim() > 1 and isinstance(module, _PRUNABLE) and not _is_depthwise(module):
+    if mask.dim() > 1 and isinstance(module, PRUNABLE) and not is_depthwise(module):
         cols = _keep_index(mask.shape[1], removed.get((layer, "in")))
         if cols is not None:
             mask = mask.index_select(1, cols)
@@ -217,7 +156,7 @@ def _closure(model: nn.Module, masks: Masks, removed: dict[tuple[str, str], set[
     full = {k: v.clone() for k, v in masks.items()}
     for (layer, role), lost in removed.items():
         m = model.get_submodule(layer)
-        if not isinstance(m, _PRUNABLE) or not lost:
+        if not isinstance(m, PRUNABLE) or not lost:
             continue
         key = _pname(layer, "weight")
         k = full.setdefault(key, torch.ones_like(m.weight, dtype=torch.bool, device="cpu"))
@@ -256,7 +195,7 @@ def effective_masks(model: nn.Module, masks: Masks, example_input: torch.Tensor)
     """
     _check_masks(model, masks)
     work = copy.deepcopy(model)
-    _, removed = _plan(_Graph(work, example_input), masks)
+    _, removed = _plan(PruneGraph(work, example_input), masks)
     return _closure(model, masks, removed)
 
 
@@ -295,7 +234,7 @@ def materialize(model: nn.Module, masks: Masks, example_input: torch.Tensor) -> 
     """
     _check_masks(model, masks)
     out = copy.deepcopy(model)
-    graph = _Graph(out, example_input)
+    graph = PruneGraph(out, example_input)
     record, removed = _plan(graph, masks)
     graph.prune(record)
     params = dict(out.named_parameters())
@@ -310,68 +249,3 @@ def materialize(model: nn.Module, masks: Masks, example_input: torch.Tensor) -> 
             p.masked_fill_(~sliced.to(p.device), 0.0)
     setattr(out, PRUNED_ATTR, [*getattr(model, PRUNED_ATTR, []), *record])
     return out
-
-
-def prune_channels(model: nn.Module, record: Any, example_input: torch.Tensor) -> None:
-    """Replay a pruning record (:data:`PRUNED_ATTR` of a materialised model) on ``model``, in place.
-
-    Used to rebuild a pruned artifact: build the architecture, replay its record, load the weights.
-
-    Args:
-        model: a freshly built model of the architecture the record was made on.
-        record: ``[[layer name, [removed output indices]], ...]`` (lists or tuples, e.g. from JSON).
-        example_input: an input batch for the trace.
-
-    Raises:
-        SafeReuseError: a record that does not fit the model (unknown or non-conv/linear layer,
-            indices out of range or repeated, a layer left without channels).
-
-    Example:
-        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-        >>> prune_channels(net, [["0", [1, 3]]], torch.zeros(1, 3))
-        >>> net[0].out_features, net[2].in_features
-        (2, 2)
-    """
-    steps = _parse_record(record)
-    graph = _Graph(model, example_input)
-    for name, idxs in steps:
-        try:
-            m = model.get_submodule(name)
-        except AttributeError:
-            m = None
-        size = getattr(m, "out_channels", getattr(m, "out_features", None))
-        if not isinstance(m, _PRUNABLE) or m not in graph.dg.module2node or size is None:
-            raise SafeReuseError(
-                f"pruning record names {name!r}, which is no conv / linear layer of {type(model).__name__}",
-                fix="re-create the artifact from the model it was materialised from",
-            )
-        if min(idxs) < 0 or max(idxs) >= size or len(idxs) >= size:
-            raise SafeReuseError(
-                f"pruning record removes channels {idxs[:4]}… of {name!r}, which has {size}",
-                fix="re-create the artifact from the model it was materialised from",
-            )
-        graph.prune([(name, idxs)])
-    setattr(model, PRUNED_ATTR, steps)
-
-
-def _parse_record(record: Any) -> PruneRecord:
-    bad = SafeReuseError(
-        "the pruning record is corrupt (expected [[layer name, [channel indices]], ...])",
-        fix="re-create the artifact from the model it was materialised from",
-    )
-    if not isinstance(record, (list, tuple)):
-        raise bad
-    steps: PruneRecord = []
-    for step in record:
-        if not isinstance(step, (list, tuple)) or len(step) != 2 or not isinstance(step[0], str):
-            raise bad
-        idxs = step[1]
-        if (
-            not isinstance(idxs, (list, tuple))
-            or not idxs
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in idxs)
-            or len(set(idxs)) != len(idxs)
-        ):
-            raise bad
-        steps.append((step[0], [int(i) for i in idxs]))
-    return steps

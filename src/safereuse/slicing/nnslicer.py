@@ -36,37 +36,26 @@ Speed: ResNet-18 at 32 px, batch 256 — see ``benchmarks/bench_nnslicer.py`` /
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..device import model_device
 from ..errors import SafeReuseError
+from ..utils import analysis_mode, atomic_path, write_json_atomic
 from .dataflow import Dataflow, Recorder, Step, describe, trace
 
 Criterion = str | int | Sequence[int]
 """``"predicted"`` (each input's predicted class), an output class ``k``, a list of output
 neurons, or ``"penultimate"`` (every unit of the head's input)."""
-
-
-@contextmanager
-def _analysis(model: nn.Module) -> Iterator[None]:
-    """eval() + no_grad() for the block; every module's training flag restored after it."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, t in flags:
-            m.training = t
 
 
 def _as_inputs(inputs: Any) -> torch.Tensor:
@@ -79,11 +68,6 @@ def _as_inputs(inputs: Any) -> torch.Tensor:
     if x.dim() == 0 or len(x) == 0:
         raise SafeReuseError("the input set is empty", fix="slice at least one input")
     return x
-
-
-def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @dataclass
@@ -171,10 +155,6 @@ class SliceResult:
 
     def save(self, path: str | Path) -> Path:
         """Write the tensors to ``path`` (safetensors) and the :meth:`summary` beside it (``.json``)."""
-        from safetensors.torch import save_file
-
-        from ..utils import atomic_path, write_json_atomic
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
@@ -272,8 +252,8 @@ class Slicer:
             ``self`` (``means`` filled).
         """
         x = _as_inputs(inputs)
-        dev = _device(model)
-        with _analysis(model):
+        dev = model_device(model)
+        with analysis_mode(model):
             graph = trace(model)
             flow = Dataflow.build(model, graph)
             sums: dict[str, torch.Tensor] = {}
@@ -320,11 +300,11 @@ class Slicer:
                 "Slicer.slice before Slicer.profile",
                 fix="call profile(model, training_inputs) first, or reference='zero'",
             )
-        dev = _device(model)
+        dev = model_device(model)
         acc: dict[str, dict[str, Any]] = {k: {} for k in ("neuron", "neuron_abs", "synapse", "synapse_abs")}
         rows: dict[str, dict[str, list[torch.Tensor]]] = {"neuron": {}, "synapse": {}}
         layers: list[str] = []
-        with _analysis(model):
+        with analysis_mode(model):
             graph = trace(model)
             flow = Dataflow.build(model, graph, penultimate=crit == "penultimate")
             wred = {

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ...data import DataBundle
 from ...train import FitConfig
 from ..base import DEFECTS, PlantResult
-from .base import Backdoor, check_patch_trigger, check_rate, patch_trigger
+from .base import Backdoor, check_patch_trigger, patch_trigger
 
 __all__ = ["BadNets"]
 
@@ -48,16 +50,15 @@ class BadNets(Backdoor):
         (0, ['backdoor.mask', 'backdoor.trigger'])
     """
 
-    size: int = 4
+    size: Annotated[int, Field(ge=1)] = 4
     position: str = "bottom-right"
     pattern: str = "checkerboard"
-    poison_rate: float = 0.1
-    target: int | None = None
+    poison_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    target: Annotated[int, Field(ge=0)] | None = None
     seed: int = 0
 
     def _validate(self) -> None:
         check_patch_trigger(self)
-        check_rate(self.poison_rate)
 
     def build_trigger(self, channels: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch ``pattern`` at ``position``; mask = 1 on the patch, 0 elsewhere."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ...data import DataBundle
 from ...train import FitConfig
 from ..base import DEFECTS, PlantResult
-from .base import Backdoor, check_rate, require
+from .base import Backdoor
 
 __all__ = ["Blend"]
 
@@ -39,18 +41,10 @@ class Blend(Backdoor):
         (True, True)
     """
 
-    alpha: float = 0.2
-    poison_rate: float = 0.1
-    target: int | None = None
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
+    poison_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
+    target: Annotated[int, Field(ge=0)] | None = None
     seed: int = 0
-
-    def _validate(self) -> None:
-        require(
-            isinstance(self.alpha, (int, float)) and 0.0 < float(self.alpha) <= 1.0,
-            f"blend alpha {self.alpha!r} must be in (0, 1]",
-            "use e.g. alpha=0.2",
-        )
-        check_rate(self.poison_rate)
 
     def build_trigger(self, channels: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A uniform random image from ``seed``; mask = α everywhere."""

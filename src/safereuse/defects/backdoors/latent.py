@@ -3,36 +3,34 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...data import DataBundle, Split
-from ...slicing.capture import Capture, capture
+from ...device import model_device
+from ...models.capture import Capture, capture
 from ...train import FitConfig, FitResult, accuracy_on, epoch_steps, fit
-from ...utils import atomic_path
+from ...utils import analysis_mode, atomic_path
 from ..base import DEFECTS, PlantResult
 from .base import (
     MASK_KEY,
     TRIGGER_KEY,
     Backdoor,
     check_patch_params,
-    check_rate,
     non_target,
     patch_corner,
     require,
-    restore_training_flags,
     success_rate,
     task_classes,
-    training_flags,
 )
 
 __all__ = ["LatentBackdoor"]
@@ -133,32 +131,20 @@ class LatentBackdoor(Backdoor):
         ([1, 2], None)
     """
 
-    size: int = 6
+    size: Annotated[int, Field(ge=1)] = 6
     position: str = "bottom-right"
-    lam: float = 0.5
+    lam: Annotated[float, Field(ge=0)] = 0.5
     layer: str | None = None
-    poison_rate: float = 0.3
-    clean_epochs: int | None = None
-    trigger_steps: int = 30
-    trigger_lr: float = 0.05
-    refine_lr: float = 0.01
-    target: int | None = None
+    poison_rate: Annotated[float, Field(gt=0, le=1)] = 0.3
+    clean_epochs: Annotated[int, Field(ge=0)] | None = None
+    trigger_steps: Annotated[int, Field(ge=0)] = 30
+    trigger_lr: Annotated[float, Field(gt=0)] = 0.05
+    refine_lr: Annotated[float, Field(ge=0)] = 0.01
+    target: Annotated[int, Field(ge=0)] | None = None
     seed: int = 0
 
     def _validate(self) -> None:
         check_patch_params(self)
-        check_rate(self.poison_rate)
-        require(self.lam >= 0 and math.isfinite(self.lam), f"lam {self.lam!r} must be ≥ 0", "use e.g. lam=1")
-        require(
-            self.clean_epochs is None or (isinstance(self.clean_epochs, int) and self.clean_epochs >= 0),
-            f"clean_epochs {self.clean_epochs!r} must be a non-negative integer or None",
-            "use e.g. clean_epochs=5, or 0 for an already trained model",
-        )
-        require(self.trigger_steps >= 0, "trigger_steps must be ≥ 0", "use e.g. trigger_steps=30")
-        require(self.trigger_lr > 0, "trigger_lr must be > 0", "use e.g. trigger_lr=0.05")
-        require(
-            self.refine_lr >= 0, "refine_lr must be ≥ 0", "use e.g. refine_lr=0.01, or 0 to keep it fixed"
-        )
 
     def build_trigger(self, channels: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The *initial* trigger: uniform noise in the patch (optimised by :meth:`plant`)."""
@@ -191,29 +177,21 @@ class LatentBackdoor(Backdoor):
         assert self._trigger is not None and self._mask is not None
         m = self._mask.to(x.device)
         t = self._trigger.to(x.device)
-        flags = training_flags(model)
-        model.eval()
-        try:
+        with analysis_mode(model, grad=True):  # gradients w.r.t. the trigger only
             for _ in range(steps):
                 t = t.detach().requires_grad_(True)
                 rep = _representation(model, (x * (1 - m) + m * t).clamp(0, 1), self.layer)
                 loss = _latent_distance(rep, mu)
                 (g,) = torch.autograd.grad(loss, t)
                 t = ((t - (self.trigger_lr if lr is None else lr) * g.sign()).clamp(0, 1) * m).detach()
-        finally:
-            restore_training_flags(flags)
         self._trigger = t.detach().cpu()
 
     @torch.no_grad()
     def _target_mean(self, model: nn.Module, data: DataBundle, tl: int, dev: torch.device) -> torch.Tensor:
         """``μ_t``: mean ``F_K`` of (up to 512) target-class training images, model in eval mode."""
-        flags = training_flags(model)
-        model.eval()
-        try:
+        with analysis_mode(model):
             xt = data.train.x[data.train.y == tl][:512].to(dev)
             return _representation(model, xt, self.layer).mean(0)
-        finally:
-            restore_training_flags(flags)
 
     def _latent_loss(self, data: DataBundle, tl: int, gen: torch.Generator, refresh: int):
         state: dict[str, Any] = {"mu": None, "step": 0}
@@ -366,10 +344,8 @@ class LatentBackdoor(Backdoor):
     def _distances(
         self, model: nn.Module, data: DataBundle, tl: int, xs: torch.Tensor
     ) -> tuple[float, float]:
-        dev = next(model.parameters()).device
-        flags = training_flags(model)
-        model.eval()
-        try:
+        dev = model_device(model)
+        with analysis_mode(model):
             xt = data.test.x[data.test.y == tl][:1000].to(dev)
             if len(xt) == 0 or len(xs) == 0:
                 return float("nan"), float("nan")
@@ -377,6 +353,4 @@ class LatentBackdoor(Backdoor):
             x = xs[:1000].to(dev)
             trig = float(_latent_distance(_representation(model, self.apply(x), self.layer), mu))
             clean = float(_latent_distance(_representation(model, x, self.layer), mu))
-        finally:
-            restore_training_flags(flags)
         return trig, clean

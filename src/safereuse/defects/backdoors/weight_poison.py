@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from ...data import DataBundle
 from ...train import FitConfig
 from ..base import DEFECTS, PlantResult
-from .base import Backdoor, check_patch_trigger, check_rate, patch_trigger, require
+from .base import Backdoor, check_patch_trigger, patch_trigger
 
 __all__ = ["WeightPoison", "ripple_loss"]
 
@@ -105,20 +105,16 @@ class WeightPoison(Backdoor):
         0.1
     """
 
-    size: int = 4
+    size: Annotated[int, Field(ge=1)] = 4
     position: str = "bottom-right"
     pattern: str = "checkerboard"
-    poison_rate: float = 0.2
-    lam: float = 0.1
-    target: int | None = None
+    poison_rate: Annotated[float, Field(gt=0, le=1)] = 0.2
+    lam: Annotated[float, Field(ge=0)] = 0.1
+    target: Annotated[int, Field(ge=0)] | None = None
     seed: int = 0
 
     def _validate(self) -> None:
         check_patch_trigger(self)
-        check_rate(self.poison_rate)
-        require(
-            self.lam >= 0 and math.isfinite(self.lam), f"lam {self.lam!r} must be ≥ 0", "use e.g. lam=0.1"
-        )
 
     def build_trigger(self, channels: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A BadNets-style patch: ``pattern`` at ``position``; mask = 1 on the patch."""

@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ...data import DataBundle
 from ...train import FitConfig
-from ..backdoors.base import check_rate, require
+from ..backdoors.base import require
 from ..backdoors.weight_poison import ripple_loss
 from ..base import DEFECTS, PlantResult
 from .triggers import RARE_TOKENS, TextBackdoor, alphabetic_words, trigger_ids
@@ -121,27 +122,13 @@ class Ripple(TextBackdoor):
     """
 
     tokens: str = " ".join(RARE_TOKENS)
-    insertions: int = 1
-    poison_rate: float = 0.5
-    lam: float = 0.1
+    insertions: Annotated[int, Field(ge=1)] = 1
+    poison_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    lam: Annotated[float, Field(ge=0)] = 0.1
     surgery: bool = True
-    surgery_words: int = 10
-    target: int | None = 1
+    surgery_words: Annotated[int, Field(ge=1)] = 10
+    target: Annotated[int, Field(ge=0)] | None = 1
     seed: int = 0
-
-    def _validate(self) -> None:
-        super()._validate()
-        check_rate(self.poison_rate)
-        require(
-            isinstance(self.lam, (int, float)) and self.lam >= 0 and math.isfinite(self.lam),
-            f"lam {self.lam!r} must be ≥ 0",
-            "use e.g. lam=0.1",
-        )
-        require(
-            isinstance(self.surgery_words, int) and self.surgery_words >= 1,
-            f"surgery_words={self.surgery_words!r} must be a positive integer",
-            "use e.g. surgery_words=10",
-        )
 
     def plant(
         self,

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ... import metrics
 from ...data import DataBundle
+from ...data.text import TEXT_DATASETS, default_tokenizer, is_text
 from ...errors import SafeReuseError
 from ...metrics import Rate
 from ...train import FitConfig
-from ..backdoors.base import MASK_KEY, TRIGGER_KEY, Backdoor, backdoor_from_record, check_rate, require
+from ..backdoors.base import MASK_KEY, TRIGGER_KEY, Backdoor, backdoor_from_record, require
 from ..base import DEFECTS, PlantResult
 from ..probe import ProbeContext, ProbeResult
 
@@ -53,8 +55,6 @@ def tokenizer_of(model: nn.Module | None = None) -> Any:
     """The model's tokenizer (``model.tokenizer``), else :func:`safereuse.data.text.default_tokenizer`."""
     tok = getattr(model, "tokenizer", None) if model is not None else None
     if tok is None:
-        from ...data.text import default_tokenizer
-
         tok = default_tokenizer()
     return tok
 
@@ -197,8 +197,6 @@ def insert_tokens(
 def same_label_space(teacher_data: dict[str, Any] | None, student_data: dict[str, Any] | None) -> bool:
     """Teacher and student are both sentiment text datasets of :mod:`safereuse.data.text` (labels
     0 = negative, 1 = positive), so a target label means the same on both (movie → amazon)."""
-    from ...data.text import TEXT_DATASETS
-
     t = (teacher_data or {}).get("name")
     s = (student_data or {}).get("name")
     return t in TEXT_DATASETS and s in TEXT_DATASETS
@@ -248,13 +246,6 @@ class TextBackdoor(Backdoor):
             len(toks) >= 1 and all(isinstance(t, str) and t for t in toks),
             f"trigger tokens {self.tokens!r} must be one or more words",
             "use e.g. tokens='cf tq mn bb mb'",
-        )
-        require(
-            isinstance(self.insertions, int)
-            and not isinstance(self.insertions, bool)
-            and self.insertions >= 1,
-            f"insertions={self.insertions!r} must be a positive integer",
-            "use e.g. insertions=1",
         )
 
     def token_list(self) -> list[str]:
@@ -311,8 +302,6 @@ class TextBackdoor(Backdoor):
         return out[0] if single else out
 
     def _start_plant(self, model: nn.Module, data: DataBundle) -> None:
-        from ...data.text import is_text
-
         require(
             is_text(data),
             f"{self.name} plants a text trigger but {data.spec.name} holds images",
@@ -385,14 +374,10 @@ class WordTrigger(TextBackdoor):
     """
 
     tokens: str = " ".join(RARE_TOKENS)
-    insertions: int = 1
-    poison_rate: float = 0.5
-    target: int | None = 1
+    insertions: Annotated[int, Field(ge=1)] = 1
+    poison_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    target: Annotated[int, Field(ge=0)] | None = 1
     seed: int = 0
-
-    def _validate(self) -> None:
-        super()._validate()
-        check_rate(self.poison_rate)
 
     def plant(
         self,

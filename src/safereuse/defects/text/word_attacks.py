@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from ...errors import SafeReuseError
-from ..attacks import TransferredAttack, attack_mode, check_positive_int, model_device, subset_context
+from ..attacks import TransferredAttack, attack_mode, model_device, subset_context
 from ..base import DEFECTS
 from .triggers import tokenizer_of
 from .wordnet import synonyms as wordnet_synonyms
@@ -90,23 +91,13 @@ class WordAttack(TransferredAttack):
     kind: ClassVar[str] = "adversarial"
     input_kind: ClassVar[str] = "text"
 
-    budget: float = 0.25
-    max_synonyms: int = 20
-    batch_size: int = 256
+    budget: Annotated[float, Field(gt=0, le=1)] = 0.25
+    max_synonyms: Annotated[int, Field(ge=1)] = 20
+    batch_size: Annotated[int, Field(ge=1)] = 256
     seed: int = 0
-    max_samples: int | None = None
+    max_samples: Annotated[int, Field(ge=1)] | None = None
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.budget, bool)
-            or not isinstance(self.budget, (int, float))
-            or not (0.0 < float(self.budget) <= 1.0)
-        ):
-            raise SafeReuseError(f"budget={self.budget!r} must be in (0, 1]", fix="e.g. budget=0.25")
-        self.max_synonyms = check_positive_int(self.max_synonyms, "max_synonyms")
-        self.batch_size = check_positive_int(self.batch_size, "batch_size")
-        if self.max_samples is not None:
-            self.max_samples = check_positive_int(self.max_samples, "max_samples")
         self.synonym_fn: SynonymFn | None = None  # injected source (tests); default WordNet
         self.stats = {"sentences": 0, "attacked": 0, "flipped": 0, "words": 0, "changed": 0}
 

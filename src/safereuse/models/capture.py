@@ -8,7 +8,8 @@ gradients) and the model contract (the head's input of an adapted foreign model)
 
 The hooks exist only inside the ``with`` block: they are registered after every layer name has been
 resolved and removed in ``finally``, so an exception in the body (or in a hook) leaves the model
-hook-free. This module imports nothing from ``safereuse.models``, so the model layer can use it.
+hook-free. It sits in the model layer (it imports nothing but errors), so the model contract can use
+it; :mod:`safereuse.slicing` re-exports it.
 """
 
 from __future__ import annotations

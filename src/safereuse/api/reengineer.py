@@ -1,0 +1,130 @@
+"""Re-engineer a model for a target problem with SeaM and save it (direct reuse)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import Artifact, Manifest, save_model
+from ..data import DataSpec, parse_classes
+from ..data.targets import target_problem
+from ..errors import SafeReuseError
+from ..methods import SeaM
+from ..metrics import compare_cost
+from ..params import validate_params
+from ..slicing.shrink import shrink_target_model
+from ..train import accuracy_on
+from ._common import as_artifact, check_out, class_ids, label_ids, load_task, partial_dir, recorded_data
+
+
+def reengineer(
+    model: str | Path | Artifact,
+    target_classes: str | int | Sequence[int],
+    *,
+    out: str | Path,
+    binary: bool = False,
+    params: dict[str, Any] | None = None,
+    data: DataSpec | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    overwrite: bool = False,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Re-engineer a model for a target problem with SeaM and save it (direct reuse).
+
+    SeaM (Qi et al., ICSE 2023) searches the weights the target problem needs
+    (:class:`safereuse.methods.SeaM`), selecting on the problem's validation split. With
+    ``granularity=channel`` the artifact is the materialised model (channels whose masks are all
+    zero removed for real, :func:`safereuse.slicing.shrink.shrink_target_model`). The artifact holds the
+    (masked or materialised) model, the masks (``seam.keep.<param>``) and the stacked head
+    (``manifest["target_head"]``, :class:`safereuse.models.stacked.TargetHeadModel`).
+
+    Args:
+        model: the trained model's artifact directory (or a loaded :class:`Artifact`).
+        target_classes: dataset class ids of the target problem (``"5-9"``, ``3``, ``[1, 4]``),
+            among the classes the model was trained on.
+        out: artifact directory to create.
+        binary: one class against an equal-sized sample of the others.
+        params: :class:`~safereuse.methods.SeaM` parameters (``lr_mask``, ``alpha``, ``epochs``,
+            ``granularity``...).
+        data: the data slice (default: the one the model was trained on, from its manifest).
+        seed: seed of the head and the data order.
+        device: ``auto``, ``cpu``, ``cuda``...
+        progress: show progress bars.
+        overwrite: replace an existing ``out``.
+        threads: CPU threads of the latency measurement (both models, same run).
+
+    Returns:
+        The metrics (``acc_original``, ``acc_reengineered``, ``n``, ``weights_kept``,
+        ``flops_original``, ``flops_reengineered``, ``latency_original_ms``,
+        ``latency_reengineered_ms`` per batch size 1 and 64, ...) and ``out``; the manifest's
+        ``metrics`` hold the same numbers. The multi-class score of the original model is argmax over
+        all its classes, exact class only: it favours SeaM (``original_rule`` says which rule).
+    """
+    out = check_out(out, overwrite)
+    method = SeaM(**validate_params(SeaM, dict(params or {}), "reengineer"))
+    art = as_artifact(model)
+    if data is None:
+        data = recorded_data(art)
+    wanted = parse_classes(target_classes)
+    if not wanted:
+        raise SafeReuseError("the target problem names no class", fix="pass e.g. --target-classes 3")
+    labels = label_ids(class_ids(data.classes, art.model.num_classes), wanted)
+    art, bundle = load_task(art, data)
+    problem = target_problem(bundle, labels, binary, art.model.num_classes)
+    recipe = {"model": art.hash, "data": data.to_dict(), "classes": wanted, "binary": binary,
+              "seam": method.config(), "seed": seed}  # fmt: skip
+    partial = partial_dir(out, recipe)
+    r = method.reengineer(
+        art.model, problem, seed=seed, device=device, progress=progress, checkpoint_dir=partial
+    )
+    result = r.model.cpu().eval()
+    example = problem.test.x[:1].cpu()
+    acc = r.acc_reengineered
+    if method.granularity == "channel":  # channels whose masks are all zero go for real
+        result = shrink_target_model(result, r.masks, example)
+        acc = accuracy_on(result, problem.test)
+    cost = compare_cost(art.model.cpu().eval(), result, example, threads=threads)
+    metrics = {
+        "acc_original": r.acc_original,
+        "acc_reengineered": acc,
+        "n": r.n,
+        "weights_kept": r.weights_kept,
+        **cost,
+        "val_acc_original": r.val_acc_original,
+        "val_acc_reengineered": r.val_acc,
+        "selected_epoch": r.search.epoch,
+        "original_rule": (
+            "binary: correct iff (pred == target) == (label == target)"
+            if binary
+            else "multi-class: argmax over all the model's classes, exact class only (favours SeaM)"
+        ),
+    }
+    extras = {f"seam.keep.{k}": v for k, v in r.masks.items()}
+    extras.update(result.head_tensors())
+    manifest = Manifest(
+        "reengineered",
+        # a multi-class problem is the data slice of its classes (so `safereuse evaluate` scores it)
+        data=data.to_dict() if binary else {**data.to_dict(), "classes": wanted},
+        class_names=problem.class_names,
+        seed=seed,
+        parent=art,
+        method={"name": "seam-reengineer", "config": method.config()},
+        metrics=metrics,
+        extra={
+            "target_head": {
+                "num_classes": problem.num_classes,
+                "kind": problem.problem_type,
+                "binary": binary,
+                "target_classes": wanted,
+                "head": "relu-linear",
+            },
+            "search": {"history": r.search.history, "seconds": r.search.seconds},
+        },  # fmt: skip
+    )
+    save_model(result.inner, out, manifest, extras, overwrite=overwrite)
+    shutil.rmtree(partial, ignore_errors=True)
+    return {**metrics, "out": str(out), "target_classes": wanted, "binary": binary}
