@@ -107,3 +107,38 @@ def test_an_image_defect_on_a_text_scenario_is_refused_and_a_scope_allows_it():
     cells = expand(load_spec(text=scoped + "  - name: pwws\n    scenarios: [txt]\n"))
     audited = {(c.scenario, d["name"]) for c in cells for d in c.config["defects"]}
     assert audited == {("img", "fgsm"), ("txt", "pwws")}
+
+
+def test_the_audit_options_are_declared_once_and_checked_on_every_path(tmp_path, capsys):
+    """``AuditConfig`` holds the audit's options: Python, the API, the CLI and a spec's ``audit:`` block
+    all refuse ``max_samples=0`` from its one declaration (the spec in its own schema wording)."""
+    from safereuse.data import load_data
+    from safereuse.defects import AuditConfig, audit
+    from safereuse.models import create_model
+    from safereuse.runner.spec import AuditCfg
+
+    expected = "audit: max_samples=0 is invalid (expected an integer ≥ 1 or None)"
+    with pytest.raises(SafeReuseError, match=r"max_samples=0 is invalid") as direct:
+        AuditConfig(max_samples=0)
+    assert str(direct.value).startswith(expected)
+    data = load_data("digits", classes=[0, 1, 2])
+    net = create_model("smallcnn", 3)
+    with pytest.raises(SafeReuseError) as lib:
+        audit(net, net, data, ["fgsm"], max_samples=0)
+    assert str(lib.value) == str(direct.value)
+    with pytest.raises(SafeReuseError) as via_api:
+        api.audit(net, net, data, ["fgsm"], max_samples=0, teacher_data=DataSpec("digits", classes=[0, 1, 2]))
+    assert str(via_api.value) == str(direct.value)
+    spec = """
+scenarios:
+  - name: s
+    teacher: {arch: smallcnn, data: digits, classes: 0-2}
+    student: {data: digits, classes: 0-2, train_size: 5, per_class: true}
+methods: [{name: finetune}]
+audit: {max_samples: 0}
+"""
+    with pytest.raises(SafeReuseError, match=r"line 7: audit\.max_samples: .*greater than or equal to 1"):
+        load_spec(text=spec)
+    # the grid keeps its own defaults (500 images, a per-cell seed allowed) over the same fields
+    assert AuditCfg().max_samples == 500 and AuditCfg(seed="cell").seed == "cell"
+    assert AuditCfg().batch_size == AuditConfig().batch_size

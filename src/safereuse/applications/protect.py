@@ -30,6 +30,7 @@ from ..data import DataBundle, Split
 from ..errors import SafeReuseError
 from ..slicing.masks import KeepMask, Masks
 from ..train import FitConfig, accuracy_on, fit
+from ..utils import preserve_modes
 from .criteria import CriterionScored
 from .prune import check_target_classes, target_accuracy
 from .synapses import Scores, select_synapses, weight_masks_of
@@ -211,8 +212,7 @@ class Protection(CriterionScored):
         if self.attack_size is not None:
             train = Split(train.x[: self.attack_size], train.y[: self.attack_size])
         values = {k: model.get_parameter(k).detach().clone() for k in result.hidden}
-        flags = {n: p.requires_grad for n, p in model.named_parameters()}
-        try:
+        with preserve_modes(model):
             for n, p in model.named_parameters():
                 p.requires_grad_(n in result.hidden)
             cfg = FitConfig(
@@ -220,9 +220,6 @@ class Protection(CriterionScored):
                 weight_decay=0.0, bn_stats="freeze", seed=self.seed, device="cpu", progress=progress,
             )  # fmt: skip
             fit(model, train, None, cfg, after_step=KeepMask(result.hidden, values))
-        finally:
-            for n, p in model.named_parameters():
-                p.requires_grad_(flags[n])
         result.metrics.update({"attack_images": len(train), "attack_epochs": self.attack_epochs})
 
 

@@ -24,7 +24,7 @@ from .attacks import (
     fgsm_attack,
     pgd_attack,
 )
-from .audit import AuditReport, AuditRow, audit
+from .audit import AuditConfig, AuditReport, AuditRow, audit
 from .backdoors import Backdoor
 from .base import DEFECTS, Defect, PlantResult
 from .coverage_attacks import NCGuided, neuron_coverage
@@ -32,6 +32,7 @@ from .probe import AuditedModel, ProbeContext, ProbeResult
 
 __all__ = [
     "DEFECTS",
+    "AuditConfig",
     "AuditReport",
     "AuditRow",
     "AuditedModel",

@@ -66,9 +66,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from .. import metrics
 from ..artifacts import Artifact
@@ -77,6 +78,7 @@ from ..device import resolve_device
 from ..errors import SafeReuseError
 from ..metrics import Rate
 from ..models import ReusableModel
+from ..params import Validated
 from ..utils import atomic_path
 from .attacks import model_device
 from .backdoors import Backdoor
@@ -407,12 +409,37 @@ def _resolve(defects: Sequence[DefectSpec], seed: int) -> list[Defect]:
     return out
 
 
+@dataclass
+class AuditConfig(Validated):
+    """The audit's own options, declared once: the CLI (``--max-samples``), a spec's ``audit:`` block
+    and :func:`audit` / :func:`safereuse.api.audit` all check them here.
+
+    Attributes:
+        max_samples: audit only this many test images (evenly spaced; None: all).
+        batch_size: images per crafting / prediction batch.
+        seed: seed of random starts (for every defect with a ``seed`` parameter not given).
+
+    Example:
+        >>> AuditConfig(max_samples="500").max_samples
+        500
+        >>> AuditConfig(batch_size=0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        safereuse.errors.SafeReuseError: audit: batch_size=0 is invalid (expected an integer ≥ 1) (fix: ...)
+    """
+
+    max_samples: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1)] = 256
+    seed: int = 0
+
+    def _what(self) -> str:
+        return "audit"
+
+
 def _subset(n: int, max_samples: int | None) -> torch.Tensor | None:
     """Evenly spaced indices (deterministic, independent of the seed) or None for all."""
     if max_samples is None or max_samples >= n:
         return None
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-        raise SafeReuseError(f"max_samples={max_samples!r} must be a positive integer", fix="e.g. 500")
     return torch.arange(max_samples) * n // max_samples
 
 
@@ -477,12 +504,12 @@ def audit(
         >>> [(r.defect, r.kind, r.crafted_on, r.rates["rob"].n) for r in rep.rows]
         [('fgsm', 'whitebox', 'student', 8)]
     """
+    cfg = AuditConfig(max_samples=max_samples, batch_size=batch_size, seed=seed)
+    max_samples, batch_size, seed = cfg.max_samples, cfg.batch_size, cfg.seed
     t_meta = audited(teacher, "teacher", teacher_data, backdoor)
     s_meta = audited(student, "student", student_data)
     _check_inputs(t_meta, s_meta, data)
     resolved = _resolve(defects, seed)
-    if batch_size < 1:
-        raise SafeReuseError(f"batch_size={batch_size} must be ≥ 1", fix="e.g. 256")
     for d in resolved:
         d.check_input_kind(data.test.x)
         d.check_models(t_meta, s_meta)
@@ -566,4 +593,13 @@ def audit(
     )
 
 
-__all__ = ["SCHEMA", "AuditReport", "AuditRow", "AuditedModel", "DefectSpec", "audit", "audited"]
+__all__ = [
+    "SCHEMA",
+    "AuditConfig",
+    "AuditReport",
+    "AuditRow",
+    "AuditedModel",
+    "DefectSpec",
+    "audit",
+    "audited",
+]

@@ -66,12 +66,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..data import DataBundle
+from ..device import model_device
 from ..errors import SafeReuseError
 from ..models import ReusableModel
 from ..models.contract import residual_sum
 from ..models.resnet import BasicBlock, Bottleneck
 from ..models.wide_resnet import WideBasicBlock
 from ..train import FitConfig, FitResult, fit
+from ..utils import analysis_mode
 from .base import METHODS, Prepared, TransferMethod
 
 SigmaMode = Literal["reshape", "operator"]
@@ -233,7 +235,6 @@ def _input_shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict
         raise SafeReuseError("sigma='operator' needs the model's input size", fix="use a ReusableModel")
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
-    modes = {m: m.training for m in model.modules()}
 
     def record(name: str) -> Any:
         def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
@@ -244,15 +245,11 @@ def _input_shapes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> dict
     try:
         for name, m in layers:
             handles.append(m.register_forward_pre_hook(record(name)))
-        model.eval()
-        dev = next(model.parameters()).device
-        with torch.no_grad():
-            model(torch.zeros(1, spec.channels, *spec.size, device=dev))
+        with analysis_mode(model):
+            model(torch.zeros(1, spec.channels, *spec.size, device=model_device(model)))
     finally:
         for h in handles:
             h.remove()
-        for m, flag in modes.items():
-            m.training = flag
     return shapes
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import SafeReuseError
+from ..utils import analysis_mode
 
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -104,14 +105,9 @@ def flops(model: nn.Module, input_shape: Sequence[int]) -> int:
         16
     """
     x = _example_input(model, input_shape, None)
-    was = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        model.train(was)
+    counter = FlopCounterMode(display=False)
+    with analysis_mode(model), counter:
+        model(x)
     return int(counter.get_total_flops())
 
 
@@ -163,19 +159,14 @@ def latency(
     from torch.utils import benchmark  # deferred: ~0.2 s at import, only needed when timing
 
     x = _example_input(model, input_shape, device)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)  # warm-up (lazy init, allocator)
-            timer = benchmark.Timer(
-                stmt="model(x)",
-                globals={"model": model, "x": x},
-                num_threads=num_threads or torch.get_num_threads(),
-            )
-            m = timer.blocked_autorange(min_run_time=min_run_time)
-    finally:
-        model.train(was)
+    with analysis_mode(model):
+        model(x)  # warm-up (lazy init, allocator)
+        timer = benchmark.Timer(
+            stmt="model(x)",
+            globals={"model": model, "x": x},
+            num_threads=num_threads or torch.get_num_threads(),
+        )
+        m = timer.blocked_autorange(min_run_time=min_run_time)
     return Latency(float(m.median), float(m.iqr), len(m.times), int(x.shape[0]), str(x.device))
 
 
@@ -227,19 +218,15 @@ def sparse_flops(
         calls.append((dense, int(nz.sum()), w.numel()))
 
     handles = []
-    flags = {n: m.training for n, m in model.named_modules()}
     try:
         for m in model.modules():
             if isinstance(m, _WEIGHTED):
                 handles += [m.register_forward_pre_hook(before), m.register_forward_hook(after)]
-        model.eval()
-        with torch.no_grad(), counter:
+        with analysis_mode(model), counter:
             model(example_input[:1])
     finally:
         for h in handles:
             h.remove()
-        for n, m in model.named_modules():
-            m.training = flags[n]
     total = int(counter.get_total_flops())
     layered = sum(d for d, _, _ in calls)
     sparse = sum(d // 2 * nz // numel for d, nz, numel in calls)
@@ -283,12 +270,10 @@ def latency_ms(
     from torch.utils import benchmark  # deferred: ~0.2 s at import, only needed when timing
 
     before = torch.get_num_threads()
-    flags = {n: m.training for n, m in model.named_modules()}
     gen = torch.Generator().manual_seed(0)
     out: dict[int, float] = {}
     try:
-        model.eval()
-        with torch.no_grad():
+        with analysis_mode(model):
             for b in batch_sizes:
                 x = torch.rand((int(b), *example_input.shape[1:]), generator=gen)
                 x = x.to(example_input.device, example_input.dtype)
@@ -299,8 +284,6 @@ def latency_ms(
                 out[int(b)] = 1000.0 * float(timer.blocked_autorange(min_run_time=min_run_time).median)
         return out
     finally:
-        for n, m in model.named_modules():
-            m.training = flags[n]
         torch.set_num_threads(before)
 
 

@@ -103,6 +103,7 @@ from ..config import teacher_fit
 from ..data import DATASETS, DataSpec, check_max_len, parse_classes
 from ..data.text import TEXT_DATASETS
 from ..defects import DEFECTS
+from ..defects.audit import AuditConfig
 from ..defects.modality import defects_for
 from ..errors import SafeReuseError
 from ..methods import METHODS
@@ -198,12 +199,24 @@ class DefectCfg(_Strict):
     scenarios: list[str] | None = None  # audit only in these scenarios (default: all)
 
 
-class AuditCfg(_Strict):
-    """Options of the inheritance audit run in every cell."""
+def _audit_fields() -> dict[str, Any]:
+    hints = get_type_hints(AuditConfig, include_extras=True)
+    out = {f.name: (hints[f.name], f.default) for f in fields(AuditConfig)}
+    # a grid audits 500 images a cell unless told otherwise; its seed may follow the cell's
+    out["max_samples"] = (hints["max_samples"], 500)
+    out["seed"] = (int | Literal["cell"], 0)
+    return out
 
-    max_samples: int | None = Field(default=500, ge=1)
-    batch_size: int = Field(default=256, ge=1)
-    seed: int | Literal["cell"] = 0
+
+#: The audit options of every cell: :class:`safereuse.defects.audit.AuditConfig`'s fields (types and
+#: ranges declared there once), with a grid's own defaults.
+AuditCfg = pydantic.create_model(
+    "AuditCfg",
+    __base__=_Strict,
+    __doc__="Options of the inheritance audit run in every cell.",
+    __module__=__name__,
+    **_audit_fields(),
+)
 
 
 class SelectCfg(_Strict):
