@@ -85,12 +85,23 @@ def test_train_transfer_evaluate_round_trip(capsys, tmp_path):
     assert code == 0 and out.startswith("acc ")
 
 
-@pytest.mark.parametrize("what", ["models", "datasets", "methods", "defects"])
+LISTED = {
+    "models": "resnet8", "datasets": "fashion-mnist", "methods": "finetune", "defects": "gaussian-blur",
+    "criteria": "nnslicer", "experiments": "slice-detect",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("what", sorted(LISTED))
 def test_list(capsys, what):
     code, out, _ = run(capsys, "list", what)
     assert code == 0
-    expected = {"models": "resnet8", "datasets": "fashion-mnist", "methods": "finetune", "defects": ""}[what]
-    assert expected in out
+    assert LISTED[what] in out
+
+
+def test_list_offers_every_registry(capsys):
+    code, _, err = run(capsys, "list", "nope")
+    assert code == 2 and err.count("\n") == 1
+    assert all(w in err for w in LISTED)
 
 
 def test_bad_inputs_give_one_line_errors(capsys, tmp_path, digits_teacher_dir, digits_student_dir):

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from . import api, applications  # noqa: F401  (applications: registers the experiment kinds of `run`)
+from .applications.criteria import CRITERIA
 from .artifacts import load_model
 from .cli_slice import slice_app
 from .data import DATASETS, DataSpec, check_max_len, parse_classes
@@ -20,7 +21,7 @@ from .errors import SafeReuseError
 from .importing import parse_floats, read_class_names
 from .methods import METHODS
 from .models import MODELS
-from .registry import Registry, parse_params
+from .registry import EXPERIMENTS, Registry, parse_params
 from .report import build_report, summary_text
 from .runner import bundled_spec, load_spec, run
 
@@ -212,13 +213,16 @@ def audit_cmd(
 
 
 @app.command("list")
-def list_cmd(what: str = typer.Argument(..., help="models, datasets, methods or defects")) -> None:
-    """List the registered models, datasets, methods or defects."""
+def list_cmd(
+    what: str = typer.Argument(..., help="models, datasets, methods, defects, criteria or experiments"),
+) -> None:
+    """List the registered models, datasets, methods, defects, criteria or experiment kinds."""
     registries: dict[str, Registry[Any]] = {
         "models": MODELS, "datasets": DATASETS, "methods": METHODS, "defects": DEFECTS,
+        "criteria": CRITERIA, "experiments": EXPERIMENTS,
     }  # fmt: skip
     if what not in registries:
-        raise SafeReuseError(f"cannot list {what!r}", fix="use models, datasets, methods or defects")
+        raise SafeReuseError(f"cannot list {what!r}", fix=f"use one of: {', '.join(registries)}")
     reg = registries[what]
     width = max((len(e.name) for e in reg), default=0)
     for e in reg:

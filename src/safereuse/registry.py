@@ -157,7 +157,7 @@ class ExperimentKind(Protocol):
 #: Experiment kinds that a spec's ``experiment: {kind: ...}`` names. The runner and the report read
 #: it and import no kind by name; a kind is registered when the module defining it is imported
 #: (NNSlicer's ``slice-*`` kinds: :mod:`safereuse.applications`, which the CLI imports).
-EXPERIMENTS: Registry[type[ExperimentKind]] = Registry("experiment kind", "safereuse run --help")
+EXPERIMENTS: Registry[type[ExperimentKind]] = Registry("experiment kind", "safereuse list experiments")
 
 
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from .synapses import (
     weight_scores,
 )
 
-CRITERIA: Registry[type[Criterion]] = Registry("criterion", "safereuse slice prune --help")
+CRITERIA: Registry[type[Criterion]] = Registry("criterion", "safereuse list criteria")
 
 
 @dataclass
