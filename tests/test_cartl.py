@@ -70,6 +70,23 @@ def _dense(conv: nn.Conv2d, in_shape: tuple[int, ...]) -> torch.Tensor:
 # -- spectral normalisation ---------------------------------------------------------------------------
 
 
+def _convex_then_folded(m, k, blocks, x):
+    """Outputs of ``m`` on ``x``: plain, with convex residuals (after 3 BN-updating passes), folded."""
+    with convex_residuals(blocks):
+        m.train()
+        with torch.no_grad():
+            for _ in range(3):
+                m(x)
+        m.eval()
+        with torch.no_grad():
+            ref = m(x)
+    with torch.no_grad():
+        plain = m(x)
+        fold_convex_residuals(m, k, blocks)
+        folded = m(x)
+    return plain, ref, folded
+
+
 @pytest.mark.parametrize(
     "conv,in_shape",
     [
@@ -207,18 +224,7 @@ def test_convex_residual_folds_exactly(make):
     blocks = residual_blocks(m, k)
     assert len(blocks) >= 5  # identity and conv shortcuts
     x = torch.rand(6, 1, 28, 28)
-    with convex_residuals(blocks):
-        m.train()
-        with torch.no_grad():
-            for _ in range(3):
-                m(x)
-        m.eval()
-        with torch.no_grad():
-            ref = m(x)
-    with torch.no_grad():
-        plain = m(x)
-        fold_convex_residuals(m, k, blocks)
-        folded = m(x)
+    plain, ref, folded = _convex_then_folded(m, k, blocks, x)
     assert not torch.allclose(plain, ref, atol=1e-3)  # the convex sums do change the function
     assert torch.allclose(folded, ref, atol=1e-5, rtol=1e-4)
     assert all(not h for mod in m.modules() for h in (mod._forward_hooks, mod._forward_pre_hooks))
@@ -282,18 +288,7 @@ def test_convex_residual_folds_exactly_on_a_foreign_model(data):
     k = len(m.blocks()) - 1
     blocks = residual_blocks(m, k)
     x = data.train.x[:6]
-    with convex_residuals(blocks):
-        m.train()
-        with torch.no_grad():
-            for _ in range(3):
-                m(x)
-        m.eval()
-        with torch.no_grad():
-            ref = m(x)
-    with torch.no_grad():
-        plain = m(x)
-        fold_convex_residuals(m, k, blocks)
-        folded = m(x)
+    plain, ref, folded = _convex_then_folded(m, k, blocks, x)
     assert not torch.allclose(plain, ref, atol=1e-4)  # the convex sums do change the function
     assert torch.allclose(folded, ref, atol=1e-5, rtol=1e-4)
 
