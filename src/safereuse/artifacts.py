@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import SafeReuseError
-from .models import InputSpec, ModelInfo, ReusableModel, create_model
+from .models import InputSpec, ModelInfo, ReusableModel, create_model, untrained_kwargs
 from .models.rebuild import PRUNED_ATTR, prune_channels
 from .models.stacked import stack_from_extras
 from .utils import sha256_file
@@ -383,7 +383,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Artifact
             f"{mfile} is corrupt ({type(exc).__name__}: {exc})", fix="re-create the model"
         ) from None
     state = read_state_file(path / MODEL_FILE)
-    model = create_model(arch, **kwargs)
+    # the stored weights replace whatever the factory loads: never read published ones (mpnet's 438 MB)
+    model = create_model(arch, **untrained_kwargs(ModelInfo(arch, kwargs)))
     model.set_normalization(spec.mean, spec.std)
     if "pruned" in manifest:
         _rebuild_pruned(model, manifest["pruned"], spec, mfile)

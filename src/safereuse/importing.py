@@ -32,6 +32,10 @@ the file does not fit:
    the architecture's own otherwise). Missing, unexpected or mis-shaped keys give one line naming the
    first few, and the architecture the keys *do* fit when one in the zoo does.
 
+A **Hugging Face encoder folder** (``config.json``, ``model.safetensors``, tokenizer files; BERT,
+RoBERTa, MPNet, MiniLM or DistilBERT) imports as a text model instead (:func:`import_hf_folder`): its
+vocabulary is aligned, with its own tokenizer, to the one the text datasets are tokenised with.
+
 Example:
     >>> import tempfile, pathlib, torch
     >>> from safereuse.models import create_model
@@ -61,7 +65,7 @@ from .artifacts import Artifact, Manifest, load_torch_file
 from .data import DATASETS, DataBundle, DataSpec
 from .errors import SafeReuseError
 from .models import MODELS, ReusableModel, create_model
-from .models.minilm import import_bert_folder as build_bert
+from .models.hf_encoder import build_from_folder
 from .models.wide_resnet import WideResNet
 from .params import validate_params
 from .utils import sha256_file
@@ -401,7 +405,7 @@ def _factory_defaults(arch: str) -> dict[str, Any]:
 
 def import_weights(
     weights: str | Path | Checkpoint,
-    arch: str,
+    arch: str | None,
     *,
     num_classes: int | None = None,
     in_channels: int | None = None,
@@ -415,8 +419,9 @@ def import_weights(
     """Build the zoo model ``arch`` holding a checkpoint's weights.
 
     Args:
-        weights: the weights file (or a :class:`Checkpoint` already read).
-        arch: zoo architecture (``safereuse list models``).
+        weights: the weights file (or a :class:`Checkpoint` already read), or a Hugging Face encoder
+            folder (:func:`import_hf_folder`).
+        arch: zoo architecture (``safereuse list models``); None only for a Hugging Face folder.
         num_classes: outputs of the head; None: read from the head's weights. A value that does not
             fit them is an error.
         in_channels: input channels; None: read from the stem's weights.
@@ -435,8 +440,10 @@ def import_weights(
         SafeReuseError: unreadable file, unknown architecture or option, a class count or key set
             that does not fit.
     """
-    if not isinstance(weights, Checkpoint) and is_bert_folder(weights):
-        return import_bert_folder(weights, arch, num_classes=num_classes, image_size=image_size)
+    if not isinstance(weights, Checkpoint) and is_hf_folder(weights):
+        return import_hf_folder(weights, arch, num_classes=num_classes, image_size=image_size)
+    if arch is None:
+        raise SafeReuseError("no architecture given", fix="pass --arch (see `safereuse list models`)")
     ckpt = weights if isinstance(weights, Checkpoint) else read_checkpoint(weights)
     factory = MODELS.get(arch)
     kwargs = validate_params(
@@ -538,8 +545,8 @@ def import_checkpoint(
     ``data.classes`` when given.
 
     Args:
-        weights: the checkpoint file (or a BERT-family folder).
-        arch: zoo architecture; None: the parent's.
+        weights: the checkpoint file (or a Hugging Face encoder folder).
+        arch: zoo architecture; None: the parent's (a Hugging Face folder's: by its ``model_type``).
         num_classes: outputs of the head (default: from the class names, the data's classes, the
             head's weights).
         class_names: class names in label order.
@@ -567,9 +574,9 @@ def import_checkpoint(
         (3, ['a', 'b', 'c'])
     """
     if arch is None:
-        if parent is None:
+        if parent is None and not is_hf_folder(weights):
             raise SafeReuseError("no architecture given", fix="pass --arch (see `safereuse list models`)")
-        arch = str(parent.manifest["arch"])
+        arch = str(parent.manifest["arch"]) if parent is not None else None
     base: dict[str, Any] = {}
     default_norm = None
     if parent is not None:
@@ -660,47 +667,75 @@ def import_manifest(
     )
 
 
-def is_bert_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a Hugging Face BERT-family model folder (``config.json`` + ``model.safetensors``,
-    not a safereuse artifact)."""
+def is_hf_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a Hugging Face model folder (``config.json`` next to its weights, not a
+    safereuse artifact); a folder with only pickled weights counts, so that it is refused by name.
+
+    Example:
+        >>> import tempfile
+        >>> is_hf_folder(tempfile.mkdtemp())
+        False
+    """
     p = Path(path)
+    weights = ("model.safetensors", "pytorch_model.bin")
     return (
         p.is_dir()
         and (p / "config.json").is_file()
-        and (p / "model.safetensors").is_file()
+        and any((p / w).is_file() for w in weights)
         and not (p / "manifest.json").is_file()
     )
 
 
-def import_bert_folder(
-    folder: str | Path, arch: str = "minilm", *, num_classes: int | None = None, image_size: int | None = None
+def import_hf_folder(
+    folder: str | Path,
+    arch: str | None = None,
+    *,
+    num_classes: int | None = None,
+    image_size: int | None = None,
 ) -> Imported:
-    """A local BERT-family folder (``config.json`` + ``model.safetensors``, e.g. a sentence-transformers
-    download) as a ``minilm`` model: the encoder from the folder, mean pooling, a new head.
+    """A local Hugging Face encoder folder (BERT, RoBERTa, MPNet, MiniLM, DistilBERT; e.g. a
+    sentence-transformers download) as a zoo text model: the encoder from the folder, mean pooling, a
+    new head (:func:`safereuse.models.hf_encoder.build_from_folder`).
 
-    Only safetensors weights are read (a folder with just ``pytorch_model.bin`` is refused: convert it).
-    A ``BertFor…`` checkpoint's ``bert.`` prefix is stripped; its pooler and classifier are dropped
-    (the contract's features are the mean-pooled tokens, not the pooled ``[CLS]``).
+    BERT folders import as ``minilm``, MPNet as ``mpnet``, the others as ``hf-encoder`` (which also
+    takes any of them). The folder's own tokenizer (``AutoTokenizer``, offline) aligns its vocabulary
+    to the one every text dataset is tokenised with; the counts go into the source record. Only
+    safetensors weights are read (a folder with just ``pytorch_model.bin`` is refused: convert it). A
+    ``…For…`` checkpoint's ``bert.`` / ``roberta.`` / … prefix is stripped; its pooler and task heads
+    are dropped (the contract's features are the mean-pooled tokens).
+
+    Args:
+        folder: ``config.json``, ``model.safetensors`` and the tokenizer files.
+        arch: ``minilm``, ``mpnet`` or ``hf-encoder``; None: by the folder's ``model_type``.
+        num_classes: outputs of the new head (default 2).
+        image_size: the token length of the inputs (default 64).
+
+    Returns:
+        The :class:`Imported` model; its source record holds the layout (``huggingface-<type>``) and the
+        vocabulary alignment counts.
 
     Raises:
-        SafeReuseError: another architecture, a config or weights that do not fit.
+        SafeReuseError: another architecture, pickled weights, a config, weights or tokenizer that do
+            not fit.
     """
-    if arch != "minilm":
-        raise SafeReuseError(
-            f"{folder} is a BERT-family folder, which imports as minilm, not {arch}", fix="pass --arch minilm"
-        )
     folder = Path(folder)
-    model = build_bert(folder, num_classes=num_classes or 2, max_len=image_size or 64)
-    model.eval()
-    weights = folder / "model.safetensors"
+    model, record = build_from_folder(folder, arch, num_classes=num_classes or 2, max_len=image_size or 64)
+    voc = record["vocabulary"]
+    note = (
+        "vocabulary: the data's own"
+        if voc.get("identity")
+        else f"vocabulary aligned with the folder's {voc.get('tokenizer')}: {voc.get('exact')} tokens exact, "
+        f"{voc.get('composed')} as the mean of their pieces, {voc.get('unknown')} unknown"
+    )
     source = {
         "path": str(folder.resolve()),
-        "sha256": sha256_file(weights),
+        "sha256": sha256_file(folder / "model.safetensors"),
         "format": "safetensors",
-        "layout": "huggingface-bert",
+        "layout": f"huggingface-{record['model_type']}",
         "unwrapped": [],
-        "notes": ["encoder from the folder; mean pooling; new head"],
+        "notes": ["encoder from the folder; mean pooling; new head", note],
         "input_from": "layout",
+        "vocabulary": voc,
     }
     return Imported(model, source)
 

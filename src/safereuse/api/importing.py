@@ -40,8 +40,12 @@ def import_model(
 
     Args:
         weights: ``.safetensors`` or ``.pth`` / ``.pt`` / ``.bin`` (``torch.save`` of a state dict,
-            possibly inside ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"net": ...}``).
-        arch: zoo architecture (``safereuse list models``); default: the parent's.
+            possibly inside ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"net": ...}``), or a local
+            Hugging Face encoder folder (BERT, RoBERTa, MPNet, MiniLM, DistilBERT: a text model whose
+            vocabulary is aligned with the folder's own tokenizer; see
+            :func:`safereuse.importing.import_hf_folder`).
+        arch: zoo architecture (``safereuse list models``); default: the parent's (a Hugging Face
+            folder's: ``minilm`` for BERT, ``mpnet`` for MPNet, ``hf-encoder`` for the others).
         out: artifact directory to create.
         num_classes: outputs of the head (default: read from the head's weights).
         class_names: the class names, in label order (their count must fit the head).

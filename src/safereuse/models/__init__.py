@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (used in the doctest)
 
-from . import minilm, mobilenet, resnet, smallcnn, vgg, wide_resnet  # noqa: F401  (each registers its models)
+from . import hf_encoder, minilm, mobilenet, mpnet, resnet, smallcnn, vgg, wide_resnet  # noqa: F401  (each registers its models)
 from .contract import (
     IMAGENET_MEAN,
     IMAGENET_STD,
