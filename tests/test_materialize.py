@@ -365,3 +365,135 @@ def test_cli_evaluates_a_pruned_artifact_like_any_other(capsys, digits_teacher_d
     code, _, err = run_cli(capsys, "evaluate", "--model", str(tmp_path / "pruned"))
     assert code == 2
     assert_one_line_error(code, err, "conv9")
+
+
+# -- the channel search gives the model materialise builds (issue 24) -----------------------------------
+# every zoo architecture with residual adds, at tiny widths (wrn-28-4 / wrn-34-10 are `wrn` at fixed
+# sizes; resnet34 / resnet50 have no width option, hence slow)
+_TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+RESIDUAL = {
+    "resnet8": dict(num_classes=5, width=4),
+    "resnet10": dict(num_classes=5, width=4),
+    "resnet20": dict(num_classes=5, width=4),
+    "resnet32": dict(num_classes=5, width=2),
+    "resnet56": dict(num_classes=5, width=2),
+    "wrn": dict(num_classes=5, depth=10, widen_factor=1),
+    "mobilenet_v2": dict(num_classes=5, in_channels=3, image_size=32, width_mult=0.25),
+    "minilm": dict(num_classes=3, pretrained=False, config=_TINY_BERT),
+    "resnet18": dict(num_classes=5, in_channels=3, image_size=32),
+    "resnet34": dict(num_classes=5, in_channels=3, image_size=32),
+    "resnet50": dict(num_classes=5, in_channels=3, image_size=32),
+}
+_SLOW = {"resnet18", "resnet34", "resnet50"}
+
+
+def _residual_model(arch: str) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = create_model(arch, **RESIDUAL[arch]).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # no bias is zero at init: the kept weights below are counted as non-zeros
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.uniform_(0.1, 0.5)
+    if arch == "minilm":
+        return model, torch.randint(1, 100, (4, 12), generator=gen)
+    with torch.no_grad():  # trained-looking BN: an ungated BN would emit a non-zero constant
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    spec = model.input_spec
+    return model, torch.rand(4, spec.channels, *spec.size, generator=gen)
+
+
+@pytest.mark.parametrize(
+    "arch", [pytest.param(a, marks=pytest.mark.slow) if a in _SLOW else a for a in RESIDUAL]
+)
+def test_channel_search_is_the_materialised_model(arch, assert_no_trace):
+    from safereuse.slicing.maskparam import mask_scores
+
+    model, x = _residual_model(arch)
+    gen = torch.Generator().manual_seed(3)
+    with assert_no_trace(model, state=True), mask_scores(model, "all", "channel", example_input=x[:1]) as sc:
+        with torch.no_grad():
+            for s in sc.parameters():  # about half of every group's channels off
+                s.copy_(torch.rand(s.shape, generator=gen) - 0.5)
+            searched = model(x)
+        masks, kept, total = sc.masks(), sc.kept_fraction(), sc.total
+        assert sc.coupled  # Torch-Pruning's groups gave the scores
+    small = materialize(model, masks, x[:1])
+    with torch.no_grad():
+        got = small(x)
+    assert (got - searched).abs().max().item() <= 1e-5
+    assert _count(small) < _count(model)  # channels really went
+    # ρ is the fraction of the masked Conv / Linear weights the materialised model still holds
+    params = dict(small.named_parameters())
+    left = sum(
+        int(torch.count_nonzero(params[name]))
+        for name in masks
+        if isinstance(small.get_submodule(name.rpartition(".")[0]), (nn.Conv2d, nn.Linear))
+    )
+    assert left == pytest.approx(kept * total, rel=1e-6)
+
+
+def test_residual_channels_share_one_score_and_gate_their_batchnorm():
+    from safereuse.slicing.maskparam import mask_scores
+
+    model, x = _residual_model("resnet8")
+    with mask_scores(model, "all", "channel", example_input=x[:1]) as sc:
+        stream = next(v for v in sc.coupled.values() if "conv1" in v)  # the stem's residual stream
+        assert {"conv1", "bn1", "layer1.0.conv2", "layer1.0.bn2", "layer1.0.conv1", "layer2.0.conv1"} <= set(
+            stream
+        )
+        # one score per group (+ the head's own per-class score): 6 groups in resnet8
+        assert len(sc.parameters()) == len(sc.coupled) + 1 == 7
+        score = next(s for s in sc.parameters() if s.shape == (4,))
+        with torch.no_grad():
+            score[1] = -1.0
+        masks = sc.masks()
+        feats = model.features(x)  # the stream's channel 1 is zero everywhere it flows
+    for name in ("conv1.weight", "layer1.0.conv2.weight", "bn1.weight", "bn1.bias", "layer1.0.bn2.bias"):
+        assert not masks[name][1].any() and masks[name][[0, 2, 3]].all()
+    for reader in ("layer1.0.conv1.weight", "layer2.0.conv1.weight", "layer2.0.downsample.0.weight"):
+        assert not masks[reader][:, 1].any()
+    assert feats.shape[1] == 16
+    small = materialize(model, masks, x[:1])
+    assert small.conv1.out_channels == 3 and small.layer1[0].conv2.out_channels == 3
+
+
+def test_no_layer_loses_its_last_channel():
+    from safereuse.slicing.maskparam import mask_scores
+
+    model, x = _residual_model("resnet8")
+    with mask_scores(model, "all", "channel", example_input=x[:1]) as sc:
+        with torch.no_grad():
+            for s in sc.parameters():
+                s.fill_(-1.0)
+                s[0] = -0.5  # the highest score is kept
+        masks = sc.masks()
+    small = materialize(model, masks, x[:1])  # would refuse a layer without channels
+    assert small.conv1.out_channels == 1 and masks["conv1.weight"][0].all()
+
+
+def test_flops_and_rho_gradients_by_hand():
+    from safereuse.slicing.maskparam import mask_scores
+
+    # conv0: 2 channels × 9 weights, 4×4 outputs; conv1 reads both: 1 × 18 weights, 2×2 outputs
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 1, 3))
+    x = torch.rand(1, 1, 6, 6)
+    with mask_scores(net, "all", "channel", example_input=x) as sc:
+        group, out = sc.parameters()  # conv0's channels (coupled with conv1's columns), conv1's output
+        sc.flops().backward()
+        # dense 18·16 + 18·4 = 360 multiplications; one channel removes 9·16 + 9·4 = 180, the output 72
+        assert group.grad.tolist() == pytest.approx([0.5, 0.5]) and out.grad.tolist() == pytest.approx([0.2])
+        group.grad = out.grad = None
+        sc.rho().backward()
+        # N = 18 + 2 + 18 + 1 = 39; a channel removes its 9 weights, its bias and 9 reader columns
+        assert group.grad.tolist() == pytest.approx([19 / 39] * 2) and out.grad.tolist() == pytest.approx(
+            [19 / 39]
+        )
+        with torch.no_grad():
+            group[0] = -1.0
+        assert sc.kept_fraction() == pytest.approx(20 / 39) and sc.flops_fraction() == pytest.approx(0.5)

@@ -14,6 +14,7 @@ from safereuse.data import DataBundle, DataSpec, Split, load_data
 from safereuse.data.targets import TargetSplit, target_problem
 from safereuse.errors import SafeReuseError
 from safereuse.methods import METHODS, SeaM
+from safereuse.methods.seam import choose_flops_weight
 from safereuse.models import create_model
 from safereuse.slicing import maskparam
 from safereuse.slicing.maskparam import mask_scores, search_masks, select_epoch
@@ -239,6 +240,40 @@ def test_search_stops_at_the_prune_threshold(digits_model):
     assert all(1 - h["rho"] < 0.5 for h in r.history[:-1])
 
 
+def test_channel_search_selects_on_the_materialised_model():
+    from safereuse.slicing.shrink import shrink_target_model
+    from safereuse.train import FitConfig, accuracy_on, fit
+
+    d = load_data("digits", classes=[0, 1, 2, 3])
+    torch.manual_seed(0)
+    m = create_model("resnet8", num_classes=4, width=4)
+    fit(m, d.train, d.val, FitConfig(epochs=1, progress=False))
+    p = target_problem(d, [1, 2, 3])
+    r = SeaM(epochs=6, lr_mask=0.3, alpha=2.0, granularity="channel").reengineer(m, p, progress=False)
+    assert 0.0 < r.weights_kept < 1.0 and "flops" in r.search.history[-1]
+    small = shrink_target_model(r.model.cpu(), r.masks, p.test.x[:1])
+    # the masks carry the BN entries and the readers' columns: the searched (masked) model is the
+    # materialised one, so the validation accuracy selection saw is the materialised model's
+    with torch.no_grad():
+        assert (small(p.val.x) - r.model(p.val.x)).abs().max().item() <= 1e-5
+    assert accuracy_on(small, p.val) == pytest.approx(r.val_acc)
+    assert any(k.startswith("bn1.") for k in r.masks)
+
+
+def test_choose_flops_weight_on_validation():
+    from safereuse.slicing.maskparam import SearchResult
+
+    def res(acc, rho, fl):
+        return SearchResult({}, {}, 1, acc, rho, [{"val_acc": acc, "rho": rho, "flops": fl}])
+
+    # eligible (≥ the reference): the fewest FLOPs kept wins, even at a higher ρ
+    assert choose_flops_weight([res(0.95, 0.2, 0.30), res(0.93, 0.25, 0.10), res(0.5, 0.0, 0.0)], 0.9) == 1
+    assert choose_flops_weight([res(0.95, 0.2, 0.1002), res(0.97, 0.25, 0.1008)], 0.9) == 1  # tie: acc
+    assert choose_flops_weight([res(0.8, 0.2, 0.3), res(0.85, 0.2, 0.1)], 0.9) == 1  # fallback acc − ρ
+    with pytest.raises(SafeReuseError, match="flops_weight"):
+        SeaM(flops_weight=[-1.0])
+
+
 # -- the transfer method -------------------------------------------------------------------------
 def test_seam_transfer_end_to_end(digits_teacher_dir, assert_no_trace):
     teacher = load_model(digits_teacher_dir).model
@@ -260,7 +295,8 @@ def test_seam_transfer_end_to_end(digits_teacher_dir, assert_no_trace):
 # -- the CLI ---------------------------------------------------------------------------------------
 KEYS = {
     "acc_original", "acc_reengineered", "n", "weights_kept", "flops_original", "flops_reengineered",
-    "latency_original_ms", "latency_reengineered_ms",
+    "latency_original_ms", "latency_reengineered_ms", "channels_removed", "channels_removed_per_layer",
+    "flop_counter_original", "flop_counter_reengineered", "flops_weight",
 }  # fmt: skip
 
 
@@ -291,10 +327,24 @@ def test_cli_reengineer_channel_is_materialised(digits_teacher_dir, tmp_path, ca
     code, stdout, err = run_cli(
         capsys, "reengineer", "--model", str(digits_teacher_dir), "--target-classes", "1-3",
         "-p", "epochs=4", "-p", "lr_mask=0.3", "-p", "alpha=2", "-p", "granularity=channel",
-        "--out", str(out), "--threads", "1", "-q",
+        "-p", "flops_weight=[0,2]", "--out", str(out), "--threads", "1", "-q", "--json",
     )  # fmt: skip
-    assert code == 0, err and "weights kept" in stdout
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert set(res) >= KEYS
+    per_layer = res["channels_removed_per_layer"]
+    assert set(per_layer) == {"conv1", "conv2", "fc1"}  # the model's own head (fc2) keeps its classes
+    removed = sum(v["removed"] for v in per_layer.values())
+    assert removed > 0 and res["channels_removed"] == pytest.approx(
+        removed / sum(v["of"] for v in per_layer.values())
+    )
+    assert 0 < res["flop_counter_reengineered"] < res["flop_counter_original"]
+    # two searches, one per FLOPs weight; the one kept was chosen on validation data
+    assert [t["flops_weight"] for t in res["flops_weight_trials"]] == [0.0, 2.0]
+    assert res["flops_weight"] in (0.0, 2.0)
     art = load_model(out)
+    small = art.model.inner  # the materialised inner model: its channels really went
+    assert small.conv1.out_channels == per_layer["conv1"]["of"] - per_layer["conv1"]["removed"]
     # the multi-class artifact is the data slice of its classes: evaluate scores the target problem
     code, stdout, err = run_cli(capsys, "evaluate", "--model", str(out), "--json")
     assert code == 0

@@ -12,9 +12,9 @@ from ..data import DataSpec, parse_classes
 from ..data.targets import target_problem
 from ..errors import SafeReuseError
 from ..methods import SeaM
-from ..metrics import compare_cost
+from ..metrics import compare_cost, flops
 from ..params import validate_params
-from ..slicing.shrink import shrink_target_model
+from ..slicing.shrink import channels_removed, removed_fraction, shrink_target_model
 from ..train import accuracy_on
 from ._common import as_artifact, check_out, class_ids, label_ids, load_task, partial_dir, recorded_data
 
@@ -59,8 +59,13 @@ def reengineer(
 
     Returns:
         The metrics (``acc_original``, ``acc_reengineered``, ``n``, ``weights_kept``,
-        ``flops_original``, ``flops_reengineered``, ``latency_original_ms``,
-        ``latency_reengineered_ms`` per batch size 1 and 64, ...) and ``out``; the manifest's
+        ``channels_removed`` (fraction of the Conv / Linear output channels removed for real, the
+        model's own head left out; ``channels_removed_per_layer``: ``{layer: {"removed", "of"}}``),
+        ``flops_original``, ``flops_reengineered`` (multiplications of non-zero weights, batch 1),
+        ``flop_counter_original``, ``flop_counter_reengineered`` (``torch.utils.flop_counter``, a
+        multiply-add = 2, batch 1), ``latency_original_ms``, ``latency_reengineered_ms`` per batch
+        size 1 and 64, ``val_acc_reengineered`` (channel: of the materialised model), ``flops_weight``
+        (the one kept; ``flops_weight_trials`` when several were tried) ...) and ``out``; the manifest's
         ``metrics`` hold the same numbers. The multi-class score of the original model is argmax over
         all its classes, exact class only: it favours SeaM (``original_rule`` says which rule).
     """
@@ -83,26 +88,37 @@ def reengineer(
     )
     result = r.model.cpu().eval()
     example = problem.test.x[:1].cpu()
-    acc = r.acc_reengineered
+    acc, val_acc = r.acc_reengineered, r.val_acc
     if method.granularity == "channel":  # channels whose masks are all zero go for real
         result = shrink_target_model(result, r.masks, example)
         acc = accuracy_on(result, problem.test)
-    cost = compare_cost(art.model.cpu().eval(), result, example, threads=threads)
+        val_acc = accuracy_on(result, problem.val)  # the materialised model (= the searched one)
+    original = art.model.cpu().eval()
+    per_layer = channels_removed(original, result.inner)
+    cost = compare_cost(original, result, example, threads=threads)
+    shape = tuple(example.shape[1:])
     metrics = {
         "acc_original": r.acc_original,
         "acc_reengineered": acc,
         "n": r.n,
         "weights_kept": r.weights_kept,
+        "channels_removed": removed_fraction(per_layer),
         **cost,
+        "flop_counter_original": flops(original, shape),
+        "flop_counter_reengineered": flops(result, shape),
         "val_acc_original": r.val_acc_original,
-        "val_acc_reengineered": r.val_acc,
+        "val_acc_reengineered": val_acc,
         "selected_epoch": r.search.epoch,
+        "flops_weight": r.config.get("flops_weight_chosen", 0.0),
         "original_rule": (
             "binary: correct iff (pred == target) == (label == target)"
             if binary
             else "multi-class: argmax over all the model's classes, exact class only (favours SeaM)"
         ),
+        "channels_removed_per_layer": per_layer,
     }
+    if len(r.flops_weight_trials) > 1:
+        metrics["flops_weight_trials"] = r.flops_weight_trials
     extras = {f"seam.keep.{k}": v for k, v in r.masks.items()}
     extras.update(result.head_tensors())
     manifest = Manifest(

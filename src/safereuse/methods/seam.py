@@ -19,6 +19,7 @@ Re-engineering", ICSE 2023 (spec: ``shared/specs/seam.md``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ from ..data.targets import TargetProblem, TargetSplit
 from ..device import model_device, resolve_device
 from ..errors import SafeReuseError
 from ..models import ReusableModel
+from ..models.rebuild import PRUNABLE
 from ..models.stacked import TargetHeadModel
 from ..params import Validated
 from ..slicing import KeepMask, Masks, apply_reset
@@ -43,6 +45,38 @@ from .base import METHODS, Prepared, TransferMethod
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1).cpu() == y.cpu()).sum())
+
+
+def choose_flops_weight(trials: Sequence[SearchResult], reference_acc: float) -> int:
+    """The index of the search (one per FLOPs weight) to keep, on validation data only: among the
+    searches whose selected epoch reaches ``reference_acc`` the smallest kept FLOPs fraction (0.1 %
+    resolution; ties: higher accuracy, then the earlier weight), else SeaM's fallback (best
+    validation ``acc − ρ``).
+
+    Args:
+        trials: the searches' results (their ``history`` holds ``flops`` where it is known).
+        reference_acc: the original model's validation accuracy.
+
+    Returns:
+        An index into ``trials``.
+
+    Example:
+        >>> def r(acc, rho, fl):
+        ...     return SearchResult({}, {}, 1, acc, rho, [{"val_acc": acc, "rho": rho, "flops": fl}])
+        >>> choose_flops_weight([r(0.95, 0.3, 0.40), r(0.96, 0.3, 0.20), r(0.80, 0.1, 0.05)], 0.9)
+        1
+        >>> choose_flops_weight([r(0.85, 0.5, 0.4), r(0.88, 0.3, 0.2)], 0.9)  # none reaches 0.9
+        1
+    """
+
+    def key(i: int) -> tuple:
+        t = trials[i]
+        fl = t.history[t.epoch - 1].get("flops")
+        if t.val_acc >= reference_acc:
+            return (0, int((t.rho if fl is None else fl) * 1000), -t.val_acc, i)
+        return (1, -(t.val_acc - t.rho), i)
+
+    return min(range(len(trials)), key=key)
 
 
 @dataclass
@@ -58,7 +92,9 @@ class Reengineered:
             ``acc_reengineered``: the re-engineered model's; ``n``: test images.
         val_acc_original / val_acc: the same on the validation split (what selection saw).
         search: the search's :class:`~safereuse.slicing.maskparam.SearchResult`.
-        config: the resolved hyper-parameters.
+        config: the resolved hyper-parameters (``flops_weight_chosen``: the FLOPs weight kept).
+        flops_weight_trials: per FLOPs weight tried, its selected epoch, validation accuracy, ρ and
+            kept FLOPs fraction (what :func:`choose_flops_weight` chose from).
     """
 
     model: TargetHeadModel
@@ -71,6 +107,7 @@ class Reengineered:
     val_acc: float
     search: SearchResult
     config: dict[str, Any] = field(default_factory=dict)
+    flops_weight_trials: list[dict[str, Any]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """The numbers ``safereuse reengineer`` prints (fractions, with ``n``)."""
@@ -96,9 +133,15 @@ class SeaM(Validated):
         alpha: weight of the kept fraction ρ in the loss (binary 1.0, multi-class 2.0).
         epochs: search epochs (the paper: 300; small scale: 50–100).
         batch_size: examples per step (64, as the paper).
-        granularity: ``weight`` (the paper's unstructured masks) or ``channel`` (one score per output
-            channel: whole channels fall and can be removed for real).
+        granularity: ``weight`` (the paper's unstructured masks) or ``channel`` (whole channels fall
+            and are removed for real: channels coupled through a residual add share one score, which
+            also gates their BatchNorm and readers, so the model searched and selected on validation
+            is the materialised one; :func:`~safereuse.slicing.maskparam.mask_scores`).
         head_every: epochs 0, k, 2k, … train only the head (the artifact's 5-epoch cycle).
+        flops_weight: weight β of the kept FLOPs fraction in the loss ``CE + α·ρ + β·FLOPs`` (each
+            channel group pulled by the multiplications it removes; 0: SeaM's loss). A list (e.g.
+            ``[0, 1, 4]``) runs one search per weight and keeps the one that the validation split
+            prefers (:func:`choose_flops_weight`); the test split is never looked at.
 
     Example:
         >>> s = SeaM(epochs=5, granularity="channel")
@@ -117,6 +160,7 @@ class SeaM(Validated):
     batch_size: Annotated[int, Field(ge=1)] = 64
     granularity: Granularity = "weight"
     head_every: Annotated[int, Field(ge=2)] = 5
+    flops_weight: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] = 0.0
 
     def _what(self) -> str:
         return "reengineer"
@@ -155,29 +199,52 @@ class SeaM(Validated):
         seed_everything(seed)
         n_orig = model.num_classes
         head = nn.Sequential(nn.ReLU(), nn.Linear(n_orig, problem.num_classes)).to(dev)
+        head_init = {k: v.clone() for k, v in head.state_dict().items()}
         model.to(dev)
         try:
             val_ref = self._original_acc(model, problem, problem.val)
-            with mask_scores(model, "all", self.granularity) as scores:
-                found = search_masks(
-                    model,
-                    head,
-                    (problem.train.x, problem.train.y),
-                    (problem.val.x, problem.val.y),
-                    scores_of=lambda: scores,
-                    epochs=self.epochs,
-                    lr_mask=self.lr_mask,
-                    lr_head=self.lr_head,
-                    alpha=self.alpha,
-                    batch_size=self.batch_size,
-                    head_every=self.head_every,
-                    reference_acc=val_ref,
-                    seed=seed,
-                    device=dev,
-                    progress=progress,
-                    checkpoint_dir=checkpoint_dir,
-                    desc="seam search",
-                )
+            weights = self.flops_weight if isinstance(self.flops_weight, list) else [self.flops_weight]
+            if not weights:
+                raise SafeReuseError("flops_weight=[] names no weight", fix="e.g. -p flops_weight=[0,1,4]")
+            example = problem.train.x[:1].to(dev)
+            trials: list[SearchResult] = []
+            for i, beta in enumerate(weights):
+                ck = checkpoint_dir
+                if ck is not None and len(weights) > 1:
+                    ck = Path(ck) / f"flops_weight_{i}"
+                if i:  # every weight starts from the same head, data order and random state
+                    seed_everything(seed)
+                    head.load_state_dict(head_init)
+                with mask_scores(model, "all", self.granularity, example_input=example) as scores:
+                    trials.append(
+                        search_masks(
+                            model,
+                            head,
+                            (problem.train.x, problem.train.y),
+                            (problem.val.x, problem.val.y),
+                            scores_of=lambda scores=scores: scores,
+                            epochs=self.epochs,
+                            lr_mask=self.lr_mask,
+                            lr_head=self.lr_head,
+                            alpha=self.alpha,
+                            flops_weight=float(beta),
+                            batch_size=self.batch_size,
+                            head_every=self.head_every,
+                            reference_acc=val_ref,
+                            seed=seed,
+                            device=dev,
+                            progress=progress,
+                            checkpoint_dir=ck,
+                            desc="seam search" if len(weights) == 1 else f"seam search β={beta}",
+                        )
+                    )
+            chosen = choose_flops_weight(trials, val_ref)
+            found = trials[chosen]
+            beta_trials = [
+                {"flops_weight": float(w), "epoch": t.epoch, "val_acc": t.val_acc, "rho": t.rho,
+                 "flops": t.history[t.epoch - 1].get("flops")}
+                for w, t in zip(weights, trials, strict=True)
+            ]  # fmt: skip
             acc_orig = self._original_acc(model, problem, problem.test)
         finally:
             model.to(home)
@@ -197,7 +264,8 @@ class SeaM(Validated):
             val_acc_original=val_ref,
             val_acc=found.val_acc,
             search=found,
-            config=self.config(),
+            config={**self.config(), "flops_weight_chosen": float(weights[chosen])},
+            flops_weight_trials=beta_trials,
         )
 
     @staticmethod
@@ -280,7 +348,8 @@ class SeaMTransfer(TransferMethod):
             progress=cfg.progress,
         )
         step1 = fit(model, data.train, data.val, head_cfg, checkpoint_dir=ck / "head" if ck else None)
-        with mask_scores(model, "conv", self.granularity) as scores:
+        example = data.train.x[:1].to(dev)
+        with mask_scores(model, "conv", self.granularity, example_input=example) as scores:
             found = search_masks(
                 model,
                 None,
@@ -303,8 +372,14 @@ class SeaMTransfer(TransferMethod):
             )
         model.load_state_dict(original)
         apply_reset(model, found.masks)
-        kept = sum(int(k.sum()) for k in found.masks.values())
-        total = sum(k.numel() for k in found.masks.values())
+        # the Conv / Linear weights only (channel masks also carry the BatchNorm entries they gate)
+        weights = [
+            k
+            for n, k in found.masks.items()
+            if isinstance(model.get_submodule(n.rpartition(".")[0]), PRUNABLE)
+        ]
+        kept = sum(int(k.sum()) for k in weights)
+        total = sum(k.numel() for k in weights)
         prepared.extras.update({f"seam.keep.{k}": v for k, v in found.masks.items()})
         prepared.info.update(
             head_val_acc=step1.best_val_acc,

@@ -16,8 +16,13 @@ from a *second*, unclipped binarisation of all masks joined, so a score's gradie
 Adam that small pull moves a score by ≈ lr per step wherever the CE gradient vanishes.
 
 Granularities: ``weight`` (the paper's unstructured masks) and ``channel`` (one score per output
-channel, shared by the layer's weight rows and bias — whole channels fall, so the result can be
-materialised into a smaller dense model).
+channel — whole channels fall, so the result can be materialised into a smaller dense model). With
+an example input, ``channel`` searches exactly the model that
+:func:`~safereuse.slicing.materialize.materialize` gives: channels coupled through a residual add
+share one score (Torch-Pruning's dependency groups, Fang et al., "DepGraph", CVPR 2023), which also
+gates their BatchNorm entries and their readers' input columns; ρ then counts the weights of the
+materialised model (a channel's score is pulled by every weight its removal takes away), and an
+optional FLOPs term weights each group by the multiplications it removes.
 
 :func:`search_masks` is the search loop shared by direct reuse (:class:`safereuse.methods.seam.SeaM`
 ``.reengineer``) and indirect reuse (the ``seam`` transfer method): two Adam optimisers, head-only
@@ -27,6 +32,7 @@ progress and resumable state (safetensors + JSON, like :func:`safereuse.train.fi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -44,6 +50,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from ..errors import SafeReuseError
+from ..models.rebuild import PRUNABLE, PruneGraph, is_depthwise
 from ..utils import atomic_path, config_hash, preserve_modes, write_json_atomic
 from .coverage import coverage_layers
 from .masks import Masks
@@ -67,108 +74,361 @@ __all__ = [
 
 class _StraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, s: torch.Tensor, clip: bool) -> torch.Tensor:
+    def forward(ctx: Any, s: torch.Tensor, clip: bool, keep_one: bool) -> torch.Tensor:
         ctx.clip = clip
-        return (s > 0).to(s.dtype)
+        kept = s > 0
+        if keep_one and s.numel() and not bool(kept.any()):
+            kept = kept.clone()
+            kept.view(-1)[int(s.argmax())] = True  # a layer never loses every channel (materialise refuses)
+        return kept.to(s.dtype)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return (g.clamp(-1.0, 1.0) if ctx.clip else g), None
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return (g.clamp(-1.0, 1.0) if ctx.clip else g), None, None
 
 
-def binarize(score: torch.Tensor, clip: bool = True) -> torch.Tensor:
+def binarize(score: torch.Tensor, clip: bool = True, keep_one: bool = False) -> torch.Tensor:
     """``1[score > 0]`` with a straight-through gradient, clipped to [−1, 1] (``clip``) or passed as is.
+
+    ``keep_one``: when no entry is positive the highest-scored one is kept anyway (channel scores: a
+    layer that lost every channel could not be materialised).
 
     Example:
         >>> s = torch.tensor([0.5, -0.2], requires_grad=True)
         >>> (binarize(s) * torch.tensor([3.0, -0.5])).sum().backward()
         >>> s.grad.tolist()
         [1.0, -0.5]
+        >>> binarize(torch.tensor([-0.5, -0.2]), keep_one=True).tolist()
+        [0.0, 1.0]
     """
-    return _StraightThrough.apply(score, clip)
+    return _StraightThrough.apply(score, clip, keep_one)
 
 
-class _ScoreMask(nn.Module):
-    """The parametrization: ``W ⊙ 1[S > 0]`` (``S`` broadcast over a channel's weights). The score is
-    a plain attribute, not a registered parameter, so it never enters the model's state."""
+class _Gate:
+    """One score tensor gating one parameter: element-wise (``dim`` None, the score shaped like the
+    parameter) or along ``dim``, where position ``idxs[i]`` takes score entry ``roots[i]`` (``idxs``
+    None: position ``i`` takes entry ``i``)."""
 
-    def __init__(self, score: torch.Tensor, ndim: int) -> None:
-        super().__init__()
-        object.__setattr__(self, "score", score)  # not registered: the scores live outside the model
-        self.view = (-1,) + (1,) * (ndim - 1) if score.dim() == 1 and ndim > 1 else None
+    __slots__ = ("dim", "idxs", "roots", "score", "size")
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        m = binarize(self.score)
-        return w * (m.view(self.view) if self.view is not None else m)
+    def __init__(
+        self,
+        score: nn.Parameter,
+        dim: int | None = None,
+        size: int = 0,
+        idxs: Sequence[int] | None = None,
+        roots: Sequence[int] | None = None,
+    ) -> None:
+        self.score, self.dim, self.size = score, dim, size
+        full = idxs is None or (list(idxs) == list(range(size)) and list(roots or []) == list(range(size)))
+        dev = score.device
+        self.idxs = None if full else torch.tensor(list(idxs or []), dtype=torch.long, device=dev)
+        self.roots = None if full else torch.tensor(list(roots or []), dtype=torch.long, device=dev)
+
+    def vector(self, clip: bool) -> torch.Tensor:
+        m = binarize(self.score, clip, keep_one=self.dim is not None)
+        if self.idxs is None:
+            return m
+        ones = torch.ones(self.size, dtype=m.dtype, device=m.device)
+        return ones.index_copy(0, self.idxs, m[self.roots])
 
 
 @dataclass
 class _Entry:
+    """One masked parameter: its gates (their product is the mask), whether it counts in ρ's ``N``
+    (Conv / Linear weights and biases; a BatchNorm's gates do not) and, for a weight, the output
+    positions per sample (its FLOPs per kept weight; 0 when unknown)."""
+
     name: str  # parameter name, e.g. "layer1.0.conv1.weight"
-    score: nn.Parameter
-    shape: torch.Size  # the parameter's shape
-    per_score: int  # weights under one score entry (1 for weight granularity)
+    shape: torch.Size
+    gates: list[_Gate]
+    counted: bool = True
+    positions: int = 0
+
+    def factors(self, clip: bool) -> list[tuple[int | None, torch.Tensor]]:
+        by_dim: dict[int | None, torch.Tensor] = {}
+        for g in self.gates:
+            v = g.vector(clip)
+            by_dim[g.dim] = v if g.dim not in by_dim else by_dim[g.dim] * v
+        return list(by_dim.items())
+
+    def mask(self, clip: bool = True) -> torch.Tensor:
+        """The 0/1 mask, broadcastable to the parameter."""
+        out = None
+        for dim, v in self.factors(clip):
+            if dim is not None:
+                v = v.view([-1 if d == dim else 1 for d in range(len(self.shape))])
+            out = v if out is None else out * v
+        assert out is not None
+        return out
+
+    def kept(self) -> torch.Tensor:
+        """Kept entries, differentiable (unclipped): element-wise a sum; gated along dimensions the
+        product of the kept counts per dimension (a channel's weight rows × the kept input columns)."""
+        factors = self.factors(False)
+        if factors[0][0] is None:
+            return factors[0][1].sum()
+        rest, out = math.prod(self.shape), None
+        for dim, v in factors:
+            assert dim is not None
+            rest //= self.shape[dim]
+            out = v.sum() if out is None else out * v.sum()
+        assert out is not None
+        return out * rest
+
+
+class _ScoreMask(nn.Module):
+    """The parametrization: ``W ⊙ mask`` (the product of the entry's gates). The scores are plain
+    attributes, not registered parameters, so they never enter the model's state."""
+
+    def __init__(self, entry: _Entry) -> None:
+        super().__init__()
+        object.__setattr__(self, "entry", entry)  # not registered: the scores live outside the model
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.entry.mask()
 
 
 @dataclass
 class MaskScores:
-    """The scores of a model under :func:`mask_scores` (one tensor per score, shared where a channel's
-    weight rows and bias share one).
+    """The scores of a model under :func:`mask_scores` (one tensor per score; a channel score is
+    shared by every parameter it gates).
 
     Attributes:
         entries: one per masked parameter.
-        total: the number of masked weights ``N``.
+        total: the number of masked Conv / Linear weights and biases ``N``.
+        names: score name per score (``id``): the parameter of a weight score, the layer of a
+            per-layer channel score, the root layer of a coupled channel group.
+        coupled: per coupled channel group (by its score name), the layers it gates.
     """
 
     entries: list[_Entry]
     total: int
+    names: dict[int, str] = field(default_factory=dict)
+    coupled: dict[str, list[str]] = field(default_factory=dict)
 
     def parameters(self) -> list[nn.Parameter]:
         """The distinct score tensors (what the mask optimiser trains)."""
         seen: dict[int, nn.Parameter] = {}
         for e in self.entries:
-            seen.setdefault(id(e.score), e.score)
+            for g in e.gates:
+                seen.setdefault(id(g.score), g.score)
         return list(seen.values())
 
-    def _unique(self) -> list[tuple[nn.Parameter, int]]:
-        """Distinct scores with the number of weights under each entry (a shared channel score counts
-        its weight rows and its bias)."""
-        out: dict[int, list[Any]] = {}
-        for e in self.entries:
-            if id(e.score) in out:
-                out[id(e.score)][1] += e.per_score
-            else:
-                out[id(e.score)] = [e.score, e.per_score]
-        return [(s, n) for s, n in out.values()]
-
     def rho(self) -> torch.Tensor:
-        """Kept fraction ρ of the masked weights, differentiable: each score gets ``n / N`` (unclipped)."""
-        terms = [binarize(s, clip=False).sum() * n for s, n in self._unique()]
+        """Kept fraction ρ of the masked weights, differentiable (unclipped): a weight score gets
+        ``1 / N``, a channel score ``(weights its channel removes) / N``."""
+        terms = [e.kept() for e in self.entries if e.counted]
         return torch.stack(terms).sum() / self.total
 
     def kept_fraction(self) -> float:
         """ρ as a number (no graph)."""
         with torch.no_grad():
-            return float(sum(int((s > 0).sum()) * n for s, n in self._unique())) / self.total
+            return float(self.rho())
+
+    def _flop_terms(self) -> list[_Entry]:
+        terms = [e for e in self.entries if e.counted and e.positions > 0]
+        if not terms:
+            raise SafeReuseError(
+                "the FLOPs of the masked layers are unknown",
+                fix="enter mask_scores with an example_input",
+            )
+        return terms
+
+    def flops(self) -> torch.Tensor:
+        """Kept fraction of the masked layers' multiplications (batch 1), differentiable like
+        :meth:`rho`: a channel score gets the multiplications its channel removes over the total."""
+        terms = self._flop_terms()
+        dense = sum(math.prod(e.shape) * e.positions for e in terms)
+        return torch.stack([e.kept() * e.positions for e in terms]).sum() / dense
+
+    def flops_fraction(self) -> float | None:
+        """:meth:`flops` as a number, None when the positions are unknown."""
+        if not any(e.counted and e.positions > 0 for e in self.entries):
+            return None
+        with torch.no_grad():
+            return float(self.flops())
 
     def masks(self) -> Masks:
-        """The current masks in slicing's format: parameter name → bool (True = kept), on the CPU."""
+        """The current masks in slicing's format: parameter name → bool (True = kept), on the CPU.
+        With coupled channels they include the BatchNorm entries and the readers' input columns, so
+        ``apply_reset`` on a copy gives the searched model."""
         out = {}
-        for e in self.entries:
-            k = (e.score.detach() > 0).cpu()
-            if k.shape != e.shape:
-                k = k.view((-1,) + (1,) * (len(e.shape) - 1)).expand(e.shape).clone()
-            out[e.name] = k
+        with torch.no_grad():
+            for e in self.entries:
+                out[e.name] = (e.mask() > 0).expand(e.shape).cpu().clone()
         return out
 
+    def _named(self) -> dict[str, nn.Parameter]:
+        return {self.names.get(id(s), str(i)): s for i, s in enumerate(self.parameters())}
+
     def state(self) -> dict[str, torch.Tensor]:
-        """Score values by parameter name (copies), e.g. for a checkpoint."""
-        return {e.name: e.score.detach().clone() for e in self.entries}
+        """Score values by score name (copies), e.g. for a checkpoint."""
+        return {k: s.detach().clone() for k, s in self._named().items()}
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            for e in self.entries:
-                e.score.copy_(state[e.name].to(e.score.device))
+            for k, s in self._named().items():
+                s.copy_(state[k].to(s.device))
+
+    def describe(self) -> list[list[Any]]:
+        """Score names and shapes (a checkpoint's key: a changed mask layout restarts the search)."""
+        return [[k, list(s.shape)] for k, s in self._named().items()]
+
+
+def _chosen_layers(
+    model: nn.Module, layers: Literal["all", "conv", "linear"] | Sequence[str]
+) -> list[tuple[str, nn.Module]]:
+    if isinstance(layers, str):
+        chosen = coverage_layers(model, layers)
+        if not chosen and coverage_layers(nn.Sequential(model), layers):
+            chosen = [("", model)]  # the model is itself one layer
+    else:
+        mods = dict(model.named_modules())
+        missing = [n for n in layers if n not in mods]
+        if missing:
+            raise SafeReuseError(f"{type(model).__name__} has no layer {missing[0]!r}", fix="name a module")
+        chosen = [(n, mods[n]) for n in layers]
+    return [(n, m) for n, m in chosen if isinstance(getattr(m, "weight", None), torch.Tensor)]
+
+
+def _score(n: int, like: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(torch.ones(n, device=like.device, dtype=like.dtype))
+
+
+def _exactly_gateable(module: nn.Module) -> bool:
+    """A group member whose part of a removed channel the gates can switch off exactly: a Conv /
+    Linear (not transposed, not grouped unless depthwise), a BatchNorm, or a module without
+    parameters (activations, pooling). A LayerNorm / GroupNorm mixes channels: removing one changes
+    the others, which no mask reproduces."""
+    if isinstance(module, PRUNABLE):
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            return False
+        return not isinstance(module, nn.modules.conv._ConvNd) or module.groups == 1 or is_depthwise(module)
+    return isinstance(module, _BN) or not any(True for _ in module.parameters(recurse=False))
+
+
+def _splits_heads(graph: PruneGraph, group: Any) -> bool:
+    """A group whose channels a layer's output is reshaped into (attention heads: ``view(B, T, H, d)``
+    right after the query / key / value projection): removing channels there breaks the reshape,
+    so the group gets no score. A flatten into a Linear reshapes a pooled map, not a layer's output."""
+    for it in group.items:
+        node = graph.dg.module2node.get(it.dep.target.module)
+        if node is None or type(it.dep.target.module).__name__ != "_ReshapeOp":
+            continue
+        if any(isinstance(i.module, PRUNABLE) for i in node.inputs):
+            return True
+    return False
+
+
+def _coupled_gates(
+    model: nn.Module, chosen: list[tuple[str, nn.Module]], bias: bool, example_input: torch.Tensor
+) -> tuple[dict[str, list[_Gate]], dict[int, str], dict[str, list[str]]]:
+    """Channel gates from Torch-Pruning's dependency groups: one score per group of coupled channels
+    (a residual stream, a conv and its BN and readers), gating every producer's rows (and bias),
+    every BatchNorm entry and every reader's input columns — the model that materialise gives."""
+    graph = PruneGraph(copy.deepcopy(model), example_input)  # the trace runs on a copy
+    mods = dict(model.named_modules())
+    wanted = {n for n, _ in chosen}
+    gates: dict[str, list[_Gate]] = {}
+    seen: set[tuple[str, int, int]] = set()
+    names: dict[int, str] = {}
+    coupled: dict[str, list[str]] = {}
+    skipped: set[str] = set()
+    for group in graph.groups():
+        members = graph.roles(group)
+        producers = [n for role, n, m, _, _ in members if role == "out" and isinstance(m, PRUNABLE)]
+        if not any(role == "in" and isinstance(m, PRUNABLE) for role, _, m, _, _ in members):
+            continue  # nothing reads these channels (the model's outputs): no group to remove
+        if not wanted.intersection(producers):
+            continue
+        items = [
+            graph.names[it.dep.target.module] for it in group.items if it.dep.target.module in graph.names
+        ]
+        if not all(_exactly_gateable(mods[n]) for n in items) or _splits_heads(graph, group):
+            skipped.update(producers)  # its channels stay: gating them could not be materialised exactly
+            continue
+        root = graph.names[group[0].dep.target.module]
+        ref = mods[root].weight
+        score = _score(len(group[0].idxs), ref)
+        names[id(score)] = f"group:{root}"
+        coupled[f"group:{root}"] = sorted({n for _, n, _, _, _ in members})
+        for role, n, _, idxs, roots in members:
+            m = mods[n]
+            if isinstance(m, PRUNABLE):
+                attrs = [("weight", 0 if role == "out" else 1)]
+                if role == "out" and bias and getattr(m, "bias", None) is not None:
+                    attrs.append(("bias", 0))
+            elif isinstance(m, _BN) and m.affine:
+                attrs = [("weight", 0), ("bias", 0)]
+            else:
+                continue
+            for attr, dim in attrs:
+                pname = f"{n}.{attr}" if n else attr
+                key = (pname, dim, id(score))
+                if key in seen:
+                    continue  # a depthwise conv is listed as producer and reader of one group
+                seen.add(key)
+                size = getattr(m, attr).shape[dim]
+                gates.setdefault(pname, []).append(_Gate(score, dim, size, idxs, roots))
+    for n, m in chosen:  # layers whose channels no group covers (a head): one score per channel
+        if n in skipped or not isinstance(m, PRUNABLE):
+            continue
+        w_name = f"{n}.weight" if n else "weight"
+        if any(g.dim == 0 for g in gates.get(w_name, [])):
+            continue
+        score = _score(m.weight.shape[0], m.weight)
+        names[id(score)] = n or "layer"
+        for attr in ["weight"] + (["bias"] if bias and getattr(m, "bias", None) is not None else []):
+            pname = f"{n}.{attr}" if n else attr
+            gates.setdefault(pname, []).append(_Gate(score, 0, m.weight.shape[0]))
+    return gates, names, coupled
+
+
+def _layer_gates(
+    chosen: list[tuple[str, nn.Module]], granularity: Granularity, bias: bool
+) -> tuple[dict[str, list[_Gate]], dict[int, str]]:
+    """One score per weight, or one per output channel of each layer on its own (no coupling)."""
+    gates: dict[str, list[_Gate]] = {}
+    names: dict[int, str] = {}
+    for n, m in chosen:
+        w = m.weight
+        attrs = ["weight"] + (["bias"] if bias and getattr(m, "bias", None) is not None else [])
+        shared = _score(w.shape[0], w) if granularity == "channel" else None
+        if shared is not None:
+            names[id(shared)] = n or "layer"
+        for attr in attrs:
+            p = getattr(m, attr)
+            pname = f"{n}.{attr}" if n else attr
+            if shared is not None:
+                gates[pname] = [_Gate(shared, 0, w.shape[0])]
+            else:
+                score = nn.Parameter(torch.ones_like(p.detach()))
+                names[id(score)] = pname
+                gates[pname] = [_Gate(score)]
+    return gates, names
+
+
+def _positions(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """Output positions per sample of every Conv / Linear (one forward of one example, eval mode)."""
+    found: dict[str, int] = {}
+    handles = []
+    for n, m in model.named_modules():
+        if isinstance(m, PRUNABLE):
+
+            def hook(mod: nn.Module, _inp: Any, out: torch.Tensor, n: str = n) -> None:
+                channels = out.shape[1] if isinstance(mod, nn.modules.conv._ConvNd) else out.shape[-1]
+                found[n] = out.numel() // max(1, out.shape[0] * channels) if out.dim() > 1 else 1
+
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with preserve_modes(model), torch.no_grad():
+            model.eval()
+            model(example_input[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return found
 
 
 @contextmanager
@@ -177,19 +437,34 @@ def mask_scores(
     layers: Literal["all", "conv", "linear"] | Sequence[str] = "all",
     granularity: Granularity = "weight",
     bias: bool = True,
+    example_input: torch.Tensor | None = None,
 ) -> Iterator[MaskScores]:
     """Put score masks on the weights (and biases) of ``model``'s Conv / Linear layers, for a ``with``.
 
-    While inside, the layers compute with ``W ⊙ 1[S > 0]`` and all the model's parameters are frozen
-    (``requires_grad=False``); on exit (also on an exception) the parametrizations are removed and
-    every parameter comes back as the same object, in the same order, with its ``requires_grad``.
+    While inside, the layers compute with their weights times the masks and all the model's
+    parameters are frozen (``requires_grad=False``); on exit (also on an exception) the
+    parametrizations are removed and every parameter comes back as the same object, in the same
+    order, with its ``requires_grad``.
+
+    ``channel`` granularity with an ``example_input`` searches the model that
+    :func:`~safereuse.slicing.materialize.materialize` gives: the channels Torch-Pruning's
+    dependency graph couples (a residual stream: every conv adding into it, their BatchNorms, the
+    downsample path, every reader) share ONE score, which gates the producers' rows and biases, the
+    BatchNorm entries (a removed channel no longer emits its BN shift) and the readers' input
+    columns. A group that holds a channel-mixing layer (LayerNorm, GroupNorm, a grouped conv) gets
+    no score (its channels stay); layers whose channels no group covers (a head) keep one score per
+    output channel; no layer loses its last channel. Without an ``example_input`` every layer gets
+    its own per-channel scores (rows and bias only: not what materialise gives).
 
     Args:
         model: any ``nn.Module``.
         layers: ``all`` Conv + Linear layers (the model's own classifier included, as SeaM does),
-            ``conv``, ``linear``, or a list of module names.
+            ``conv``, ``linear``, or a list of module names (with coupled channels: the groups
+            these layers produce, with every member of each).
         granularity: ``weight`` (one score per weight) or ``channel`` (one per output channel).
         bias: mask biases too.
+        example_input: an input batch on the model's device (traces the dependency graph; gives the
+            FLOPs of each layer for :meth:`MaskScores.flops`).
 
     Yields:
         The :class:`MaskScores` (initialised to 1: everything kept).
@@ -207,56 +482,61 @@ def mask_scores(
         ...     kept = sc.kept_fraction()
         >>> same, round(kept * 11, 3), sum(1 for _ in net.parameters())
         (True, 10.0, 4)
+        >>> with mask_scores(net, granularity="channel", example_input=x) as sc:
+        ...     [tuple(s.shape) for s in sc.parameters()]  # hidden units (coupled), the output unit
+        [(2,), (1,)]
     """
     if granularity not in GRANULARITIES:
         raise SafeReuseError(
             f"granularity {granularity!r} does not exist", fix="choose granularity=weight or channel"
         )
-    if isinstance(layers, str):
-        chosen = coverage_layers(model, layers)
-        if not chosen and coverage_layers(nn.Sequential(model), layers):
-            chosen = [("", model)]  # the model is itself one layer
-    else:
-        mods = dict(model.named_modules())
-        missing = [n for n in layers if n not in mods]
-        if missing:
-            raise SafeReuseError(f"{type(model).__name__} has no layer {missing[0]!r}", fix="name a module")
-        chosen = [(n, mods[n]) for n in layers]
-    chosen = [(n, m) for n, m in chosen if isinstance(getattr(m, "weight", None), torch.Tensor)]
+    chosen = _chosen_layers(model, layers)
     if not chosen:
         what = f"no {layers!r} layer" if isinstance(layers, str) else "none of the named layers with a weight"
         raise SafeReuseError(
             f"{type(model).__name__} has {what} to mask",
             fix="re-engineer a model with such layers (SeaM masks Conv2d weights by default)",
         )
+    coupled: dict[str, list[str]] = {}
+    if granularity == "channel" and example_input is not None:
+        gates, names, coupled = _coupled_gates(model, chosen, bias, example_input)
+    else:
+        gates, names = _layer_gates(chosen, granularity, bias)
+    positions = _positions(model, example_input) if example_input is not None else {}
     entries: list[_Entry] = []
+    for pname, p in model.named_parameters():  # the model's own order: deterministic
+        if pname in gates:
+            layer, _, attr = pname.rpartition(".")
+            m = model.get_submodule(layer)
+            counted = isinstance(m, PRUNABLE)
+            pos = positions.get(layer, 0) if counted and attr == "weight" else 0
+            entries.append(_Entry(pname, p.shape, gates[pname], counted, pos))
+    if not any(e.counted for e in entries):
+        raise SafeReuseError(
+            f"{type(model).__name__} has no channel that can be removed exactly",
+            fix="use granularity=weight",
+        )
     # every parameter of the model is frozen while masked (SeaM trains only scores and the new head)
-    orders = {n: list(m._parameters) for n, m in chosen}
+    touched = {name.rpartition(".")[0] for name in gates}
+    mods = dict(model.named_modules())
+    orders = {n: list(mods[n]._parameters) for n in touched}
     done: list[tuple[nn.Module, str]] = []
     with preserve_modes(model):  # flags restored last, after the parametrizations are gone
         try:
             for p in model.parameters():
                 p.requires_grad_(False)
-            for n, m in chosen:
-                w = m.weight
-                names = ["weight"] + (["bias"] if bias and getattr(m, "bias", None) is not None else [])
-                shared = None
-                if granularity == "channel":
-                    shared = nn.Parameter(torch.ones(w.shape[0], device=w.device, dtype=w.dtype))
-                for attr in names:
-                    p = getattr(m, attr)
-                    score = shared if shared is not None else nn.Parameter(torch.ones_like(p.detach()))
-                    per = p[0].numel() if shared is not None else 1
-                    p.requires_grad_(False)
-                    parametrize.register_parametrization(m, attr, _ScoreMask(score, p.dim()), unsafe=True)
-                    done.append((m, attr))
-                    entries.append(_Entry(f"{n}.{attr}" if n else attr, score, p.shape, per))
-            total = sum(math.prod(e.shape) for e in entries)
-            yield MaskScores(entries, total)
+            for e in entries:
+                layer, _, attr = e.name.rpartition(".")
+                m = mods[layer]
+                parametrize.register_parametrization(m, attr, _ScoreMask(e), unsafe=True)
+                done.append((m, attr))
+            total = sum(math.prod(e.shape) for e in entries if e.counted)
+            yield MaskScores(entries, total, names, coupled)
         finally:
             for m, attr in reversed(done):
                 parametrize.remove_parametrizations(m, attr, leave_parametrized=False)
-            for n, m in chosen:
+            for n in touched:
+                m = mods[n]
                 params = dict(m._parameters)
                 if list(params) != orders[n] and set(params) == set(orders[n]):
                     m._parameters.clear()
@@ -310,7 +590,8 @@ class SearchResult:
         head_state: the trainable head's parameters at that epoch.
         epoch: the selected epoch (1-based).
         val_acc: its validation accuracy; ``rho``: its kept fraction.
-        history: per epoch ``{"epoch", "phase", "loss", "val_acc", "rho"}``.
+        history: per epoch ``{"epoch", "phase", "loss", "val_acc", "rho"}`` (and ``"flops"``, the
+            kept FLOPs fraction of the masked layers, when the scores know them).
         seconds: wall time; ``resumed_from``: epochs restored from a checkpoint.
     """
 
@@ -345,6 +626,7 @@ def search_masks(
     lr_mask: float,
     lr_head: float,
     alpha: float,
+    flops_weight: float = 0.0,
     batch_size: int = 64,
     head_every: int | None = 5,
     reference_acc: float = 1.0,
@@ -356,7 +638,7 @@ def search_masks(
     checkpoint_dir: str | Path | None = None,
     desc: str = "mask search",
 ) -> SearchResult:
-    """Gradient search of masks (SeaM): ``L = CE(head(model(x)), y) + α·ρ`` with Adam.
+    """Gradient search of masks (SeaM): ``L = CE(head(model(x)), y) + α·ρ (+ β·FLOPs kept)`` with Adam.
 
     Call it inside :func:`mask_scores` (``scores_of`` returns that :class:`MaskScores`). BatchNorm
     layers run in eval mode (frozen statistics), other layers in train mode; modes, ``requires_grad``
@@ -370,6 +652,9 @@ def search_masks(
         epochs: search epochs.
         lr_mask: Adam learning rate of the scores; ``lr_head``: of the head.
         alpha: weight of ρ in the loss.
+        flops_weight: weight of the kept FLOPs fraction (:meth:`MaskScores.flops`) in the loss: a
+            channel's score is then pulled by the multiplications it removes, so the search prefers
+            the channels that cost most (0: SeaM's loss; needs ``mask_scores(example_input=...)``).
         batch_size: examples per step.
         head_every: epochs ``0, k, 2k, …`` train only the head with their own Adam (the artifact's
             5-epoch cycle); the others train scores and head together with a second Adam. None: no
@@ -403,6 +688,9 @@ def search_masks(
         raise SafeReuseError("the target problem's training split is empty", fix="use more training data")
     steps = max(1, math.ceil(n / batch_size))
     score_params = scores.parameters()
+    flops_kept = scores.flops_fraction()  # None: the layers' FLOPs are unknown
+    if flops_weight and flops_kept is None:
+        scores.flops()  # raises the one-line error
     opt_head = torch.optim.Adam(hp, lr=lr_head) if (head_every and hp) else None
     groups = [{"params": score_params, "lr": lr_mask}] + ([{"params": hp, "lr": lr_head}] if hp else [])
     opt_mask = torch.optim.Adam(groups)
@@ -414,7 +702,7 @@ def search_masks(
     ckpt = _SearchCheckpoint(Path(checkpoint_dir), {
         "epochs": epochs, "lr_mask": lr_mask, "lr_head": lr_head, "alpha": alpha, "batch_size": batch_size,
         "head_every": head_every, "stop_removed": stop_removed, "seed": seed, "n": n,
-        "scores": [[e.name, list(e.shape), e.per_score] for e in scores.entries],
+        "scores": scores.describe(), "flops_weight": flops_weight,
     }) if checkpoint_dir else None  # fmt: skip
     start = 0
     if ckpt is not None and ckpt.exists():
@@ -441,6 +729,8 @@ def search_masks(
                     loss = F.cross_entropy(forward(x_tr[idx]), y_tr[idx])
                     if not head_only:
                         loss = loss + alpha * scores.rho()
+                        if flops_weight:
+                            loss = loss + flops_weight * scores.flops()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -456,6 +746,8 @@ def search_masks(
                     )
                 history.append({"epoch": epoch + 1, "phase": "head" if head_only else "mask", "loss": loss_v,
                                 "val_acc": acc, "rho": rho})  # fmt: skip
+                if flops_kept is not None:
+                    history[-1]["flops"] = scores.flops_fraction()
                 reached = stop_removed is not None and 1.0 - rho >= stop_removed
                 i = len(history) - 1
                 if (
