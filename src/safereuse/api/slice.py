@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..applications.evaluation import DETECTORS, attack_points, check_detection, evaluate_detection
+from ..applications.evaluation import DEFAULT_DETECTORS, attack_points, check_detection, evaluate_detection
 from ..applications.protect import Protection
 from ..applications.prune import ClassPruning, check_ratio, check_target_classes
 from ..artifacts import Artifact, Manifest, save_model
@@ -91,7 +91,8 @@ def detect(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Adversarial-input detection on a saved model: NNSlicer's slices vs FeatureMap and EffectivePath.
+    """Adversarial-input detection on a saved model: the slice-space k-NN detector, NNSlicer's
+    published detector, FeatureMap, EffectivePath and Mahalanobis.
 
     The attack names (for the model's input kind), their parameters and the detectors are checked
     before the data is loaded or any input is sliced.
@@ -101,8 +102,8 @@ def detect(
         attacks: attack names (``paper``: the paper's list,
             :data:`~safereuse.applications.detect.PAPER_ATTACKS`).
         params: parameters for every named attack (over the paper list's own).
-        detectors: detector names (default: :data:`~safereuse.applications.evaluation.DETECTORS`).
-        detector_params: :class:`~safereuse.applications.detect.SliceDetector` parameters for every detector.
+        detectors: detector names (default: :data:`~safereuse.applications.evaluation.DEFAULT_DETECTORS`).
+        detector_params: detector parameters (each detector takes the ones it has).
         data: the data slice (default: the model's own).
         n_train: benign training inputs the detectors learn from.
         n_test: benign test inputs (and the sources of the adversarial ones).
@@ -115,7 +116,7 @@ def detect(
     """
     art = as_artifact(model)
     points = attack_points(attacks, params)
-    names = list(detectors or DETECTORS)
+    names = list(detectors or DEFAULT_DETECTORS)
     check_detection(art.model, points, names, detector_params, seed)
     art, bundle = load_task(art, data)
     return evaluate_detection(

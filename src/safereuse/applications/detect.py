@@ -28,12 +28,14 @@ adversarial inputs (recall, precision, F1, ROC-AUC, counts, 95 % intervals).
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import Field
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -41,12 +43,18 @@ from ..device import model_device
 from ..errors import SafeReuseError
 from ..metrics import detection_summary
 from ..params import Validated, unknown_param_error
+from ..registry import Registry
 from ..train import predict_labels
 from ..utils import analysis_mode, atomic_path, weights_hash
 from .criteria import loose_params, make_criterion
 from .tree import TreeArrays
 
 DETECTOR_FORMAT = "safereuse-slice-detector/1"
+
+#: Every detector by name: what ``--detector``, a spec's ``detectors`` and :func:`make_detector` accept.
+#: Each entry is a class with ``from_params(**params)``, ``param_names()``, ``fit``, ``detect``,
+#: ``save`` and a ``trained_on`` line.
+DETECTORS: Registry[Any] = Registry("detector", "safereuse list detectors")
 
 #: The default attack points of the detection experiment: ``(label, defect name, params)``. The
 #: paper (spec ``nnslicer.md``, "Applications" 1) uses 17 attacks; these are the ones safereuse has,
@@ -142,6 +150,8 @@ class SliceDetector(Validated):
         (torch.Size([60]), True)
     """
 
+    #: what the detector needs in training (recorded with every result)
+    trained_on: ClassVar[str] = "benign inputs only"
     # Any: a Criterion, a name or a mapping; made a Criterion in __post_init__ (make_criterion checks it)
     criterion: Any = "nnslicer"
     max_depth: Annotated[int, Field(ge=1)] | None = None
@@ -161,19 +171,29 @@ class SliceDetector(Validated):
         self._features = self.criterion.features()
 
     @classmethod
-    def from_params(cls, criterion: Any = "nnslicer", **params: Any) -> SliceDetector:
-        """Build from a criterion plus flat parameters, the loose criterion ones (``theta``,
-        ``path_share``) included: the old form of ``--detector-param``, of a spec's
+    def param_names(cls) -> set[str]:
+        """The parameters :meth:`from_params` takes: the tree's and every criterion's loose ones."""
+        return (
+            {f.name for f in fields(cls) if f.init} - {"criterion", "tree", "fingerprint", "info"}
+        ) | loose_params()
+
+    @classmethod
+    def from_params(cls, criterion: Any = None, **params: Any) -> SliceDetector:
+        """Build from a criterion (default: the class's) plus flat parameters, the loose criterion
+        ones (``theta``, ``path_share``) included: the old form of ``--detector-param``, of a spec's
         ``detector_params`` and of a saved detector's config (``features`` = the criterion's name).
 
         Example:
             >>> SliceDetector.from_params(features="effectivepath", theta=0.3, path_share=0.4).criterion
             EffectivePath(path_share=0.4)
         """
+        params.pop("detector", None)  # the registered name a saved config records
         criterion = params.pop("features", criterion)
+        if criterion is None:
+            criterion = cls.__dataclass_fields__["criterion"].default
         loose_names = loose_params()
         loose = {k: params.pop(k) for k in list(params) if k in loose_names}
-        accepted = {f.name for f in fields(cls) if f.init} - {"criterion", "tree", "fingerprint", "info"}
+        accepted = cls.param_names() - loose_names
         for key in params:
             if key not in accepted:
                 raise unknown_param_error("detector", key, accepted | loose_names)
@@ -184,7 +204,8 @@ class SliceDetector(Validated):
         and its parameters, then the tree's (flat, the form recorded before criteria were objects)."""
         own = {f.name: getattr(self, f.name) for f in fields(self)
                if f.name not in ("criterion", "tree", "fingerprint", "info")}  # fmt: skip
-        return {"features": self.criterion.name, **self.criterion.params(), **own}
+        registered = {"detector": self.name} if getattr(self, "name", None) else {}
+        return {**registered, "features": self.criterion.name, **self.criterion.params(), **own}
 
     def vectors(self, model: nn.Module, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """The tree's input for ``x``, computed ``batch_size`` at a time."""
@@ -204,12 +225,16 @@ class SliceDetector(Validated):
         self._features.prepare(model, x, self.batch_size)
         return self
 
-    def fit(self, model: nn.Module, x: torch.Tensor, *, progress: bool = True) -> SliceDetector:
+    def fit(
+        self, model: nn.Module, x: torch.Tensor, *, labels: torch.Tensor | None = None, progress: bool = True
+    ) -> SliceDetector:
         """Fit on benign inputs: their vectors → the model's class.
 
         Args:
             model: the model to protect (not changed).
             x: benign (training) inputs.
+            labels: not used: the paper's tree learns the model's class, not the label (the
+                argument exists so every detector is fitted alike).
             progress: show a progress bar.
 
         Returns:
@@ -218,21 +243,11 @@ class SliceDetector(Validated):
         Raises:
             SafeReuseError: no inputs, or a class of the model that no benign input is predicted as.
         """
-        import time
-
         if len(x) == 0:
             raise SafeReuseError("no benign input to fit the detector on", fix="give training inputs")
         t0 = time.perf_counter()
         y = predicted(model, x, self.batch_size)
-        n_classes = int(_num_classes(model, x))
-        counts = torch.bincount(y, minlength=n_classes)
-        missing = [c for c in range(n_classes) if counts[c] == 0]
-        if missing:
-            raise SafeReuseError(
-                f"none of the {len(x)} benign inputs is predicted as class {missing[0]}, so the detector "
-                "cannot learn that class's slices",
-                fix="give more benign inputs (every class of the model must occur)",
-            )
+        n_classes = benign_classes(model, x, y)
         self.prepare(model, x)
         v = self.vectors(model, x, progress)
         t1 = time.perf_counter()
@@ -251,6 +266,7 @@ class SliceDetector(Validated):
             "train_agreement": float((self.tree.predict(v) == y).float().mean()),
             "seconds_vectors": t1 - t0,
             "seconds_tree": t2 - t1,
+            "seconds_fit": t2 - t0,
         }
         return self
 
@@ -286,8 +302,6 @@ class SliceDetector(Validated):
     def save(self, path: str | Path) -> Path:
         """Write ``detector.safetensors`` (tree arrays, the extractor's state) and ``detector.json``
         into the directory ``path`` (created; replaced atomically file by file)."""
-        from safetensors.torch import save_file
-
         if self.tree is None:
             raise SafeReuseError("the detector is not fitted", fix="call fit() first")
         path = Path(path)
@@ -308,8 +322,6 @@ class SliceDetector(Validated):
         Raises:
             SafeReuseError: a missing, foreign or corrupt detector directory.
         """
-        from safetensors.torch import load_file
-
         path = Path(path)
         try:
             meta = json.loads((path / "detector.json").read_text())
@@ -328,6 +340,121 @@ class SliceDetector(Validated):
         det.fingerprint = meta.get("fingerprint", "")
         det.info = meta.get("info", {})
         return det
+
+
+@DETECTORS.register(
+    "nnslicer", "NNSlicer's detector as published: a tree on slice vectors (Zhang et al. 2020)"
+)
+@dataclass
+class NNSlicerTree(SliceDetector):
+    """The paper's detector: slice vectors under the model's class → a tree; flag disagreement."""
+
+    criterion: Any = "nnslicer"
+
+
+@DETECTORS.register("featuremap", "the paper's FeatureMap baseline: a tree on per-layer mean activations")
+@dataclass
+class FeatureMapTree(SliceDetector):
+    """FeatureMap (the paper's baseline): mean activations of every layer but the logits → a tree."""
+
+    criterion: Any = "featuremap"
+
+
+@DETECTORS.register(
+    "effectivepath-tree", "EffectivePath's binary paths fed to NNSlicer's tree (not Qiu et al.'s)"
+)
+@dataclass
+class EffectivePathTree(SliceDetector):
+    """EffectivePath's critical paths as NNSlicer's tree reads them (channel granularity)."""
+
+    criterion: Any = "effectivepath"
+
+
+def make_detector(name: str, params: dict[str, Any] | None = None, *, strict: bool = True) -> Any:
+    """The detector ``name`` of :data:`DETECTORS` built from flat parameters.
+
+    Args:
+        name: a registered detector.
+        params: its parameters.
+        strict: refuse a parameter the detector does not take (False: leave it out, for parameters
+            given to several detectors at once; :func:`make_detectors` checks each is taken by one).
+
+    Raises:
+        SafeReuseError: an unknown name, parameter or value.
+
+    Example:
+        >>> make_detector("featuremap", {"max_depth": 3}).max_depth
+        3
+    """
+    cls = DETECTORS.get(name)
+    params = dict(params or {})
+    if not strict:
+        params = {k: v for k, v in params.items() if k in cls.param_names()}
+    return cls.from_params(**params)
+
+
+def make_detectors(names: Any, params: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Every detector of ``names`` with the shared ``params`` (each takes the ones it has) and ``seed``.
+
+    Raises:
+        SafeReuseError: an unknown detector, or a parameter none of them takes.
+
+    Example:
+        >>> sorted(make_detectors(["featuremap", "mahalanobis"], {"max_depth": 2}))
+        ['featuremap', 'mahalanobis']
+    """
+    params = dict(params or {})
+    names = list(names)
+    classes = [DETECTORS.get(n) for n in names]
+    taken = set().union(*(c.param_names() for c in classes)) if classes else set()
+    for key in params:
+        if key not in taken:
+            raise unknown_param_error(f"detectors {', '.join(names)}", key, taken)
+    return {n: make_detector(n, {**params, "seed": seed}, strict=False) for n in names}
+
+
+def load_detector(path: str | Path) -> Any:
+    """Read any saved detector (a tree detector or a score detector).
+
+    Raises:
+        SafeReuseError: a missing, foreign or corrupt detector directory.
+    """
+    path = Path(path)
+    try:
+        meta = json.loads((path / "detector.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SafeReuseError(
+            f"cannot read a detector from {path}: {exc}", fix="pass a saved detector"
+        ) from None
+    name = meta.get("config", {}).get("detector") if isinstance(meta, dict) else None
+    if meta.get("format") == DETECTOR_FORMAT or name is None:
+        return (DETECTORS.get(name) if name else SliceDetector).load(path)
+    try:
+        tensors = load_file(str(path / "detector.safetensors"))
+    except OSError as exc:
+        raise SafeReuseError(
+            f"cannot read a detector from {path}: {exc}", fix="pass a saved detector"
+        ) from None
+    return DETECTORS.get(name).load_saved(meta, tensors)
+
+
+def benign_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """The model's number of classes, checked to occur among ``y`` (the model's classes of the benign
+    inputs ``x``): a detector cannot learn a class it never sees.
+
+    Raises:
+        SafeReuseError: a class no benign input is predicted as.
+    """
+    n_classes = int(_num_classes(model, x))
+    counts = torch.bincount(y, minlength=n_classes)
+    missing = [c for c in range(n_classes) if counts[c] == 0]
+    if missing:
+        raise SafeReuseError(
+            f"none of the {len(x)} benign inputs is predicted as class {missing[0]}, so the detector "
+            "cannot learn that class",
+            fix="give more benign inputs (every class of the model must occur)",
+        )
+    return n_classes
 
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
@@ -381,7 +508,15 @@ def detection_metrics(
 
 
 __all__ = [
+    "DETECTORS",
     "DETECTOR_FORMAT",
+    "EffectivePathTree",
+    "FeatureMapTree",
+    "NNSlicerTree",
+    "benign_classes",
+    "load_detector",
+    "make_detector",
+    "make_detectors",
     "PAPER_ATTACKS",
     "SLOW_ATTACKS",
     "Detection",

@@ -21,11 +21,41 @@ from ..data import DataBundle
 from ..defects.attacks import craft_batched
 from ..defects.modality import make_attack
 from ..errors import SafeReuseError
-from .detect import PAPER_ATTACKS, SLOW_ATTACKS, SliceDetector, detection_metrics, predicted
+from .detect import PAPER_ATTACKS, SLOW_ATTACKS, Detection, detection_metrics, make_detectors, predicted
+from .pathsim import QiuPath
+from .scored import SliceKNN
 
-#: The detectors ``safereuse slice detect`` compares by default (names of
-#: :data:`~safereuse.applications.criteria.CRITERIA`).
-DETECTORS = ("nnslicer", "featuremap", "effectivepath")
+#: The detectors ``safereuse slice detect`` and the ``slice-detect`` experiment compare by default
+#: (names of :data:`~safereuse.applications.detect.DETECTORS`): the default detector first, chosen on
+#: validation data (``docs/results/nnslicer-applications.md``), then the paper's detector and its
+#: baselines as published (EffectivePath's detector is trained on FGSM examples too), then Lee et
+#: al.'s Mahalanobis detector.
+DEFAULT_DETECTORS: tuple[str, ...] = (SliceKNN.name, "nnslicer", "featuremap", QiuPath.name, "mahalanobis")
+
+
+def balanced(benign: Detection, adversarial: Detection, seed: int = 0) -> tuple[Detection, Detection]:
+    """The two detections cut to the same size: the larger one subsampled without replacement
+    (seeded), so precision is that of a 1 : 1 mix, as detection papers report it.
+
+    Example:
+        >>> from safereuse.applications.detect import Detection
+        >>> b = Detection.decide(torch.tensor([[0.9, 0.1]] * 6), torch.zeros(6, dtype=torch.long))
+        >>> a = Detection.decide(torch.tensor([[0.2, 0.8]] * 2), torch.zeros(2, dtype=torch.long))
+        >>> [len(d.flags) for d in balanced(b, a)]
+        [2, 2]
+    """
+    n = min(len(benign.flags), len(adversarial.flags))
+    if n == 0:  # nothing to compare (e.g. no attack succeeded): the counts say so as they are
+        return benign, adversarial
+    g = torch.Generator().manual_seed(seed)
+
+    def cut(d: Detection) -> Detection:
+        if len(d.flags) == n:
+            return d
+        idx = torch.randperm(len(d.flags), generator=g)[:n]
+        return Detection(d.flags[idx], d.scores[idx], d.tree_class[idx], d.model_class[idx])
+
+    return cut(benign), cut(adversarial)
 
 
 def attack_points(
@@ -58,7 +88,7 @@ def check_detection(
     detectors: Sequence[str],
     detector_params: dict[str, Any] | None = None,
     seed: int = 0,
-) -> tuple[list[Any], dict[str, SliceDetector]]:
+) -> tuple[list[Any], dict[str, Any]]:
     """Build every attack (name, parameters, the model's input kind) and detector, before any work.
 
     Returns:
@@ -77,7 +107,7 @@ def check_detection(
         safereuse.errors.SafeReuseError: unknown attack 'nosuch' (fix: use one of: ...
     """
     crafters = [make_attack(name, params, model) for _, name, params in attacks]
-    dets = {name: SliceDetector.from_params(name, seed=seed, **(detector_params or {})) for name in detectors}
+    dets = make_detectors(detectors, detector_params, seed)
     return crafters, dets
 
 
@@ -86,7 +116,7 @@ def evaluate_detection(
     bundle: DataBundle,
     *,
     attacks: Sequence[tuple[str, str, dict[str, Any]]] | None = None,
-    detectors: Sequence[str] = DETECTORS,
+    detectors: Sequence[str] = DEFAULT_DETECTORS,
     detector_params: dict[str, Any] | None = None,
     n_train: int = 10000,
     n_test: int = 500,
@@ -102,8 +132,8 @@ def evaluate_detection(
         model: the model under attack (eval mode; not changed).
         bundle: its data (``train`` fits the detectors, ``test`` is attacked).
         attacks: ``(label, attack name, params)`` (default: :data:`PAPER_ATTACKS`).
-        detectors: criterion names of :data:`~safereuse.applications.criteria.CRITERIA`.
-        detector_params: :class:`SliceDetector` parameters for every detector.
+        detectors: names of :data:`~safereuse.applications.detect.DETECTORS`.
+        detector_params: detector parameters (each detector takes the ones it has).
         n_train: benign training inputs the detectors learn from.
         n_test: test images: the benign set, and the sources of the adversarial ones.
         craft_batch: images per attack call.
@@ -127,14 +157,17 @@ def evaluate_detection(
     x_test, y_test = bundle.test.x[:n_test], bundle.test.y[:n_test]
     result: dict[str, Any] = {"detectors": {}, "benign": {}, "attacks": [],
                               "rule": "adversarial = crafted from a correctly classified test image and "
-                                      "misclassified by the model; failed crafts are dropped"}  # fmt: skip
+                                      "misclassified by the model; failed crafts are dropped; each attack "
+                                      "is scored on balanced sets (the larger of the benign and adversarial "
+                                      "sets subsampled, seeded, to the smaller's size)"}  # fmt: skip
     benign = {}
     for name, det in dets.items():
-        det.fit(model, x_train, progress=progress)
+        det.fit(model, x_train, labels=bundle.train.y[:n_train], progress=progress)
         t0 = time.perf_counter()
         benign[name] = det.detect(model, x_test)
         per_input = (time.perf_counter() - t0) / max(len(x_test), 1)
-        result["detectors"][name] = {**det.info, "config": det.config(), "seconds_per_test_input": per_input}
+        result["detectors"][name] = {**det.info, "config": det.config(), "trained_on": det.trained_on,
+                                     "seconds_per_test_input": per_input}  # fmt: skip
         result["benign"][name] = float(benign[name].flags.float().mean()) if len(x_test) else None
         if out is not None:
             det.save(Path(out) / name)
@@ -152,9 +185,11 @@ def evaluate_detection(
                                "n_sources": len(sx), "n_success": int(success.sum()),
                                "seconds": time.perf_counter() - t0, "detectors": {}}  # fmt: skip
         for dn, det in dets.items():
-            row["detectors"][dn] = detection_metrics(benign[dn], det.detect(model, xa), seed=seed)
+            row["detectors"][dn] = detection_metrics(
+                *balanced(benign[dn], det.detect(model, xa), seed), seed=seed
+            )
         result["attacks"].append(row)
     return result
 
 
-__all__ = ["DETECTORS", "attack_points", "check_detection", "evaluate_detection"]
+__all__ = ["DEFAULT_DETECTORS", "attack_points", "balanced", "check_detection", "evaluate_detection"]

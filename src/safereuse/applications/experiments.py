@@ -33,13 +33,13 @@ from pydantic import Field
 from ..errors import SafeReuseError
 from ..params import validate_fields
 from ..registry import EXPERIMENTS, ExperimentCurve, ExperimentTable
-from .detect import PAPER_ATTACKS
-from .evaluation import evaluate_detection
+from .detect import PAPER_ATTACKS, make_detectors
+from .evaluation import DEFAULT_DETECTORS, evaluate_detection
 from .protect import Protection
 from .prune import ClassPruning, check_ratio, prune_curve
 
 
-@EXPERIMENTS.register("slice-detect", "adversarial-input detection: NNSlicer vs FeatureMap vs EffectivePath")
+@EXPERIMENTS.register("slice-detect", "adversarial-input detection: slice k-NN vs the paper's and baselines")
 @dataclass
 class DetectExperiment:
     """Args: attacks (names, or ``paper`` for the paper's list), detectors, n_train, n_test,
@@ -54,7 +54,7 @@ class DetectExperiment:
         ),
     )  # fmt: skip
     attacks: list[str] = field(default_factory=lambda: ["paper"])
-    detectors: list[str] = field(default_factory=lambda: ["nnslicer", "featuremap", "effectivepath"])
+    detectors: list[str] = field(default_factory=lambda: list(DEFAULT_DETECTORS))
     n_train: Annotated[int, Field(ge=1)] = 10000
     n_test: Annotated[int, Field(ge=1)] = 500
     slow_sources: Annotated[int, Field(ge=1)] | None = None
@@ -62,6 +62,7 @@ class DetectExperiment:
 
     def __post_init__(self) -> None:
         validate_fields(self, "experiment slice-detect")
+        make_detectors(self.detectors, self.detector_params)  # names and parameters, before any cell
 
     def run(self, model: Any, bundle: Any, seed: int) -> list[dict[str, Any]]:
         points = []
@@ -76,7 +77,7 @@ class DetectExperiment:
         for a in res["attacks"]:
             for dn, m in a["detectors"].items():
                 info = res["detectors"][dn]
-                fit_s = info["seconds_vectors"] + info["seconds_tree"]
+                fit_s = info["seconds_fit"]
                 rows.append({"attack": a["attack"], "detector": dn, "n_success": a["n_success"],
                              "n_sources": a["n_sources"], **m, "fit_seconds": fit_s,
                              "ms_per_input": 1000 * info["seconds_per_test_input"]})  # fmt: skip

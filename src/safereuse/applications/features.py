@@ -8,7 +8,8 @@ training inputs, then ``__call__`` per batch; ``state``/``load_state`` carry wha
 - :class:`SliceFeatures` — every synapse contribution of the input's slice (NNSlicer), reference =
   the profiled mean of the benign inputs, output layer left out (:func:`body_vector`);
 - :class:`PathFeatures` — the binary critical path of the input (EffectivePath, Qiu et al. 2019);
-- :class:`FeatureMapFeatures` — the mean activation of every channel / unit of every weighted layer.
+- :class:`FeatureMapFeatures` — the mean activation of every channel / unit of every weighted layer
+  but the last (its outputs are the logits, which spell out the model's class).
 """
 
 from __future__ import annotations
@@ -99,16 +100,20 @@ class PathFeatures(Features):
 
 
 class FeatureMapFeatures(Features):
-    """Mean activation of every channel (conv) / unit (linear) of every weighted layer.
+    """Mean activation of every channel (conv) / unit (linear) of every weighted layer but the last.
+
+    The last layer's outputs are the logits: with them the tree reads the model's class and never
+    disagrees with the model (the reason the slices leave the output layer out too).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> FeatureMapFeatures()(net, torch.zeros(5, 4), 2).shape
-        torch.Size([5, 5])
+        torch.Size([5, 3])
     """
 
     def __call__(self, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        layers = weighted_layers(model, include_head=True)
+        every = weighted_layers(model, include_head=True)
+        layers = every[:-1] if len(every) > 1 else every
         dev = model_device(model)
         out = []
 

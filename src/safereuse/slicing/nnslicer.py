@@ -53,9 +53,10 @@ from ..errors import SafeReuseError
 from ..utils import analysis_mode, atomic_path, write_json_atomic
 from .dataflow import Dataflow, Recorder, Step, describe, trace
 
-Criterion = str | int | Sequence[int]
+Criterion = str | int | Sequence[int] | torch.Tensor
 """``"predicted"`` (each input's predicted class), an output class ``k``, a list of output
-neurons, or ``"penultimate"`` (every unit of the head's input)."""
+neurons, ``"penultimate"`` (every unit of the head's input), or a 1-d integer tensor with one class
+per input (e.g. the true labels, or a class forced on every input)."""
 
 
 def _as_inputs(inputs: Any) -> torch.Tensor:
@@ -281,7 +282,8 @@ class Slicer:
         Args:
             model: the model :meth:`profile` saw (any traceable ``nn.Module``).
             inputs: a tensor ``[N, ...]`` or a data split.
-            criterion: ``"predicted"``, a class ``k``, a list of output neurons, or ``"penultimate"``.
+            criterion: ``"predicted"``, a class ``k``, a list of output neurons, ``"penultimate"``,
+                or a 1-d integer tensor of one class per input.
             per_input: keep one row per input (else sums over the set).
             batch_size: inputs per batch (memory is flat in the set size when ``per_input`` is False).
             progress: show a progress bar.
@@ -295,6 +297,10 @@ class Slicer:
         """
         x = _as_inputs(inputs)
         crit = self._criterion(criterion)
+        if isinstance(crit, torch.Tensor) and len(crit) != len(x):
+            raise SafeReuseError(
+                f"{len(crit)} criterion classes for {len(x)} inputs", fix="give one class per input"
+            )
         if self.reference == "mean" and not self.means:
             raise SafeReuseError(
                 "Slicer.slice before Slicer.profile",
@@ -306,7 +312,7 @@ class Slicer:
         layers: list[str] = []
         with analysis_mode(model):
             graph = trace(model)
-            flow = Dataflow.build(model, graph, penultimate=crit == "penultimate")
+            flow = Dataflow.build(model, graph, penultimate=isinstance(crit, str) and crit == "penultimate")
             wred = {
                 s.layer: s.module.weight.detach().float().flatten(2).sum(2)
                 if s.module.weight.dim() > 2  # type: ignore[union-attr]
@@ -317,7 +323,8 @@ class Slicer:
             for s in tqdm(range(0, len(x), batch_size), desc="slice", disable=not progress, leave=False):
                 rec = Recorder(model, graph, flow.needed, flow.rules)
                 rec.run(x[s : s + batch_size].to(dev))
-                neuron, synapse = self._walk(model, flow, rec, crit, wred, per_input)
+                part = crit[s : s + batch_size] if isinstance(crit, torch.Tensor) else crit
+                neuron, synapse = self._walk(model, flow, rec, part, wred, per_input)
                 for k in neuron:  # noqa: PLC0206 - keys only
                     if k not in layers:
                         layers.append(k)
@@ -359,6 +366,13 @@ class Slicer:
     # -- internals -----------------------------------------------------------------------------
     @staticmethod
     def _criterion(c: Criterion) -> Criterion:
+        if isinstance(c, torch.Tensor):
+            if c.dim() != 1 or c.dtype.is_floating_point or c.dtype == torch.bool:
+                raise SafeReuseError(
+                    f"a criterion tensor must be 1-d integer class ids, got {tuple(c.shape)} {c.dtype}",
+                    fix="pass one class id per input, e.g. the labels",
+                )
+            return c.long().cpu()
         if isinstance(c, str):
             if c in ("predicted", "penultimate"):
                 return c
@@ -405,8 +419,16 @@ class Slicer:
                 fix="slice a classifier returning logits [N, K]",
             )
         g0 = torch.zeros_like(out)
-        if crit == "predicted":
+        if isinstance(crit, str) and crit == "predicted":
             g0[torch.arange(len(out)), out.argmax(1)] = 1.0
+        elif isinstance(crit, torch.Tensor):
+            if len(crit) and not 0 <= int(crit.min()) <= int(crit.max()) < out.shape[1]:
+                raise SafeReuseError(
+                    f"criterion classes {int(crit.min())}..{int(crit.max())} fall outside the model's "
+                    f"{out.shape[1]} outputs",
+                    fix=f"choose classes in 0..{out.shape[1] - 1}",
+                )
+            g0[torch.arange(len(out)), crit.to(out.device)] = 1.0
         elif crit == "penultimate":
             g0.fill_(1.0)
         else:
@@ -664,4 +686,6 @@ def _acc(d: dict[str, Any], k: str, v: torch.Tensor) -> None:
 
 
 def _crit_name(c: Criterion) -> Any:
+    if isinstance(c, torch.Tensor):
+        return "per-input"
     return c if isinstance(c, (str, int)) else list(c)
