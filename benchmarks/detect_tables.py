@@ -32,7 +32,8 @@ def t_ci(values: list[float], scale: float = 1.0) -> str:
         return f"{m:.1f}" if scale == 100 else f"{m:.3f}"
     h = student_t_quantile(0.975, len(v) - 1) * float(np.std(v, ddof=1)) / math.sqrt(len(v))
     fmt = "{:.1f}" if scale == 100 else "{:.3f}"
-    return f"{fmt.format(m)} [{fmt.format(m - h)}, {fmt.format(m + h)}]"
+    top = 100.0 if scale == 100 else 1.0  # a rate's interval is clipped to its range
+    return f"{fmt.format(m)} [{fmt.format(max(m - h, 0.0))}, {fmt.format(min(m + h, top))}]"
 
 
 def rate(pairs: list[tuple[int, int]]) -> str:
