@@ -40,6 +40,7 @@ from safereuse.applications.detect import (
     make_detector,
 )
 from safereuse.applications.evaluation import DEFAULT_DETECTORS
+from safereuse.applications.evaluation import balanced as balanced_sets
 from safereuse.applications.features import body_vector
 from safereuse.applications.synapses import weighted_layers
 from safereuse.applications.tree import TreeArrays
@@ -116,15 +117,8 @@ def compact(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def balanced(benign: Detection, adv: Detection, seed: int) -> dict[str, Any]:
-    """Metrics on balanced sets: the larger side subsampled (seeded) to the smaller's size."""
-    n = min(len(benign.flags), len(adv.flags))
-    g = torch.Generator().manual_seed(seed)
-
-    def cut(d: Detection) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randperm(len(d.flags), generator=g)[:n]
-        return d.flags[idx], d.scores[idx]
-
-    return compact(detection_metrics(cut(benign), cut(adv), n_boot=200, seed=seed))
+    """Metrics on balanced sets (:func:`safereuse.applications.evaluation.balanced`)."""
+    return compact(detection_metrics(*balanced_sets(benign, adv, seed), n_boot=200, seed=seed))
 
 
 def t_interval(values: list[float]) -> dict[str, Any]:
