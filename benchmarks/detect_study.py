@@ -38,13 +38,13 @@ from safereuse.applications.detect import (
     SliceDetector,
     detection_metrics,
     make_detector,
+    successful_adversarial,
 )
 from safereuse.applications.evaluation import DEFAULT_DETECTORS
 from safereuse.applications.evaluation import balanced as balanced_sets
 from safereuse.applications.features import body_vector
 from safereuse.applications.synapses import weighted_layers
 from safereuse.applications.tree import TreeArrays
-from safereuse.defects.attacks import craft_batched
 from safereuse.defects.modality import make_attack
 from safereuse.metrics import seed_interval
 from safereuse.metrics.intervals import student_t_quantile
@@ -88,19 +88,13 @@ def adversarial(
     if path.exists():
         t = load_file(str(path))
         return t["x"], t["y"]
-    ok = predict_labels(model, x) == y
-    sx, sy = x[ok], y[ok]
-    if name in SLOW_ATTACKS:
-        sx, sy = sx[:SLOW_SOURCES], sy[:SLOW_SOURCES]
-    elif cap is not None:
-        sx, sy = sx[:cap], sy[:cap]
     t0 = time.perf_counter()
-    xa = craft_batched(make_attack(name, params, model), model, sx, sy, 128, seed=seed)
-    keep = predict_labels(model, xa) != sy
+    limit = SLOW_SOURCES if name in SLOW_ATTACKS else cap
+    xa, ya, n = successful_adversarial(make_attack(name, params, model), model, x, y, limit=limit, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"x": xa[keep].contiguous(), "y": sy[keep].contiguous()}, str(path))
-    print(f"  crafted {label}: {int(keep.sum())}/{len(sx)} in {time.perf_counter() - t0:.0f} s", flush=True)
-    return xa[keep], sy[keep]
+    save_file({"x": xa.contiguous(), "y": ya.contiguous()}, str(path))
+    print(f"  crafted {label}: {len(xa)}/{n} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return xa, ya
 
 
 def seed_split(bundle: Any, seed: int, n_fit: int = 10000, n_test: int = 500) -> dict[str, torch.Tensor]:

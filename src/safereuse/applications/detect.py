@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..defects.cache import craft_batched
 from ..device import model_device
 from ..errors import SafeReuseError
 from ..metrics import detection_summary
@@ -86,6 +87,56 @@ SLOW_ATTACKS: frozenset[str] = frozenset({"cw", "deepfool", "deepfool-linf", "js
 def model_fingerprint(model: nn.Module) -> str:
     """Content hash of the model's weights and buffers (a detector only fits the model it was fit on)."""
     return weights_hash(model, 16)
+
+
+def check_fitted(state: Any, fingerprint: str, model: nn.Module) -> Any:
+    """What a detector learnt (``state``), checked to exist and to belong to ``model``.
+
+    Raises:
+        SafeReuseError: not fitted (``state`` is None), or fitted on a model with other weights.
+    """
+    if state is None:
+        raise SafeReuseError("the detector is not fitted", fix="call fit() or load() first")
+    if fingerprint and model_fingerprint(model) != fingerprint:
+        raise SafeReuseError(
+            "the detector was fitted on another model (weights differ)",
+            fix="use it with the model it was fitted on, or fit it again",
+        )
+    return state
+
+
+def successful_adversarial(
+    attack: Any,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    limit: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``attack`` crafted from the inputs of ``x`` the model classifies as their label ``y`` (the first
+    ``limit`` of them), keeping the examples that fool it — the adversarial set of every detection
+    study here.
+
+    Returns:
+        ``(adversarial inputs, their source labels, number of sources crafted from)``.
+
+    Example:
+        >>> from safereuse.defects.modality import make_attack
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x, y = torch.rand(6, 1, 2, 2), torch.zeros(6, dtype=torch.long)
+        >>> xa, ya, n = successful_adversarial(make_attack("fgsm", {"eps": 1.0}, net), net, x, y)
+        >>> n == int((predicted(net, x) == y).sum()) and bool((predicted(net, xa) != ya).all())
+        True
+    """
+    ok = predicted(model, x, batch_size) == y.cpu()
+    sx, sy = x[ok.to(x.device)][:limit], y.cpu()[ok][:limit]
+    if len(sx) == 0:
+        return sx, sy, 0
+    xa = craft_batched(attack, model, sx, sy, batch_size, seed=seed)
+    fooled = predicted(model, xa, batch_size) != sy
+    return xa[fooled], sy[fooled], len(sx)
 
 
 def predicted(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -271,14 +322,7 @@ class SliceDetector(Validated):
         return self
 
     def _check(self, model: nn.Module) -> TreeArrays:
-        if self.tree is None:
-            raise SafeReuseError("the detector is not fitted", fix="call fit() or load() first")
-        if self.fingerprint and model_fingerprint(model) != self.fingerprint:
-            raise SafeReuseError(
-                "the detector was fitted on another model (weights differ)",
-                fix="use it with the model it was fitted on, or fit it again",
-            )
-        return self.tree
+        return check_fitted(self.tree, self.fingerprint, model)
 
     def detect(self, model: nn.Module, x: torch.Tensor, *, progress: bool = False) -> Detection:
         """Flag the inputs whose tree class differs from the model's class.
@@ -514,6 +558,8 @@ __all__ = [
     "FeatureMapTree",
     "NNSlicerTree",
     "benign_classes",
+    "check_fitted",
+    "successful_adversarial",
     "load_detector",
     "make_detector",
     "make_detectors",

@@ -18,10 +18,16 @@ from typing import Any
 import torch
 
 from ..data import DataBundle
-from ..defects.attacks import craft_batched
 from ..defects.modality import make_attack
 from ..errors import SafeReuseError
-from .detect import PAPER_ATTACKS, SLOW_ATTACKS, Detection, detection_metrics, make_detectors, predicted
+from .detect import (
+    PAPER_ATTACKS,
+    SLOW_ATTACKS,
+    Detection,
+    detection_metrics,
+    make_detectors,
+    successful_adversarial,
+)
 from .pathsim import QiuPath
 from .scored import SliceKNN
 
@@ -166,23 +172,19 @@ def evaluate_detection(
         t0 = time.perf_counter()
         benign[name] = det.detect(model, x_test)
         per_input = (time.perf_counter() - t0) / max(len(x_test), 1)
-        result["detectors"][name] = {**det.info, "config": det.config(), "trained_on": det.trained_on,
+        result["detectors"][name] = {"trained_on": det.trained_on, **det.info, "config": det.config(),
                                      "seconds_per_test_input": per_input}  # fmt: skip
         result["benign"][name] = float(benign[name].flags.float().mean()) if len(x_test) else None
         if out is not None:
             det.save(Path(out) / name)
-    pred = predicted(model, x_test)
-    ok = pred == y_test
-    src_x, src_y = x_test[ok], y_test[ok]
     for (label, name, params), atk in zip(attacks, crafters, strict=True):
         t0 = time.perf_counter()
-        cap = slow_sources if slow_sources is not None and name in SLOW_ATTACKS else len(src_x)
-        sx, sy = src_x[:cap], src_y[:cap]
-        xa = craft_batched(atk, model, sx, sy, craft_batch, seed=seed)
-        success = predicted(model, xa) != sy
-        xa = xa[success]
+        cap = slow_sources if name in SLOW_ATTACKS else None
+        xa, _, n_sources = successful_adversarial(
+            atk, model, x_test, y_test, limit=cap, batch_size=craft_batch, seed=seed
+        )
         row: dict[str, Any] = {"attack": label, "name": name, "params": dict(params),
-                               "n_sources": len(sx), "n_success": int(success.sum()),
+                               "n_sources": n_sources, "n_success": len(xa),
                                "seconds": time.perf_counter() - t0, "detectors": {}}  # fmt: skip
         for dn, det in dets.items():
             row["detectors"][dn] = detection_metrics(

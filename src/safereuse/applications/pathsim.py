@@ -17,13 +17,12 @@ from sklearn.linear_model import SGDClassifier
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..defects.attacks import craft_batched
 from ..defects.modality import make_attack
 from ..device import model_device
 from ..errors import SafeReuseError
 from ..slicing.effective_path import positive_paths
 from ..utils import analysis_mode
-from .detect import DETECTORS, predicted
+from .detect import DETECTORS, predicted, successful_adversarial
 from .scored import ScoreDetector
 
 
@@ -149,14 +148,8 @@ class QiuPath(ScoreDetector):
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``attack`` crafted on the inputs of ``x`` the model classifies as ``y``; the successful ones."""
-        ok = predicted(model, x, self.batch_size).cpu() == y.cpu()
-        xs, ys = x[ok.to(x.device)], y.cpu()[ok]
-        if len(xs) == 0:
-            return x[:0]
         atk = make_attack(self.attack, {} if self.eps is None else {"eps": self.eps}, model)
-        adv = craft_batched(atk, model, xs, ys, batch_size=self.batch_size, seed=self.seed)
-        fooled = predicted(model, adv, self.batch_size).cpu() != ys
-        return adv[fooled]
+        return successful_adversarial(atk, model, x, y, batch_size=self.batch_size, seed=self.seed)[0]
 
     # -- ScoreDetector -----------------------------------------------------------------------
     def learn(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, progress: bool = False) -> None:

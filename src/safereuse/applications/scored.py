@@ -47,7 +47,7 @@ from ..models.capture import capture
 from ..params import Validated, check_value, unknown_param_error
 from ..slicing import Slicer
 from ..utils import analysis_mode, atomic_path
-from .detect import DETECTORS, Detection, benign_classes, model_fingerprint, predicted
+from .detect import DETECTORS, Detection, benign_classes, check_fitted, model_fingerprint, predicted
 from .synapses import weighted_layers
 
 SCORE_DETECTOR_FORMAT = "safereuse-score-detector/1"
@@ -160,14 +160,13 @@ class ScoreDetector(Validated):
         t1 = time.perf_counter()
         self.calibration_scores = self.score(model, x[cal], y[cal]).double().cpu()
         self.retarget(self.fpr)
-        s_cal = self.calibration_scores
         self.fingerprint = model_fingerprint(model)
         self.info = {
             "n_train": len(own),
             "n_calibration": n_cal,
             "n_classes": n_classes,
             "threshold": self.threshold,
-            "calibration_flag_rate": float((s_cal > self.threshold).double().mean()),
+            "calibration_flag_rate": float((self.calibration_scores > self.threshold).double().mean()),
             "trained_on": self.trained_on,
             "grouped_by": "model's classes" if labels is None else "true labels",
             "seconds_learn": t1 - t0,
@@ -199,23 +198,13 @@ class ScoreDetector(Validated):
         )
         return self
 
-    def _check(self, model: nn.Module) -> float:
-        if self.threshold is None:
-            raise SafeReuseError("the detector is not fitted", fix="call fit() or load() first")
-        if self.fingerprint and model_fingerprint(model) != self.fingerprint:
-            raise SafeReuseError(
-                "the detector was fitted on another model (weights differ)",
-                fix="use it with the model it was fitted on, or fit it again",
-            )
-        return self.threshold
-
     def detect(self, model: nn.Module, x: torch.Tensor, *, progress: bool = False) -> Detection:
         """Score ``x`` and flag the scores above the calibrated threshold.
 
         Returns:
             A :class:`~safereuse.applications.detect.Detection` (``tree_class`` = the model's class).
         """
-        threshold = self._check(model)
+        threshold = check_fitted(self.threshold, self.fingerprint, model)
         y = predicted(model, x, self.batch_size)
         if len(x) == 0:
             return Detection(torch.zeros(0, dtype=torch.bool), torch.zeros(0), y, y)
