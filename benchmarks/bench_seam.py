@@ -12,6 +12,8 @@
    not skip zeros, so expect ≈ 1× — reported beside the sparsity-aware FLOP count
    (:func:`safereuse.metrics.sparse_flops`, multiplications at batch 1), which is what the paper's
    −42 % inference time (DeepSparse, end-of-life) rested on.
+   ``channel_floor`` keeps **one** channel in every conv (same operators): the speed-up no
+   channel-granularity re-engineering of that model can exceed on this machine.
 3. **Mask-search epoch vs a plain training epoch.** ``resnet8`` w16 on 2,000 Fashion-MNIST images,
    batch 64, the same batches: one epoch of :func:`safereuse.slicing.maskparam.search_masks` (mask
    + head phase, inside ``mask_scores``, ``weight`` and ``channel`` granularity, with SeaM's
@@ -19,11 +21,16 @@
    training of the same model and head with Adam (BN in train mode as usual; also with BN frozen,
    as the search runs it). Target: ≤ 1.5×.
 
+4. **Saved re-engineered models** (``--saved ORIGINAL REENG...``): the artifacts of
+   ``safereuse reengineer`` timed again against their original, round-robin, e.g. on a quiet machine
+   after a run measured under load; writes ``benchmarks/results/seam_saved.json``.
+
 Every variant is timed once per round, round-robin, over ``--rounds`` rounds (the machine may be
 shared); ratios use the best round of each (what the machine gives without contention), the
 medians and all rounds are stored beside them with the load average.
 
-Run: ``.venv/bin/python benchmarks/bench_seam.py [--rounds 5]``; writes ``benchmarks/results/seam.json``.
+Run: ``.venv/bin/python benchmarks/bench_seam.py [--rounds 5]``;
+writes ``benchmarks/results/seam.json`` (``--inference-only``: ``seam_inference.json``).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import torch.nn.functional as F
 from _common import write  # script-local module (benchmarks/_common.py)
 from torch import nn
 
+from safereuse.artifacts import load_model
 from safereuse.data import load_data
 from safereuse.metrics import latency_ms, sparse_flops
 from safereuse.models import create_model
@@ -61,9 +69,12 @@ def _build(key: str) -> tuple[nn.Module, torch.Tensor]:
     return model, x
 
 
-def channel_masks(model: nn.Module, drop: float, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Masks that switch off ``drop`` of every conv's output channels; the channels are the first of a
-    fixed permutation per channel count, so layers coupled by a residual add drop the same ones."""
+def channel_masks(
+    model: nn.Module, drop: float, seed: int = 0, keep: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Masks that switch off ``drop`` of every conv's output channels (``keep``: all but that many);
+    the channels are the first of a fixed permutation per channel count, so layers coupled by a
+    residual add drop the same ones."""
     perms: dict[int, torch.Tensor] = {}
     gen = torch.Generator().manual_seed(seed)
     out = {}
@@ -73,7 +84,7 @@ def channel_masks(model: nn.Module, drop: float, seed: int = 0) -> dict[str, tor
             if c not in perms:
                 perms[c] = torch.randperm(c, generator=gen)
             k = torch.ones_like(m.weight, dtype=torch.bool)
-            k[perms[c][: round(drop * c)]] = False
+            k[perms[c][: c - keep if keep is not None else round(drop * c)]] = False
             out[f"{name}.weight"] = k
     return out
 
@@ -117,6 +128,10 @@ def inference(key: str, rounds: int) -> dict:
     for drop in (0.5, 0.75):
         masks[f"channel{int(drop * 100)}"] = m = channel_masks(model, drop)
         variants[f"channel{int(drop * 100)}"] = materialize(model, m, x)
+    # the floor: one channel left in every conv, the same operators — no channel removal can beat it,
+    # so ``dense / floor`` bounds the speed-up of any channel-granularity re-engineering of this model
+    masks["channel_floor"] = m = channel_masks(model, 0.0, keep=1)
+    variants["channel_floor"] = materialize(model, m, x)
     masks["weight90"] = wm = weight_masks(model, 0.9)
     zeroed = copy.deepcopy(model)
     apply_reset(zeroed, wm)  # dense tensors with 90 % zeros: what a weight-masked model runs as
@@ -208,15 +223,48 @@ def search_epoch_cost(rounds: int, n_images: int = 2000, batch: int = 64) -> dic
     return res
 
 
+def saved(original_dir: str, reengineered_dirs: list[str], rounds: int) -> dict:
+    """The ``safereuse reengineer`` artifacts timed again against their original, round-robin (a
+    quiet re-measure of what the run's own ``--json`` latencies measured, perhaps under load), with
+    the original's one-channel-per-conv floor in the same rounds."""
+    original = load_model(original_dir).model.eval()
+    spec = original.input_spec
+    x = torch.rand(1, spec.channels, *spec.size)
+    models = {"original": original} | {d: load_model(d).model.eval() for d in reengineered_dirs}
+    # the same original with one channel left per conv: the bound on any channel re-engineering
+    models["floor: one channel per conv"] = materialize(original, channel_masks(original, 0.0, keep=1), x)
+    lat = _alternate(models, x, rounds)
+    res: dict = {"original": original_dir, "threads": THREADS, "rounds": rounds, "variants": {}}
+    for name in models:
+        best, dense = lat[name]["best"], lat["original"]["best"]
+        res["variants"][name] = {
+            "latency_ms": lat[name],
+            "speedup": {b: dense[b] / best[b] for b in BATCHES},
+            "speedup_median": {b: lat["original"]["median"][b] / lat[name]["median"][b] for b in BATCHES},
+        }
+        sp = res["variants"][name]["speedup"]
+        print(f"{name:32s} b1 {best[1]:7.3f} ms ({sp[1]:.2f}×)  b64 {best[64]:8.2f} ms ({sp[64]:.2f}×)")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--inference-only", action="store_true", help="skip the search-epoch timing")
+    ap.add_argument(
+        "--saved", nargs="+", metavar="DIR",
+        help="time reengineer artifacts instead: the original model's artifact, then the re-engineered ones",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.saved:
+        figures = {"saved": saved(args.saved[0], args.saved[1:], args.rounds), "loadavg": os.getloadavg()}
+        write("seam_saved", figures)
+        return
     load_before = os.getloadavg()
     threads = torch.get_num_threads()
     figures = {
         "inference": {key: inference(key, args.rounds) for key in MODELS},
-        "search_epoch": search_epoch_cost(args.rounds),
+        "search_epoch": None if args.inference_only else search_epoch_cost(args.rounds),
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }
@@ -224,7 +272,7 @@ def main() -> None:
         f"load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)"
     )
     torch.set_num_threads(threads)  # the machine record states the process default, not the last run's
-    write("seam", figures)
+    write("seam_inference" if args.inference_only else "seam", figures)
 
 
 if __name__ == "__main__":

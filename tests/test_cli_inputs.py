@@ -149,3 +149,31 @@ def test_audit_refuses_a_defect_of_the_other_input_kind_before_loading(
     )  # fmt: skip
     assert_one_line_error(code, err, "pwws is a defect of text models, but the student takes images")
     assert code == 2 and "fgsm" in err and "greedy-swap" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, needle, where",
+    [
+        (["reengineer", "--bogus"], "No such option: --bogus", "safereuse reengineer --help"),
+        (
+            ["reengineer", "--target-classes", "3", "--out", "x"],
+            "Missing option '--model'",
+            "reengineer --help",
+        ),
+        (["no-such-command"], "No such command", "'safereuse --help'"),
+        (["slice", "detect", "--bogus"], "No such option", "safereuse slice detect --help"),
+        (["run", "spec.yaml", "--jobs", "many"], "Invalid value for '--jobs'", "safereuse run --help"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, needle, where):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(code, err, needle, where)
+    assert "╭" not in err and "Usage:" not in err  # no rich box, no usage block
+
+
+def test_help_and_success_exit_zero(capsys):
+    code, out, err = run_cli(capsys, "--help")
+    assert code == 0 and "reengineer" in out and not err
+    code, out, err = run_cli(capsys, "list", "methods")
+    assert code == 0 and "finetune" in out

@@ -272,9 +272,30 @@ def test_compare_cost_has_the_reengineer_manifest_keys():
     c = metrics.compare_cost(big, small, x, threads=1, batch_sizes=(1, 4), min_run_time=0.01)
     assert list(c) == [
         "flops_original", "flops_reengineered", "latency_original_ms", "latency_reengineered_ms",
-        "latency_threads",
+        "latency_threads", "latency_rounds",
     ]  # fmt: skip
     assert c["flops_original"] == metrics.sparse_flops(big, x) == 450 + 150
     assert c["flops_reengineered"] == 450 + 75
     assert sorted(c["latency_original_ms"]) == ["1", "4"] and c["latency_threads"] == 1
     assert all(v > 0 for v in c["latency_reengineered_ms"].values())
+    assert c["latency_rounds"] == 5
+
+
+def test_compare_cost_interleaves_rounds_and_takes_the_median(monkeypatch):
+    import safereuse.metrics.cost as cost
+
+    calls = []
+    fake = iter([5.0, 1.0, 4.0, 2.0, 100.0, 3.0])  # original, reduced, original, ... (a burst: 100)
+
+    def latency_ms(model, x, batch_sizes, threads, min_run_time):
+        calls.append((model, min_run_time))
+        return {b: next(fake) for b in batch_sizes}
+
+    monkeypatch.setattr(cost, "latency_ms", latency_ms)
+    a, b = _tiny(), _tiny()
+    c = cost.compare_cost(a, b, torch.rand(1, 1, 5, 5), batch_sizes=(1,), min_run_time=0.3, rounds=3)
+    assert [m is a for m, _ in calls] == [True, False] * 3  # alternating, not all of one model first
+    assert all(t == pytest.approx(0.1) for _, t in calls)  # the time budget is split over the rounds
+    assert c["latency_original_ms"] == {"1": 5.0} and c["latency_reengineered_ms"] == {"1": 2.0}
+    with pytest.raises(SafeReuseError, match="rounds"):
+        cost.compare_cost(a, b, torch.rand(1, 1, 5, 5), rounds=0)

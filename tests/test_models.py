@@ -107,14 +107,8 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    """Tiny tensors on a shared 2-core machine: one intra-op thread avoids 100× slow-downs from
-    threads waiting on a busy core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors on a shared 2-core machine: one intra-op thread avoids 100× slow-downs
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -78,11 +78,9 @@ def test_pareto_front():
     assert pareto_front([]) == []
 
 
-def _fake_run(tmp_path: Path, seeds=((0.8, 10.0, 20), (0.9, 30.0, 30))) -> Path:
-    """A ledger with hand-made metrics, one seed per ``(acc, DIR %, n)``; by default 2 seeds,
-    DIR 10 % (k=2, n=20) and 30 % (k=9, n=30)."""
-    text = SPEC.replace("  - name: linear-probe\n    params: {epochs: 1}\n", "")
-    text = text.replace("seeds: [0, 1]", f"seeds: {list(range(len(seeds)))}")
+def _empty_run(tmp_path: Path, text: str) -> tuple[Path, object, list]:
+    """A run directory for ``text`` with its spec recorded and nothing run: ``(out, loaded spec, the
+    digits-a cells)``; the caller fills the ledger with hand-made metrics."""
     p = tmp_path / "s.yaml"
     p.write_text(text)
     loaded = load_spec(p)
@@ -92,6 +90,15 @@ def _fake_run(tmp_path: Path, seeds=((0.8, 10.0, 20), (0.9, 30.0, 30))) -> Path:
 
     core._make_rundir(out)
     core._record_spec(out, loaded, loaded.spec.spec_hash())
+    return out, loaded, cells
+
+
+def _fake_run(tmp_path: Path, seeds=((0.8, 10.0, 20), (0.9, 30.0, 30))) -> Path:
+    """A ledger with hand-made metrics, one seed per ``(acc, DIR %, n)``; by default 2 seeds,
+    DIR 10 % (k=2, n=20) and 30 % (k=9, n=30)."""
+    text = SPEC.replace("  - name: linear-probe\n    params: {epochs: 1}\n", "")
+    text = text.replace("seeds: [0, 1]", f"seeds: {list(range(len(seeds)))}")
+    out, loaded, cells = _empty_run(tmp_path, text)
     with Ledger(out / "ledger.sqlite") as led:
         led.add_cells(cells, loaded.spec.spec_hash())
         for c, (acc, d, n) in zip(cells, seeds, strict=True):
@@ -358,3 +365,237 @@ def test_seed_difference_edges():
     assert none.seeds == 0 and math.isnan(none.mean)
     clipped = seed_difference([(100, 100), (0, 100)], [(0, 100), (100, 100)])
     assert clipped.ci_low >= -100 and clipped.ci_high <= 100
+
+
+# -- what is resolved: each method minus fine-tune, paired by seed ---------------------------------
+def _ac(k: int, n: int) -> float:
+    """Agresti–Coull binomial variance of one rate (fraction²), z = 1.96."""
+    z2 = 1.96**2
+    p = (k + z2 / 2) / (n + z2)
+    return p * (1 - p) / (n + z2)
+
+
+def _half(ds: list[float], pairs: list[tuple[tuple[int, int], tuple[int, int]]]) -> float:
+    """The 95 % half-width of seed_difference, by hand: t_{S−1} · √(s²/S + mean of both variances)."""
+    from safereuse.metrics import student_t_quantile
+
+    s = len(ds)
+    m = sum(ds) / s
+    var = sum((d - m) ** 2 for d in ds) / (s - 1) / 1e4
+    img = sum(_ac(*a) + _ac(*b) for a, b in pairs) / s
+    return 100 * student_t_quantile(0.975, s - 1) * math.sqrt(var / s + img)
+
+
+def _records(rows: list[tuple[str, str, int, str, float, str, float, int]]):
+    """A RunData from (scenario, method, seed, status, acc %, defect, DIR %, DIR n) rows; n_test 1000."""
+    from safereuse.report import COLUMNS, RunData
+
+    recs = pd.DataFrame(
+        [
+            {
+                "cell_id": f"{sc}-{m}-{seed}",
+                "scenario": sc,
+                "method": m,
+                "label": m,
+                "seed": seed,
+                "status": st,
+                "acc": acc,
+                "n_test": 1000,
+                "defect": d,
+                "kind": "adversarial",
+                "dir": dr,
+                "n": n,
+                "k": round(dr * n / 100) if math.isfinite(dr) else 0,
+            }
+            for sc, m, seed, st, acc, d, dr, n in rows
+        ],
+        columns=COLUMNS,
+    )
+    return RunData(Path("."), {}, "", [], recs)
+
+
+def _comparison_data():
+    rows = []
+    for s in range(3):
+        rows += [
+            ("a", "finetune", s, "done", 80.0, "pgd", [40.0, 44.0, 48.0][s], 1000),
+            ("a", "finetune", s, "done", 80.0, "nc", 30.0, 200),
+            ("a", "remos", s, "done", [70.0, 80.0, 75.0][s], "pgd", [10.0, 12.0, 14.0][s], 1000),
+            ("a", "remos", s, "done", [70.0, 80.0, 75.0][s], "nc", [30.0, 31.0, 29.0][s], 200),
+            ("a", "remos", s, "done", [70.0, 80.0, 75.0][s], "extra", 5.0, 100),  # not on fine-tune
+            ("a", "lwf", s, "done", 80.0, "pgd", [60.0, 64.0, 68.0][s], 1000),
+            ("a", "lwf", s, "done", 80.0, "nc", 30.0, 200),
+        ]
+    rows += [
+        ("a", "remos", 3, "done", 10.0, "pgd", 0.0, 1000),  # no fine-tune seed 3: unpaired
+        ("a", "lwf", 3, "failed", math.nan, None, math.nan, 0),
+        ("b", "remos", 0, "done", 50.0, "pgd", 5.0, 100),  # no fine-tune in b: no rows
+        ("c", "finetune", 0, "done", 80.0, "pgd", 50.0, 100),
+        ("c", "remos", 0, "done", 80.0, "pgd", 10.0, 100),  # one seed
+    ]
+    return _records(rows)
+
+
+def test_comparisons_hand_checked():
+    from safereuse.metrics import student_t_quantile
+    from safereuse.report.data import COMPARISON_COLUMNS, comparisons
+
+    c = comparisons(_comparison_data())
+    assert list(c.columns) == COMPARISON_COLUMNS
+    assert set(c["scenario"]) == {"a", "c"} and "DIR extra" not in set(c["compared"])
+    assert set(c["ref_label"]) == {"finetune"}
+    a = c[c["scenario"] == "a"].set_index(["label", "compared"])
+    assert list(a.index) == [(m, f) for m in ("remos", "lwf") for f in ("ACC", "DIR pgd", "DIR nc")]
+    assert set(a["seeds"]) == {3}  # remos's seed 3 and lwf's failed cell have no partner
+
+    # remos DIR pgd: −30, −32, −34 → −32 ± 2, resolved below 0
+    r = a.loc[("remos", "DIR pgd")]
+    pairs = [((k, 1000), (kf, 1000)) for k, kf in ((100, 400), (120, 440), (140, 480))]
+    h = _half([-30.0, -32.0, -34.0], pairs)
+    assert (r["diff_mean"], r["diff_std"]) == pytest.approx((-32.0, 2.0))
+    assert h == pytest.approx(9.464, abs=1e-3)  # t at 0.975; seed_difference's at Φ(1.96) = 0.9750021
+    assert (r["diff_ci_low"], r["diff_ci_high"]) == pytest.approx((-32 - h, -32 + h), abs=1e-3)
+    assert r["resolved"] and r["mark"] == "▼" and r["verdict"] == "▼ resolved"
+    # two seeds would already do: t₁ = 12.706 · √(2²/2 + image term) < 32
+    img = 1e4 * sum(_ac(*x) + _ac(*y) for x, y in pairs) / 3
+    assert r["image_var"] == pytest.approx(img)
+    assert 12.7062 * math.sqrt(4 / 2 + img) < 32 and r["seeds_to_resolve"] == 2
+    # lwf DIR pgd: +20 each seed, resolved above 0
+    r = a.loc[("lwf", "DIR pgd")]
+    assert r["diff_mean"] == pytest.approx(20.0) and r["mark"] == "▲" and r["verdict"] == "▲ resolved"
+    # remos ACC: 70 / 80 / 75 against 80 → −5 ± 5, not resolved with 3 seeds; 14 would:
+    # h(S) = t_{S−1} · √(25/S + v), v the observed image term
+    r = a.loc[("remos", "ACC")]
+    v = 1e4 * sum(_ac(k, 1000) + _ac(800, 1000) for k in (700, 800, 750)) / 3
+    assert r["image_var"] == pytest.approx(v) and v == pytest.approx(3.457, abs=1e-3)
+    assert (r["diff_mean"], r["diff_std"]) == pytest.approx((-5.0, 5.0))
+    assert not r["resolved"] and r["mark"] == ""
+    hs = {s: student_t_quantile(0.975, s - 1) * math.sqrt(25 / s + v) for s in (13, 14)}
+    assert hs[13] == pytest.approx(5.054, abs=1e-3) and hs[14] == pytest.approx(4.947, abs=1e-3)
+    assert r["seeds_to_resolve"] == 14 and r["verdict"] == "needs ≈ 14 seeds"
+    # remos DIR nc: 0, +1, −1 → mean 0: no number of seeds resolves it
+    r = a.loc[("remos", "DIR nc")]
+    assert r["diff_mean"] == pytest.approx(0.0, abs=1e-9) and r["seeds_to_resolve"] is None
+    assert r["verdict"].startswith("not resolvable at this effect size")
+    # lwf ACC: 0 exactly, every seed
+    assert a.loc[("lwf", "ACC"), "verdict"] == "not resolvable at this effect size (no difference observed)"
+    # scenario c: one seed, z on the image term alone; −40 points is resolved even so
+    one = c[(c["scenario"] == "c") & (c["compared"] == "DIR pgd")].iloc[0]
+    assert one["seeds"] == 1 and one["ci_method"] == "normal-1-seed" and one["resolved"]
+    assert one["seeds_to_resolve"] is None
+    acc_c = c[(c["scenario"] == "c") & (c["compared"] == "ACC")].iloc[0]
+    assert acc_c["verdict"] == "one seed: run ≥ 2 to estimate the seed spread"
+
+
+def test_comparison_mark_appears_exactly_when_the_interval_excludes_zero():
+    from safereuse.report.data import comparisons
+    from safereuse.report.render import _html_table, _md_marked, comparison_frames
+
+    data = _comparison_data()
+    c = comparisons(data)
+    excl = (c["diff_ci_low"] > 0) | (c["diff_ci_high"] < 0)
+    assert excl.any() and (~excl).any()
+    assert (c["resolved"] == excl).all()
+    assert ((c["mark"] != "") == excl).all() and (c["verdict"].str.contains("resolved ") == False).all()  # noqa: E712
+    assert (c["verdict"].str.endswith(" resolved") == excl).all()
+    frames = dict((sc, (t, m)) for sc, t, m in comparison_frames(data, c))
+    table, marked = frames["a"]
+    assert list(table.columns) == [
+        "method",
+        "seeds",
+        "ACC − finetune pt",
+        "DIR pgd − finetune pt",
+        "DIR nc − finetune pt",
+    ]
+    t = table.set_index("method")
+    assert t.loc["remos", "DIR pgd − finetune pt"].startswith("-32.0 ± 2.0 [")
+    assert t.loc["remos", "DIR pgd − finetune pt"].endswith("] · ▼ resolved")
+    assert t.loc["remos", "ACC − finetune pt"].endswith(" · needs ≈ 14 seeds")
+    # the rendered mark: bold in markdown, class='resolved' in HTML, exactly on the resolved cells
+    md = _md_marked(table, marked)
+    page = _html_table(table, "compare", marked)
+    for col in table.columns:
+        for i in range(len(table)):
+            text = str(table.iloc[i][col])
+            hit = bool(marked.iloc[i][col])
+            assert hit == ("▼ resolved" in text or "▲ resolved" in text)
+            assert (md.iloc[i][col] == f"**{text}**") == hit
+    assert page.count("class='resolved'") == int(marked.to_numpy().sum()) == 2
+
+
+def test_acc_vs_retrain_is_paired_vs_on_acc():
+    from safereuse.report.data import acc_vs_retrain, paired_vs
+
+    data = _comparison_data()
+    p = paired_vs(data, "finetune", "acc")
+    g = acc_vs_retrain(data, "finetune")
+    assert (
+        g["gain_mean"].tolist() == p["diff_mean"].tolist()
+        and g["acc_mean"].tolist() == p["value_mean"].tolist()
+    )
+    with pytest.raises(Exception, match="cannot compare"):
+        paired_vs(data, "finetune", "seconds")
+
+
+def _fake_pair_run(tmp_path: Path, values: dict[str, list[tuple[float, float]]]) -> Path:
+    """A ledger of scenario digits-a with the SPEC's two methods; per method, per seed (acc, DIR %)
+    of the penultimate defect over n = 1000 clean-correct inputs, 1000 test images."""
+    seeds = len(next(iter(values.values())))
+    out, loaded, cells = _empty_run(tmp_path, SPEC.replace("seeds: [0, 1]", f"seeds: {list(range(seeds))}"))
+    with Ledger(out / "ledger.sqlite") as led:
+        led.add_cells(cells, loaded.spec.spec_hash())
+        for c in cells:
+            acc, d = values[c.method][c.seed]
+            led.mark_running(c.id)
+            rows = [
+                {"defect": name, "kind": "adversarial", "dir": d, "n": 1000, "ci_low": 0, "ci_high": 100}
+                for name in ("penultimate", "nc-guided", "nc-guided")
+            ]
+            metrics = {
+                "student": {"test_acc": acc / 100, "n_test": 1000},
+                "teacher": {"test_acc": 0.95},
+                "audit": {"acc": {"value": acc, "n": 1000}, "rows": rows},
+            }
+            led.finish(c.id, {"status": "done", "metrics": metrics, "artifacts": {}})
+    return out
+
+
+def test_report_renders_the_comparisons(tmp_path):
+    from safereuse.report.data import COMPARISON_COLUMNS
+
+    out = _fake_pair_run(
+        tmp_path,
+        {
+            "finetune": [(80.0, 40.0), (80.0, 44.0), (80.0, 48.0)],
+            "linear-probe": [(70, 10.0), (80, 12.0), (75, 14.0)],
+        },
+    )
+    files = build_report(out)
+    assert files.comparisons == out / "comparisons.csv"
+    csv = pd.read_csv(files.comparisons)
+    assert list(csv.columns) == COMPARISON_COLUMNS
+    assert len(csv) == 4 and set(csv["label"]) == {"linear-probe"}  # ACC + 3 defect points
+    assert csv["resolved"].tolist() == [False, True, True, True]
+    assert csv["mark"].fillna("").tolist() == ["", "▼", "▼", "▼"]
+    assert csv["seeds_to_resolve"].tolist() == [14, 2, 2, 2]
+    md = files.markdown.read_text()
+    assert "## Against finetune: what is resolved" in md and "### digits-a" in md
+    assert md.count("▼ resolved**") == 3 and "· needs ≈ 14 seeds |" in md
+    assert "seeds_to_resolve" in md and "comparisons.csv" in md  # the legend
+    page = files.html.read_text()
+    assert page.count("class='resolved'") == 3 and "what is resolved</h2>" in page
+
+
+def test_a_real_run_renders_its_comparisons(rundir):
+    """The tiny real run: linear-probe minus fine-tune in both scenarios; digits-b's seed 1 failed, so
+    that scenario is compared on one seed."""
+    files = build_report(rundir)
+    csv = pd.read_csv(files.comparisons)
+    assert len(csv) == 2 * 4 and set(csv["label"]) == {"linear-probe"}
+    assert csv.groupby("scenario")["seeds"].max().to_dict() == {"digits-a": 2, "digits-b": 1}
+    excl = (csv["diff_ci_low"] > 0) | (csv["diff_ci_high"] < 0)
+    assert (csv["resolved"] == excl).all()
+    md = files.markdown.read_text()
+    assert md.count(" resolved**") == int(excl.sum())
+    b = csv[(csv["scenario"] == "digits-b") & ~csv["resolved"]]
+    assert (b["verdict"] == "one seed: run ≥ 2 to estimate the seed spread").all()

@@ -14,10 +14,16 @@ from safereuse.data import DataBundle, DataSpec, Split, load_data
 from safereuse.data.targets import TargetSplit, target_problem
 from safereuse.errors import SafeReuseError
 from safereuse.methods import METHODS, SeaM
-from safereuse.methods.seam import choose_flops_weight
+from safereuse.methods.seam import DEFAULT_FLOPS_WEIGHT, choose_flops_weight
 from safereuse.models import create_model
 from safereuse.slicing import maskparam
-from safereuse.slicing.maskparam import mask_scores, search_masks, select_epoch
+from safereuse.slicing.maskparam import (
+    SELECTION_RULES,
+    mask_scores,
+    search_masks,
+    select_epoch,
+    selection_rule,
+)
 
 
 # -- the gradient ----------------------------------------------------------------------------------
@@ -112,6 +118,19 @@ def test_selection_rule():
     assert select_epoch(h[:2] + [{"val_acc": 0.92, "rho": 0.3002}], 0.9) == 1  # full tie: the earlier
 
 
+def test_selection_guard():
+    # none reaches 0.96; unguarded, SeaM's fallback takes ρ = 0.05 at 0.89 (0.84 beats 0.65, 0.62)
+    h = [{"val_acc": 0.90, "rho": 1.0}, {"val_acc": 0.95, "rho": 0.30}, {"val_acc": 0.89, "rho": 0.05}]
+    assert select_epoch(h, 0.96) == 2 and selection_rule(h[2], 0.96) == "fallback"
+    # guard 0.02: only 0.95 is within 0.96 − 0.02, so the fallback compares it alone
+    assert select_epoch(h, 0.96, 0.02) == 1 and selection_rule(h[1], 0.96, 0.02) == "fallback"
+    # guard 0.005: no epoch within it, the most accurate is kept
+    assert select_epoch(h, 0.96, 0.005) == 1 and selection_rule(h[1], 0.96, 0.005) == "guard"
+    # an epoch reaching the reference is never affected by the guard
+    assert select_epoch(h, 0.9, 0.0) == 1 and selection_rule(h[1], 0.9, 0.0) == "reference reached"
+    assert SELECTION_RULES == ("reference reached", "fallback", "guard")
+
+
 # -- target problems -------------------------------------------------------------------------------
 def _bundle(y_train, y_val, y_test, c=4) -> DataBundle:
     def split(y):
@@ -197,7 +216,10 @@ def test_reengineer_leaves_the_model_as_it_came(digits_model, assert_no_trace):
         assert not inner[name][~k].any()
         assert torch.equal(inner[name][k], m.state_dict()[name][k])
     assert r.model(p.test.x[:3]).shape == (3, 2)
-    assert r.search.epoch - 1 == select_epoch(r.search.history, r.val_acc_original)
+    assert r.search.epoch - 1 == select_epoch(r.search.history, r.val_acc_original, SeaM().max_acc_drop)
+    rec = r.search.history[r.search.epoch - 1]
+    assert r.search.rule == selection_rule(rec, r.val_acc_original, SeaM().max_acc_drop)
+    assert r.metrics()["selection_rule"] == r.search.rule
 
 
 def test_search_resumes_after_an_interruption(digits_model, tmp_path, monkeypatch):
@@ -251,6 +273,10 @@ def test_channel_search_selects_on_the_materialised_model():
     p = target_problem(d, [1, 2, 3])
     r = SeaM(epochs=6, lr_mask=0.3, alpha=2.0, granularity="channel").reengineer(m, p, progress=False)
     assert 0.0 < r.weights_kept < 1.0 and "flops" in r.search.history[-1]
+    assert (
+        r.config["flops_weight"] is None
+        and r.config["flops_weight_chosen"] == DEFAULT_FLOPS_WEIGHT["channel"]
+    )
     small = shrink_target_model(r.model.cpu(), r.masks, p.test.x[:1])
     # the masks carry the BN entries and the readers' columns: the searched (masked) model is the
     # materialised one, so the validation accuracy selection saw is the materialised model's
@@ -270,6 +296,10 @@ def test_choose_flops_weight_on_validation():
     assert choose_flops_weight([res(0.95, 0.2, 0.30), res(0.93, 0.25, 0.10), res(0.5, 0.0, 0.0)], 0.9) == 1
     assert choose_flops_weight([res(0.95, 0.2, 0.1002), res(0.97, 0.25, 0.1008)], 0.9) == 1  # tie: acc
     assert choose_flops_weight([res(0.8, 0.2, 0.3), res(0.85, 0.2, 0.1)], 0.9) == 1  # fallback acc − ρ
+    # the guard: 0.85 − 0.05 beats 0.89 − 0.5 unguarded; within 0.02 of 0.9 only 0.89 competes
+    two = [res(0.89, 0.5, 0.4), res(0.85, 0.05, 0.02)]
+    assert choose_flops_weight(two, 0.9) == 1 and choose_flops_weight(two, 0.9, 0.02) == 0
+    assert choose_flops_weight(two, 0.9, 0.001) == 0  # none within: the most accurate
     with pytest.raises(SafeReuseError, match="flops_weight"):
         SeaM(flops_weight=[-1.0])
 
@@ -296,7 +326,7 @@ def test_seam_transfer_end_to_end(digits_teacher_dir, assert_no_trace):
 KEYS = {
     "acc_original", "acc_reengineered", "n", "weights_kept", "flops_original", "flops_reengineered",
     "latency_original_ms", "latency_reengineered_ms", "channels_removed", "channels_removed_per_layer",
-    "flop_counter_original", "flop_counter_reengineered", "flops_weight",
+    "flop_counter_original", "flop_counter_reengineered", "flops_weight", "selection_rule", "latency_rounds",
 }  # fmt: skip
 
 
@@ -327,7 +357,8 @@ def test_cli_reengineer_channel_is_materialised(digits_teacher_dir, tmp_path, ca
     code, stdout, err = run_cli(
         capsys, "reengineer", "--model", str(digits_teacher_dir), "--target-classes", "1-3",
         "-p", "epochs=4", "-p", "lr_mask=0.3", "-p", "alpha=2", "-p", "granularity=channel",
-        "-p", "flops_weight=[0,2]", "--out", str(out), "--threads", "1", "-q", "--json",
+        "-p", "flops_weight=[0,2]", "-p", "max_acc_drop=1", "--out", str(out), "--threads", "1", "-q",
+        "--json",
     )  # fmt: skip
     assert code == 0, err
     res = json.loads(stdout)

@@ -24,7 +24,7 @@ from .importing import parse_floats, read_class_names
 from .methods import METHODS
 from .models import MODELS
 from .registry import EXPERIMENTS, Registry, parse_params
-from .report import build_report, summary_text
+from .report import build_report, comparisons_text, summary_text
 from .runner import bundled_spec, load_spec, run
 
 app = typer.Typer(
@@ -261,12 +261,20 @@ def _run_and_print(
     typer.echo(summary.line())
     if report:
         files = build_report(out)
-        typer.echo(f"report: {files.html}  (also {files.markdown.name}, {files.csv.name})")
+        typer.echo(f"report: {files.html}  (also {_report_files(files)})")
     else:
         typer.echo(f"report: safereuse report {out}")
     if summary.failures:
         typer.echo(summary.failure_text(), err=True)
         raise typer.Exit(3)
+
+
+def _report_files(files: Any) -> str:
+    """The report's tables beside its HTML page (the comparisons table when the run has one)."""
+    names = [files.markdown.name, files.csv.name]
+    if getattr(files, "comparisons", None) is not None:
+        names.append(files.comparisons.name)
+    return ", ".join(names)
 
 
 @app.command("run")
@@ -306,7 +314,9 @@ def report_cmd(
     """Write report.md, results.csv and a self-contained report.html for a run directory."""
     files = build_report(rundir, out)
     typer.echo(summary_text(rundir))
-    also = f"{files.markdown.name}, {files.csv.name}, {len(files.figures)} figures"
+    typer.echo("\nagainst finetune, paired by seed (▼/▲: the 95 % interval excludes 0):")
+    typer.echo(comparisons_text(rundir))
+    also = f"{_report_files(files)}, {len(files.figures)} figures"
     typer.echo(f"report: {files.html}  (also {also})")
 
 
@@ -482,7 +492,12 @@ def reengineer_cmd(
     co, cr = res["flop_counter_original"], res["flop_counter_reengineered"]
     typer.echo(f"FLOPs (torch.utils.flop_counter, batch 1): {co:,} -> {cr:,}")
     for b in lo:
-        typer.echo(f"latency batch {b} ({res['latency_threads']} threads): {lo[b]:.3f} ms -> {lr[b]:.3f} ms")
+        typer.echo(
+            f"latency batch {b} ({res['latency_threads']} threads): {lo[b]:.3f} ms -> {lr[b]:.3f} ms "
+            f"({lo[b] / lr[b]:.2f}x)"
+        )
+    rule, fw = res["selection_rule"], res["flops_weight"]
+    typer.echo(f"selected epoch {res['selected_epoch']} ({rule}), flops_weight {fw}")
     typer.echo(f"saved {out}")
 
 
@@ -496,26 +511,44 @@ def main(argv: list[str] | None = None) -> int:
         The exit code (0 on success, 2 for a user error, 130 when interrupted, 1 for a bug).
     """
     try:
-        app(args=argv, prog_name="safereuse")
+        # not standalone: click's usage errors reach us instead of printing a multi-line box
+        code = app(args=argv, prog_name="safereuse", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except SafeReuseError as exc:
         typer.echo(f"error: {exc.one_line()}", err=True)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted: run the same command again to resume", err=True)
         return 130
-    except Exception as exc:  # noqa: BLE001 - a bug must still not dump a traceback on users
-        if os.environ.get("SAFEREUSE_DEBUG"):
-            raise
-        typer.echo(
-            f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
-            "(fix: rerun with SAFEREUSE_DEBUG=1 and report the traceback)",
-            err=True,
-        )
-        return 1
-    return 0
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            return _internal_error(exc)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "safereuse"
+        message = " ".join(str(exc.format_message()).split())
+        typer.echo(f"error: {message} (fix: see '{where} --help')", err=True)
+        return 2
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """A click usage error (unknown option, missing argument, bad value), found by its class name:
+    typer ships its own copy of click and does not export the class."""
+    return any(c.__name__ == "UsageError" for c in type(exc).__mro__) and hasattr(exc, "format_message")
+
+
+def _internal_error(exc: Exception) -> int:
+    """A bug must still not dump a traceback on users (unless ``SAFEREUSE_DEBUG`` is set)."""
+    if os.environ.get("SAFEREUSE_DEBUG"):
+        raise exc
+    typer.echo(
+        f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+        "(fix: rerun with SAFEREUSE_DEBUG=1 and report the traceback)",
+        err=True,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ from ..data import DataSpec, parse_classes
 from ..data.targets import target_problem
 from ..errors import SafeReuseError
 from ..methods import SeaM
-from ..metrics import compare_cost, flops
+from ..methods.seam import measure_reengineered
 from ..params import validate_params
-from ..slicing.shrink import channels_removed, removed_fraction, shrink_target_model
-from ..train import accuracy_on
 from ._common import as_artifact, check_out, class_ids, label_ids, load_task, partial_dir, recorded_data
 
 
@@ -40,7 +38,9 @@ def reengineer(
     ``granularity=channel`` the artifact is the materialised model (channels whose masks are all
     zero removed for real, :func:`safereuse.slicing.shrink.shrink_target_model`). The artifact holds the
     (masked or materialised) model, the masks (``seam.keep.<param>``) and the stacked head
-    (``manifest["target_head"]``, :class:`safereuse.models.stacked.TargetHeadModel`).
+    (``manifest["target_head"]``, :class:`safereuse.models.stacked.TargetHeadModel`). The search and
+    every number reported are :func:`safereuse.methods.seam.measure_reengineered`'s (the runner's
+    ``seam-reengineer`` experiment kind calls it too); this function loads, calls it and saves.
 
     Args:
         model: the trained model's artifact directory (or a loaded :class:`Artifact`).
@@ -83,42 +83,11 @@ def reengineer(
     recipe = {"model": art.hash, "data": data.to_dict(), "classes": wanted, "binary": binary,
               "seam": method.config(), "seed": seed}  # fmt: skip
     partial = partial_dir(out, recipe)
-    r = method.reengineer(
-        art.model, problem, seed=seed, device=device, progress=progress, checkpoint_dir=partial
-    )
-    result = r.model.cpu().eval()
-    example = problem.test.x[:1].cpu()
-    acc, val_acc = r.acc_reengineered, r.val_acc
-    if method.granularity == "channel":  # channels whose masks are all zero go for real
-        result = shrink_target_model(result, r.masks, example)
-        acc = accuracy_on(result, problem.test)
-        val_acc = accuracy_on(result, problem.val)  # the materialised model (= the searched one)
-    original = art.model.cpu().eval()
-    per_layer = channels_removed(original, result.inner)
-    cost = compare_cost(original, result, example, threads=threads)
-    shape = tuple(example.shape[1:])
-    metrics = {
-        "acc_original": r.acc_original,
-        "acc_reengineered": acc,
-        "n": r.n,
-        "weights_kept": r.weights_kept,
-        "channels_removed": removed_fraction(per_layer),
-        **cost,
-        "flop_counter_original": flops(original, shape),
-        "flop_counter_reengineered": flops(result, shape),
-        "val_acc_original": r.val_acc_original,
-        "val_acc_reengineered": val_acc,
-        "selected_epoch": r.search.epoch,
-        "flops_weight": r.config.get("flops_weight_chosen", 0.0),
-        "original_rule": (
-            "binary: correct iff (pred == target) == (label == target)"
-            if binary
-            else "multi-class: argmax over all the model's classes, exact class only (favours SeaM)"
-        ),
-        "channels_removed_per_layer": per_layer,
-    }
-    if len(r.flops_weight_trials) > 1:
-        metrics["flops_weight_trials"] = r.flops_weight_trials
+    measured = measure_reengineered(
+        method, art.model, problem, seed=seed, device=device, progress=progress, checkpoint_dir=partial,
+        threads=threads,
+    )  # fmt: skip
+    r, result, metrics = measured.found, measured.model, measured.metrics
     extras = {f"seam.keep.{k}": v for k, v in r.masks.items()}
     extras.update(result.head_tensors())
     manifest = Manifest(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import Artifact, Manifest, save_model
+from ..config import student_params
 from ..data import DataSpec, load_data
 from ..methods import METHODS
 from ._common import as_artifact, check_out, partial_dir, test_split_metrics
@@ -30,7 +31,10 @@ def transfer(
         teacher: the teacher's artifact directory (or a loaded :class:`Artifact`).
         data: the student's dataset slice.
         method: transfer method name (``safereuse list methods``).
-        params: the method's hyper-parameters.
+        params: the method's hyper-parameters; those not given come from the teacher architecture's
+            student defaults (text encoders: :data:`~safereuse.models.hf_encoder.TEXT_STUDENT_FIT`),
+            then the method's own (:func:`safereuse.config.student_params`, the same on the CLI and
+            in a spec).
         out: artifact directory to create.
         seed: seed of the new head, re-initialisation and data order.
         device: ``auto``, ``cpu``, ``cuda``...
@@ -38,7 +42,8 @@ def transfer(
         overwrite: replace an existing ``out``.
 
     Returns:
-        The student's manifest (its ``parent`` names the teacher).
+        The student's manifest (its ``parent`` names the teacher; ``method.config`` the resolved
+        parameters, ``method.params`` those given).
 
     Example:
         >>> import tempfile, pathlib
@@ -53,7 +58,9 @@ def transfer(
     """
     out = check_out(out, overwrite)
     art = as_artifact(teacher)
-    method_obj = METHODS.create(method, **(params or {}))
+    arch = art.manifest.get("arch") or (art.model.info.arch if art.model.info else None)
+    # the one resolution of every path (CLI, runner worker, Python): method < architecture < user
+    method_obj = METHODS.create(method, **student_params(arch, method, params, METHODS.get(method)))
     bundle = load_data(data)
     recipe = {"teacher": art.hash, "data": data.to_dict(), "method": method_obj.config(), "seed": seed}
     partial = partial_dir(out, recipe)
@@ -66,7 +73,7 @@ def transfer(
         class_names=bundle.class_names,
         seed=seed,
         parent=art,
-        method={"name": method, "config": student.config},
+        method={"name": method, "config": student.config, "params": dict(params or {})},
         fit_result=student.fit.to_dict() if student.fit is not None else None,
         metrics={
             "val_acc": student.fit.best_val_acc if student.fit else None,

@@ -24,7 +24,7 @@ from .attacks import (
     fgsm_attack,
     pgd_attack,
 )
-from .audit import AuditConfig, AuditReport, AuditRow, audit
+from .audit import AuditConfig, AuditReport, AuditRow, audit, precraft
 from .backdoors import Backdoor
 from .base import DEFECTS, Defect, PlantResult
 from .coverage_attacks import NCGuided, neuron_coverage
@@ -57,4 +57,5 @@ __all__ = [
     "fgsm_attack",
     "neuron_coverage",
     "pgd_attack",
+    "precraft",
 ]

@@ -277,6 +277,9 @@ class TransferredAttack(ExploratoryDefect):
             rates["teacher"] = self.dir_form(ctx.y, ctx.teacher_clean, ctx.predict(ctx.teacher.model, x_adv))
         return ProbeResult(rates, crafted_on="teacher", cached=cached)
 
+    def precraft(self, ctx: ProbeContext) -> None:  # noqa: D102 - see Defect.precraft
+        ctx.craft(self, "teacher")
+
 
 @dataclass
 class WhiteBoxAttack(ExploratoryDefect):

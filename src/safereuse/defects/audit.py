@@ -63,7 +63,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -462,6 +463,7 @@ def audit(
     batch_size: int = 256,
     device: str = "auto",
     seed: int = 0,
+    craft_lock: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> AuditReport:
     """Measure how often defects crafted on / planted in the teacher fire on the student.
 
@@ -485,6 +487,9 @@ def audit(
         device: ``auto``, ``cpu``, ``cuda``...; the models are moved there and back.
         seed: seed of random starts (used for every defect with a ``seed`` parameter not given in
             its params).
+        craft_lock: held while a set is crafted on the teacher or read from the cache
+            (:attr:`ProbeContext.craft_lock`; the runner's file lock, so concurrent audits of one
+            teacher craft each set once). None: no lock.
 
     Returns:
         An :class:`AuditReport` (``.rows``, ``.table()``, ``.to_json()``).
@@ -540,6 +545,7 @@ def audit(
             device=dev,
             batch_size=batch_size,
             cache_dir=cache_dir,
+            craft_lock=craft_lock,
         )
 
         for d in resolved:
@@ -593,6 +599,85 @@ def audit(
     )
 
 
+def precraft(
+    teacher: Artifact | ReusableModel | AuditedModel,
+    data: DataBundle,
+    defects: Sequence[DefectSpec],
+    *,
+    cache_dir: str | Path,
+    max_samples: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    seed: int = 0,
+    craft_lock: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> list[str]:
+    """Craft into the cache, on the teacher, the sets :func:`audit` will craft there for any student
+    on ``data`` with the same options — before a student exists.
+
+    The runner calls it once per teacher × audited data while the students train, so no cell waits
+    for another to craft. The audited inputs are chosen exactly as :func:`audit` chooses them, and
+    each defect crafts what its probe crafts (:meth:`~safereuse.defects.Defect.precraft`); the cache
+    is keyed by content, so the audit's results are the same with or without this step.
+
+    Args:
+        teacher: the teacher (artifact, contract model or :class:`AuditedModel`).
+        data: the students' dataset; its test split is audited.
+        defects: as in :func:`audit`; only ``crafted_on_teacher`` ones craft anything.
+        cache_dir: the crafted-set cache.
+        max_samples, batch_size, device, seed, craft_lock: as in :func:`audit`.
+
+    Returns:
+        The names of the defects crafted (or found in the cache).
+
+    Example:
+        >>> import tempfile
+        >>> from safereuse.data import load_data
+        >>> from safereuse.models import create_model
+        >>> data, t = load_data("digits", classes=[0, 1, 2]), create_model("smallcnn", 3)
+        >>> cache = tempfile.mkdtemp()
+        >>> precraft(t, data, [("penultimate", {"steps": 2}), "fgsm"], cache_dir=cache, max_samples=8,
+        ...          device="cpu")
+        ['penultimate']
+        >>> s = create_model("smallcnn", 3)
+        >>> [r.cached for r in audit(t, s, data, [("penultimate", {"steps": 2})], cache_dir=cache,
+        ...                          max_samples=8, device="cpu").rows]
+        [True]
+    """
+    cfg = AuditConfig(max_samples=max_samples, batch_size=batch_size, seed=seed)
+    t_meta = audited(teacher, "teacher")
+    resolved = [d for d in _resolve(defects, cfg.seed) if d.crafted_on_teacher]
+    if not resolved or len(data.test) == 0:
+        return []
+    idx = _subset(len(data.test), cfg.max_samples)
+    x = data.test.x if idx is None else data.test.x[idx]
+    y = data.test.y if idx is None else data.test.y[idx]
+    for d in resolved:
+        d.check_input_kind(x)
+    dev = resolve_device(device)
+    home = model_device(t_meta.model)
+    ctx = ProbeContext(
+        teacher=t_meta,
+        student=t_meta,  # never read: precraft() touches the teacher and the inputs only
+        x=x,
+        y=y,
+        student_clean=torch.zeros(len(x), dtype=torch.long),
+        teacher_clean=None,
+        same_task=False,
+        data=data.spec.to_dict(),
+        device=dev,
+        batch_size=cfg.batch_size,
+        cache_dir=cache_dir,
+        craft_lock=craft_lock,
+    )
+    try:
+        t_meta.model.to(dev)
+        for d in resolved:
+            d.precraft(ctx)
+    finally:
+        t_meta.model.to(home)
+    return [d.name for d in resolved]
+
+
 __all__ = [
     "SCHEMA",
     "AuditConfig",
@@ -602,4 +687,5 @@ __all__ = [
     "DefectSpec",
     "audit",
     "audited",
+    "precraft",
 ]

@@ -93,6 +93,15 @@ class Defect(Validated):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement probe()")
 
+    def precraft(self, ctx: ProbeContext) -> None:
+        """Craft into ``ctx``'s cache, on the teacher, what :meth:`probe` will craft there — before any
+        student exists (the runner does it once per teacher × audited data, while students train).
+
+        Only the teacher and the audited inputs of ``ctx`` are read. The default crafts nothing (a
+        defect crafted on the student, or planted); ``crafted_on_teacher`` defects override it. Results
+        never depend on it: the cache is keyed by content, so a probe whose inputs differ crafts anew.
+        """
+
 
 @dataclass
 class PlantResult:

@@ -15,6 +15,8 @@ planted in it and the trigger tensors). An artifact is one source of that metada
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,10 @@ class ProbeContext:
         device: where the models run.
         batch_size: images per crafting / prediction batch.
         cache_dir: folder of the crafted-set cache (None: no cache).
+        craft_lock: a context manager factory held while a set is crafted on the *teacher* (or read
+            from the cache): a run's cells of one scenario share those sets, so the runner passes a
+            file lock and the first cell crafts while the others wait for its cache entry instead of
+            crafting the same set side by side (None: no lock).
     """
 
     teacher: AuditedModel
@@ -192,6 +198,7 @@ class ProbeContext:
     device: torch.device
     batch_size: int = 256
     cache_dir: str | Path | None = None
+    craft_lock: Callable[[], AbstractContextManager[Any]] | None = None
     _digests: dict[str, str] = field(default_factory=dict, repr=False)
 
     def model(self, role: str) -> nn.Module:
@@ -218,15 +225,17 @@ class ProbeContext:
         Returns:
             ``(x_adv on the CPU, cache hit)``.
         """
-        return cached_craft(
-            defect,
-            self.model(role),
-            self.x,
-            self.y,
-            cache_dir=self.cache_dir,
-            batch_size=self.batch_size,
-            model_digest=self.digest(role),
-        )
+        lock = self.craft_lock if role == "teacher" and self.craft_lock is not None else nullcontext
+        with lock():
+            return cached_craft(
+                defect,
+                self.model(role),
+                self.x,
+                self.y,
+                cache_dir=self.cache_dir,
+                batch_size=self.batch_size,
+                model_digest=self.digest(role),
+            )
 
     def target_label(self, target: int) -> int | None:
         """A backdoor target (original class id) as a student label (:func:`target_label`)."""

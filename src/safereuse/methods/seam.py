@@ -8,7 +8,9 @@ Re-engineering", ICSE 2023 (spec: ``shared/specs/seam.md``).
   with a new ``ReLU → Linear`` head on the original logits, loss ``CE + α·ρ``; the epoch kept is
   chosen on the target problem's *validation* split (the original selects on the test set). The
   result is the original model with the masked weights zeroed plus the head
-  (:class:`~safereuse.models.stacked.TargetHeadModel`); CLI: ``safereuse reengineer``.
+  (:class:`~safereuse.models.stacked.TargetHeadModel`). :func:`measure_reengineered` adds what is
+  reported — the channel-granularity model materialised, its accuracies, channels removed, FLOPs and
+  latencies; CLI: ``safereuse reengineer``; runner: the ``seam-reengineer`` experiment kind.
 - **Indirect reuse** — the transfer method ``seam`` (:class:`SeaMTransfer`): (1) a new head trained on
   the frozen teacher (BatchNorm statistics adapt); (2) a mask search over the conv layers that stops
   once the removed fraction ``1 − ρ`` reaches ``prune_threshold``; (3) the *original* teacher weights ×
@@ -32,30 +34,42 @@ from ..data import DataBundle
 from ..data.targets import TargetProblem, TargetSplit
 from ..device import model_device, resolve_device
 from ..errors import SafeReuseError
+from ..metrics import compare_cost, flops
 from ..models import ReusableModel
 from ..models.rebuild import PRUNABLE
 from ..models.stacked import TargetHeadModel
 from ..params import Validated
 from ..slicing import KeepMask, Masks, apply_reset
-from ..slicing.maskparam import Granularity, SearchResult, mask_scores, search_masks
-from ..train import FitConfig, FitResult, fit, predict
+from ..slicing.maskparam import Granularity, SearchResult, mask_scores, search_masks, selection_key
+from ..slicing.shrink import channels_removed, removed_fraction, shrink_target_model
+from ..train import FitConfig, FitResult, accuracy_on, fit, predict
 from ..utils import seed_everything
 from .base import METHODS, Prepared, TransferMethod
+
+#: The FLOPs weight each granularity searches with when ``flops_weight`` is not given: SeaM's own loss
+#: for unstructured masks; for channels, the weight validation data chose over [0, 1, 4] on the
+#: held-out resnet8 teacher (docs/results/seam.md) — the FLOPs term is what lets channel removal
+#: reach the full-resolution layers, where the time goes.
+DEFAULT_FLOPS_WEIGHT: dict[str, float] = {"weight": 0.0, "channel": 1.0}
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1).cpu() == y.cpu()).sum())
 
 
-def choose_flops_weight(trials: Sequence[SearchResult], reference_acc: float) -> int:
+def choose_flops_weight(
+    trials: Sequence[SearchResult], reference_acc: float, max_acc_drop: float | None = None
+) -> int:
     """The index of the search (one per FLOPs weight) to keep, on validation data only: among the
     searches whose selected epoch reaches ``reference_acc`` the smallest kept FLOPs fraction (0.1 %
     resolution; ties: higher accuracy, then the earlier weight), else SeaM's fallback (best
-    validation ``acc − ρ``).
+    validation ``acc − ρ``) among those within ``max_acc_drop`` of the reference, else the most
+    accurate (the guard of :func:`~safereuse.slicing.maskparam.select_epoch`).
 
     Args:
         trials: the searches' results (their ``history`` holds ``flops`` where it is known).
         reference_acc: the original model's validation accuracy.
+        max_acc_drop: the guard (fraction; None: unguarded).
 
     Returns:
         An index into ``trials``.
@@ -67,14 +81,17 @@ def choose_flops_weight(trials: Sequence[SearchResult], reference_acc: float) ->
         1
         >>> choose_flops_weight([r(0.85, 0.5, 0.4), r(0.88, 0.3, 0.2)], 0.9)  # none reaches 0.9
         1
+        >>> choose_flops_weight([r(0.89, 0.5, 0.4), r(0.80, 0.05, 0.02)], 0.9, max_acc_drop=0.02)
+        0
     """
 
     def key(i: int) -> tuple:
         t = trials[i]
         fl = t.history[t.epoch - 1].get("flops")
-        if t.val_acc >= reference_acc:
+        k = selection_key({"val_acc": t.val_acc, "rho": t.rho}, reference_acc, max_acc_drop)
+        if k[0] == 0:
             return (0, int((t.rho if fl is None else fl) * 1000), -t.val_acc, i)
-        return (1, -(t.val_acc - t.rho), i)
+        return (*k, i)
 
     return min(range(len(trials)), key=key)
 
@@ -119,6 +136,7 @@ class Reengineered:
             "val_acc_original": self.val_acc_original,
             "val_acc_reengineered": self.val_acc,
             "selected_epoch": self.search.epoch,
+            "selection_rule": self.search.rule,
         }
 
 
@@ -141,7 +159,13 @@ class SeaM(Validated):
         flops_weight: weight β of the kept FLOPs fraction in the loss ``CE + α·ρ + β·FLOPs`` (each
             channel group pulled by the multiplications it removes; 0: SeaM's loss). A list (e.g.
             ``[0, 1, 4]``) runs one search per weight and keeps the one that the validation split
-            prefers (:func:`choose_flops_weight`); the test split is never looked at.
+            prefers (:func:`choose_flops_weight`); the test split is never looked at. None (the
+            default): :data:`DEFAULT_FLOPS_WEIGHT` of the granularity — 0 for ``weight`` (SeaM's
+            loss), 1 for ``channel`` (chosen on validation data: docs/results/seam.md).
+        max_acc_drop: the guard on SeaM's fallback rule (:func:`~safereuse.slicing.maskparam.select_epoch`):
+            when no epoch reaches the original's validation accuracy, only epochs within this
+            fraction of it compete on ``acc − ρ``, else the most accurate is kept (None: SeaM's rule
+            unguarded). The manifest's ``selection_rule`` says which branch kept the epoch.
 
     Example:
         >>> s = SeaM(epochs=5, granularity="channel")
@@ -160,7 +184,8 @@ class SeaM(Validated):
     batch_size: Annotated[int, Field(ge=1)] = 64
     granularity: Granularity = "weight"
     head_every: Annotated[int, Field(ge=2)] = 5
-    flops_weight: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] = 0.0
+    flops_weight: Annotated[float, Field(ge=0)] | list[Annotated[float, Field(ge=0)]] | None = None
+    max_acc_drop: Annotated[float, Field(ge=0, le=1)] | None = 0.01
 
     def _what(self) -> str:
         return "reengineer"
@@ -203,7 +228,8 @@ class SeaM(Validated):
         model.to(dev)
         try:
             val_ref = self._original_acc(model, problem, problem.val)
-            weights = self.flops_weight if isinstance(self.flops_weight, list) else [self.flops_weight]
+            fw = DEFAULT_FLOPS_WEIGHT[self.granularity] if self.flops_weight is None else self.flops_weight
+            weights = fw if isinstance(fw, list) else [fw]
             if not weights:
                 raise SafeReuseError("flops_weight=[] names no weight", fix="e.g. -p flops_weight=[0,1,4]")
             example = problem.train.x[:1].to(dev)
@@ -231,6 +257,7 @@ class SeaM(Validated):
                             batch_size=self.batch_size,
                             head_every=self.head_every,
                             reference_acc=val_ref,
+                            max_acc_drop=self.max_acc_drop,
                             seed=seed,
                             device=dev,
                             progress=progress,
@@ -238,11 +265,11 @@ class SeaM(Validated):
                             desc="seam search" if len(weights) == 1 else f"seam search β={beta}",
                         )
                     )
-            chosen = choose_flops_weight(trials, val_ref)
+            chosen = choose_flops_weight(trials, val_ref, self.max_acc_drop)
             found = trials[chosen]
             beta_trials = [
                 {"flops_weight": float(w), "epoch": t.epoch, "val_acc": t.val_acc, "rho": t.rho,
-                 "flops": t.history[t.epoch - 1].get("flops")}
+                 "flops": t.history[t.epoch - 1].get("flops"), "selection_rule": t.rule}
                 for w, t in zip(weights, trials, strict=True)
             ]  # fmt: skip
             acc_orig = self._original_acc(model, problem, problem.test)
@@ -274,6 +301,124 @@ class SeaM(Validated):
             return float("nan")
         logits = predict(model, split.x)
         return float(problem.original_correct(logits, split).float().mean())
+
+
+#: How the original model is scored on a target problem (the ``original_rule`` of the metrics).
+ORIGINAL_RULES: dict[str, str] = {
+    "binary": "binary: correct iff (pred == target) == (label == target)",
+    "multiclass": "multi-class: argmax over all the model's classes, exact class only (favours SeaM)",
+}
+
+
+@dataclass
+class MeasuredReengineering:
+    """The result of :func:`measure_reengineered`: what ``safereuse reengineer`` saves and prints.
+
+    Attributes:
+        model: the re-engineered model on the CPU in eval mode — with ``granularity=channel`` the
+            materialised one (channels whose masks are all zero removed for real), else the masked one.
+        found: the search's :class:`Reengineered` (masks, search history, chosen FLOPs weight).
+        metrics: the numbers, in the order of the artifact's manifest ``metrics`` (see
+            :func:`measure_reengineered`).
+    """
+
+    model: TargetHeadModel
+    found: Reengineered
+    metrics: dict[str, Any]
+
+
+def measure_reengineered(
+    seam: SeaM,
+    model: ReusableModel,
+    problem: TargetProblem,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    threads: int = 2,
+) -> MeasuredReengineering:
+    """SeaM's direct reuse measured as ``safereuse reengineer`` reports it (Qi et al., ICSE 2023).
+
+    The search (:meth:`SeaM.reengineer`), then for ``granularity=channel`` the materialisation
+    (:func:`~safereuse.slicing.shrink.shrink_target_model`) whose test and validation accuracies are
+    the ones reported (the model searched and selected on validation is the materialised one); the
+    channels removed per layer (:func:`~safereuse.slicing.shrink.channels_removed`), the cost of both
+    models side by side (:func:`~safereuse.metrics.compare_cost`: non-zero-weight FLOPs and latency
+    at batch 1 and 64, interleaved, ``threads`` CPU threads) and ``torch.utils.flop_counter`` counts.
+    The runner's ``seam-reengineer`` experiment kind and the CLI both call this one function.
+
+    Args:
+        seam: the SeaM parameters.
+        model: the trained model; it ends on the CPU (its training mode restored), its weights unchanged.
+        problem: the target problem (:func:`safereuse.data.targets.target_problem`).
+        seed: seed of the head and the data order.
+        device: ``auto``, ``cpu``, ``cuda``... of the search (costs are measured on the CPU).
+        progress: tqdm bar over the search epochs.
+        checkpoint_dir: resumable search state (interrupt, run again, it continues).
+        threads: CPU threads of the latency measurement (both models, same run).
+
+    Returns:
+        A :class:`MeasuredReengineering` whose ``metrics`` are ``acc_original``, ``acc_reengineered``
+        (test split), ``n`` (test images), ``weights_kept`` (ρ), ``channels_removed`` (fraction of the
+        Conv / Linear output channels removed for real, the model's own head left out),
+        ``flops_original``, ``flops_reengineered``, ``latency_original_ms``,
+        ``latency_reengineered_ms`` (``{"1": ms, "64": ms}``), ``latency_threads``,
+        ``latency_rounds``, ``flop_counter_original``, ``flop_counter_reengineered``,
+        ``val_acc_original``, ``val_acc_reengineered``, ``selected_epoch``, ``selection_rule``,
+        ``flops_weight`` (the one kept), ``original_rule`` (:data:`ORIGINAL_RULES`),
+        ``channels_removed_per_layer`` (``{layer: {"removed", "of"}}``) and, when several FLOPs
+        weights were tried, ``flops_weight_trials``.
+
+    Example:
+        >>> from safereuse.data import load_data
+        >>> from safereuse.data.targets import target_problem
+        >>> from safereuse.models import create_model
+        >>> data = load_data("digits", classes=[0, 1, 2])
+        >>> m = create_model("smallcnn", num_classes=3, width=4, hidden=16)
+        >>> res = measure_reengineered(SeaM(epochs=2, granularity="channel"), m,
+        ...                            target_problem(data, [1], binary=True), progress=False)
+        >>> res.metrics["n"] == len(target_problem(data, [1], binary=True).test), res.model.training
+        (True, False)
+    """
+    r = seam.reengineer(
+        model, problem, seed=seed, device=device, progress=progress, checkpoint_dir=checkpoint_dir
+    )
+    result = r.model.cpu().eval()
+    example = problem.test.x[:1].cpu()
+    acc, val_acc = r.acc_reengineered, r.val_acc
+    if seam.granularity == "channel":  # channels whose masks are all zero go for real
+        result = shrink_target_model(result, r.masks, example)
+        acc = accuracy_on(result, problem.test)
+        val_acc = accuracy_on(result, problem.val)  # the materialised model (= the searched one)
+    was_training = model.training
+    original = model.cpu().eval()
+    try:
+        per_layer = channels_removed(original, result.inner)
+        cost = compare_cost(original, result, example, threads=threads)
+        shape = tuple(example.shape[1:])
+        metrics = {
+            "acc_original": r.acc_original,
+            "acc_reengineered": acc,
+            "n": r.n,
+            "weights_kept": r.weights_kept,
+            "channels_removed": removed_fraction(per_layer),
+            **cost,
+            "flop_counter_original": flops(original, shape),
+            "flop_counter_reengineered": flops(result, shape),
+            "val_acc_original": r.val_acc_original,
+            "val_acc_reengineered": val_acc,
+            "selected_epoch": r.search.epoch,
+            "selection_rule": r.search.rule,
+            "flops_weight": r.config.get("flops_weight_chosen", 0.0),
+            "original_rule": ORIGINAL_RULES[problem.problem_type],
+            "channels_removed_per_layer": per_layer,
+        }
+    finally:
+        original.train(was_training)
+    if len(r.flops_weight_trials) > 1:
+        metrics["flops_weight_trials"] = r.flops_weight_trials
+    return MeasuredReengineering(result, r, metrics)
 
 
 @METHODS.register(

@@ -6,7 +6,8 @@ statistics, and model cost.
   (:func:`wilson_interval`, SciPy's); an empty denominator gives ``nan`` with ``n = 0``.
 - :mod:`.intervals` — :func:`mean_std`, Student's t (:func:`student_t_quantile`, SciPy's), and the
   across-seed intervals :func:`seed_interval` (one rate) and :func:`seed_difference` (a paired
-  difference of two rates), which count seed and image variation.
+  difference of two rates), which count seed and image variation, and :func:`seeds_to_resolve` (how
+  many seeds would make a paired difference's interval exclude 0).
 - :mod:`.detection` — :func:`roc_auc`, :func:`f1` (scikit-learn) and :func:`detection_summary`
   (recall / precision with Wilson intervals, F1 / AUC with a ``scipy.stats.bootstrap`` interval).
 - :mod:`.cost` — :func:`count_params`, :func:`count_nonzero_weights`, :func:`flops`,
@@ -44,6 +45,7 @@ from .intervals import (
     mean_std,
     seed_difference,
     seed_interval,
+    seeds_to_resolve,
     student_t_cdf,
     student_t_quantile,
 )
@@ -92,6 +94,7 @@ __all__ = [
     "roc_auc",
     "seed_difference",
     "seed_interval",
+    "seeds_to_resolve",
     "sparse_flops",
     "student_t_cdf",
     "student_t_quantile",

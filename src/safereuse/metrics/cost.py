@@ -9,6 +9,7 @@ non-zero weights) and :func:`latency_ms` (per batch size), and :func:`compare_co
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -295,13 +296,16 @@ def compare_cost(
     threads: int = 2,
     batch_sizes: Sequence[int] = (1, 64),
     min_run_time: float = 0.5,
+    rounds: int = 5,
 ) -> dict[str, Any]:
     """The cost of an original and a reduced model side by side, as ``safereuse reengineer`` records it.
 
     SeaM's counts: :func:`sparse_flops` (multiplications with non-zero weights, batch 1) of each
-    model, then :func:`latency_ms` of each (median ms per batch, per batch size, same ``threads``
-    for both, in one run: compare the two latencies with each other, not across runs). The keys
-    and their order are those of the re-engineered model's manifest ``metrics``.
+    model, then :func:`latency_ms` of each, **interleaved**: ``rounds`` alternating rounds of
+    ``min_run_time / rounds`` seconds per model and batch size, and the median over the rounds — so
+    a burst of load on a shared machine hits both models alike instead of one (same ``threads`` for
+    both; compare the two latencies with each other, not across runs). The keys and their order are
+    those of the re-engineered model's manifest ``metrics``.
 
     Args:
         original: the model before re-engineering.
@@ -309,11 +313,13 @@ def compare_cost(
         example_input: an input batch (gives the per-sample shape and the device).
         threads: intra-op CPU threads for both latency measurements.
         batch_sizes: the batch sizes to time.
-        min_run_time: seconds of measurement per model and batch size.
+        min_run_time: seconds of measurement per model and batch size, over all rounds.
+        rounds: alternating rounds (≥ 1).
 
     Returns:
         ``{"flops_original", "flops_reengineered"}`` (ints), ``{"latency_original_ms",
-        "latency_reengineered_ms"}`` (``{str(batch size): median ms}``) and ``latency_threads``.
+        "latency_reengineered_ms"}`` (``{str(batch size): median ms}``), ``latency_threads`` and
+        ``latency_rounds``.
 
     Example:
         >>> big = nn.Linear(4, 2)
@@ -324,16 +330,28 @@ def compare_cost(
         >>> c["flops_original"], c["flops_reengineered"], sorted(c["latency_original_ms"])
         (8, 0, ['1'])
     """
+    if rounds < 1:
+        raise SafeReuseError(f"compare_cost needs rounds >= 1 (got {rounds})", fix="e.g. rounds=5")
     flops_o = sparse_flops(original, example_input)
     flops_r = sparse_flops(reduced, example_input)
-    lat_o = latency_ms(original, example_input, batch_sizes, threads=threads, min_run_time=min_run_time)
-    lat_r = latency_ms(reduced, example_input, batch_sizes, threads=threads, min_run_time=min_run_time)
+    per_round = min_run_time / rounds
+    runs: dict[str, list[dict[int, float]]] = {"o": [], "r": []}
+    for _ in range(rounds):
+        for key, model in (("o", original), ("r", reduced)):
+            runs[key].append(
+                latency_ms(model, example_input, batch_sizes, threads=threads, min_run_time=per_round)
+            )
+
+    def median(key: str) -> dict[str, float]:
+        return {str(b): statistics.median(r[int(b)] for r in runs[key]) for b in batch_sizes}
+
     return {
         "flops_original": flops_o,
         "flops_reengineered": flops_r,
-        "latency_original_ms": {str(k): v for k, v in lat_o.items()},
-        "latency_reengineered_ms": {str(k): v for k, v in lat_r.items()},
+        "latency_original_ms": median("o"),
+        "latency_reengineered_ms": median("r"),
         "latency_threads": threads,
+        "latency_rounds": rounds,
     }
 
 

@@ -1,5 +1,6 @@
-"""Interval statistics across seeds: mean ± std, Student's t (SciPy), and the seed intervals of a
-rate (:func:`seed_interval`) and of a paired difference of two rates (:func:`seed_difference`).
+"""Interval statistics across seeds: mean ± std, Student's t (SciPy), the seed intervals of a
+rate (:func:`seed_interval`) and of a paired difference of two rates (:func:`seed_difference`), and
+how many seeds would resolve a difference of a given size (:func:`seeds_to_resolve`).
 
 Every seed of a grid cell is audited on the **same** test images, so the intervals here count both
 the seed-to-seed spread and the image-sampling error of one seed (see :func:`seed_interval`).
@@ -243,6 +244,9 @@ class SeedDifference:
         ci_high: upper end (≤ 100).
         seeds: seeds where both rates have a non-empty denominator.
         method: :data:`CI_SEEDS_T`, :data:`CI_NORMAL_ONE_SEED` or :data:`CI_NONE`.
+        image_var: the image (binomial) term of the squared standard error, points² — the mean over
+            seeds of both rates' Agresti–Coull variances; the part more seeds do not shrink
+            (:func:`seeds_to_resolve` takes it as ``binomial_var``).
     """
 
     mean: float
@@ -251,6 +255,12 @@ class SeedDifference:
     ci_high: float
     seeds: int
     method: str
+    image_var: float = math.nan
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly above or wholly below 0 (the difference is resolved)."""
+        return self.ci_low > 0 or self.ci_high < 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (``nan`` becomes ``None``)."""
@@ -297,7 +307,7 @@ def seed_difference(
     seeds = len(pairs)
     nan = float("nan")
     if seeds == 0:
-        return SeedDifference(nan, nan, nan, nan, 0, CI_NONE)
+        return SeedDifference(nan, nan, nan, nan, 0, CI_NONE, nan)
     ds = [pa[0] - pb[0] for pa, pb in pairs]
     mean = sum(ds) / seeds
     var_images = sum(pa[1] + pb[1] for pa, pb in pairs) / seeds
@@ -308,7 +318,80 @@ def seed_difference(
         q, method = student_t_quantile(NormalDist().cdf(z), seeds - 1), CI_SEEDS_T
     se = math.sqrt(var_seeds / seeds + var_images)
     lo, hi = max(-1.0, mean - q * se), min(1.0, mean + q * se)
-    return SeedDifference(100 * mean, 100 * math.sqrt(var_seeds), 100 * lo, 100 * hi, seeds, method)
+    return SeedDifference(
+        100 * mean, 100 * math.sqrt(var_seeds), 100 * lo, 100 * hi, seeds, method, 1e4 * var_images
+    )
+
+
+def seeds_to_resolve(
+    mean: float, per_seed_sd: float, binomial_var: float = 0.0, z: float = 1.96, max_seeds: int = 100
+) -> int | None:
+    """The fewest seeds whose :func:`seed_difference` interval would exclude 0, were the mean
+    difference and the spreads what was observed.
+
+    The interval is formed exactly as :func:`seed_difference` forms it with ``S ≥ 2`` seeds: its
+    half-width is ``h(S) = t_{S−1} · √(sd² / S + v)``, with ``t_{S−1}`` Student's quantile at ``Φ(z)``,
+    ``sd`` the per-seed standard deviation of the differences and ``v`` the binomial (image) variance,
+    which is *not* divided by ``S`` (every seed is scored on the same images). The answer is the
+    smallest ``S`` with ``h(S) < |mean|``. ``h`` falls with ``S`` towards ``z · √v``: an effect no larger
+    than that is not resolvable by more seeds at all (only by more test images), and one that needs
+    more than ``max_seeds`` is reported as not resolvable too. One seed is never the answer: it has no
+    seed spread to estimate (:func:`seed_difference` then uses the image term alone).
+
+    This is a plan, not a power analysis: at the returned ``S`` a repeat of the experiment with the
+    same true effect and spread resolves it about half the time (the observed mean is as likely to come
+    out smaller as larger); it says whether more seeds are worth running and roughly how many.
+
+    Args:
+        mean: the observed mean difference, points (:attr:`SeedDifference.mean`).
+        per_seed_sd: the sample standard deviation of the per-seed differences, points
+            (:attr:`SeedDifference.std`).
+        binomial_var: the image term of the squared standard error, points²
+            (:attr:`SeedDifference.image_var`; 0 for a figure without image noise).
+        z: normal quantile of the level (1.96 → 95 %), as in :func:`seed_difference`.
+        max_seeds: the largest number of seeds worth considering (≥ 2).
+
+    Returns:
+        The number of seeds, or ``None`` when no ``S ≤ max_seeds`` resolves it (including a mean of 0
+        or a non-finite input).
+
+    Raises:
+        SafeReuseError: ``max_seeds < 2``, a negative spread or ``z ≤ 0``.
+
+    Example:
+        With sd = mean = 10 points and no image noise, ``S`` seeds resolve it once ``t_{S−1} < √S``:
+        ``t_5 = 2.571 > √6 = 2.449`` but ``t_6 = 2.447 < √7 = 2.646``. An image term of 30 points²
+        alone is ``1.96 · √30 = 10.7`` points wide, more than the effect:
+
+        >>> seeds_to_resolve(10.0, 10.0), seeds_to_resolve(-10.0, 10.0), seeds_to_resolve(10.0, 10.0, 30.0)
+        (7, 7, None)
+    """
+    if max_seeds < 2:
+        raise SafeReuseError(f"max_seeds {max_seeds} must be ≥ 2", fix="e.g. max_seeds=100")
+    if z <= 0:
+        raise SafeReuseError(f"z {z} must be > 0", fix="e.g. z=1.96 for 95 %")
+    values = (mean, per_seed_sd, binomial_var)
+    if not all(math.isfinite(float(v)) for v in values) or mean == 0:
+        return None
+    if per_seed_sd < 0 or binomial_var < 0:
+        raise SafeReuseError(
+            f"spreads must be ≥ 0 (sd {per_seed_sd}, binomial variance {binomial_var})",
+            fix="pass SeedDifference.std and SeedDifference.image_var",
+        )
+    effect, p = abs(float(mean)), NormalDist().cdf(z)
+    if z * math.sqrt(binomial_var) >= effect:  # the limit of the half-width as S grows
+        return None
+
+    def resolves(s: int) -> bool:
+        return student_t_quantile(p, s - 1) * math.sqrt(per_seed_sd**2 / s + binomial_var) < effect
+
+    if not resolves(max_seeds):
+        return None
+    lo, hi = 1, max_seeds  # the half-width falls with S: bisect for the first S that resolves
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if resolves(mid) else (mid, hi)
+    return hi
 
 
 __all__ = [
@@ -322,6 +405,7 @@ __all__ = [
     "mean_std",
     "seed_difference",
     "seed_interval",
+    "seeds_to_resolve",
     "student_t_cdf",
     "student_t_quantile",
 ]

@@ -88,6 +88,35 @@ TEXT_FIT: dict[str, Any] = {
     "head_lr_mult": 10.0,
 }
 
+#: Transfer (student) settings every method gets on a text encoder, over the method's own defaults and
+#: under the user's values (:func:`safereuse.config.student_params`; the factory's ``student_fit``).
+#: The values of the demo's and ``examples/nlp.yaml``'s hand-set NLP settings (issue 25: with the
+#: methods' image recipe — SGD lr 0.01, label smoothing 0.1, 20 epochs — a ReMoS student of a MiniLM
+#: teacher fell to 59 % on Amazon sentences, fine-tune 79 %); they await the validation study
+#: ``docs/results/nlp-select.yaml``.
+TEXT_STUDENT_FIT: dict[str, Any] = {
+    "optimizer": "adam",  # decoupled weight decay: AdamW (none here)
+    "lr": 3e-5,
+    "epochs": 3,
+    "batch_size": 16,
+    "label_smoothing": 0.0,
+    "weight_decay": 0.0,
+}
+
+#: Per-method settings on a text encoder, over :data:`TEXT_STUDENT_FIT` (the factory's
+#: ``student_method_fit``). Methods that train from re-initialised weights take retrain's larger lr (the
+#: demo's 1e-4); those whose head learns at ``lr × 1`` get finetune's head rate (``× 10``); the pruning
+#: ratios are the ReMoS artifact's NLP configs (about 10 % / 30 % of the Linear weights).
+TEXT_STUDENT_METHODS: dict[str, dict[str, Any]] = {
+    "retrain": {"lr": 1e-4},
+    "delta-r": {"lr": 1e-4},
+    "renofeation": {"lr": 1e-4},
+    "linear-probe": {"head_lr_mult": 10.0},
+    "lwf": {"head_lr_mult": 10.0},
+    "mag-prune": {"ratio": 0.3},
+    "remos": {"ratio": 0.1},
+}
+
 #: Files a tokenizer folder may hold (any one is enough for ``AutoTokenizer``).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
 
@@ -576,6 +605,8 @@ def hf_encoder(
 
 
 hf_encoder.teacher_fit = TEXT_FIT  # type: ignore[attr-defined]  # read by api.train_teacher
+hf_encoder.student_fit = TEXT_STUDENT_FIT  # type: ignore[attr-defined]  # read by api.transfer
+hf_encoder.student_method_fit = TEXT_STUDENT_METHODS  # type: ignore[attr-defined]
 
 
 #: The zoo entry a folder of each kind imports as by default (``hf-encoder`` takes any of them).
@@ -627,6 +658,8 @@ __all__ = [
     "FOLDER_ARCH",
     "build_from_folder",
     "TEXT_FIT",
+    "TEXT_STUDENT_FIT",
+    "TEXT_STUDENT_METHODS",
     "HFEncoder",
     "align_vocabulary",
     "encoder_options",

@@ -23,7 +23,16 @@ import torch  # noqa: F401  (used in the doctest)
 
 from ..data.text import minilm_dir
 from ..errors import SafeReuseError
-from .hf_encoder import TEXT_FIT, UNUSED_PREFIXES, HFEncoder, encoder_options, read_hf_config, read_hf_weights
+from .hf_encoder import (
+    TEXT_FIT,
+    TEXT_STUDENT_FIT,
+    TEXT_STUDENT_METHODS,
+    UNUSED_PREFIXES,
+    HFEncoder,
+    encoder_options,
+    read_hf_config,
+    read_hf_weights,
+)
 from .registry import MODELS
 
 #: all-MiniLM-L6-v2's ``config.json`` (so ``pretrained=False`` needs no package).
@@ -147,11 +156,17 @@ def minilm(
 
 
 minilm.teacher_fit = TEXT_FIT  # type: ignore[attr-defined]  # read by api.train_teacher
+# its students' settings (read by api.transfer through config.student_params); MiniLM's own entry of
+# the validation study docs/results/nlp-select.yaml replaces these when it has run
+minilm.student_fit = TEXT_STUDENT_FIT  # type: ignore[attr-defined]
+minilm.student_method_fit = TEXT_STUDENT_METHODS  # type: ignore[attr-defined]
 
 
 __all__ = [
     "MINILM_CONFIG",
     "TEXT_FIT",
+    "TEXT_STUDENT_FIT",
+    "TEXT_STUDENT_METHODS",
     "MiniLM",
     "minilm",
     "read_bert_config",

@@ -1,4 +1,5 @@
-"""Reports of a run directory: ``report.md``, ``results.csv``, self-contained ``report.html``.
+"""Reports of a run directory: ``report.md``, ``results.csv``, ``comparisons.csv`` (each method
+minus fine-tune, paired by seed, with what is resolved), self-contained ``report.html``.
 
 >>> from safereuse.report import build_report, summary_text   # doctest: +SKIP
 >>> files = build_report("runs/demo")                         # doctest: +SKIP
@@ -7,11 +8,24 @@
 
 from __future__ import annotations
 
-from .data import COLUMNS, RunData, aggregate, load_run, method_summary, pareto_front, reuse_gain
+from .data import (
+    COLUMNS,
+    COMPARISON_COLUMNS,
+    RunData,
+    aggregate,
+    comparisons,
+    load_run,
+    method_summary,
+    paired_vs,
+    pareto_front,
+    reuse_gain,
+)
 from .render import (
     ReportFiles,
     build_report,
     cells_frame,
+    comparison_frames,
+    comparisons_text,
     reuse_frame,
     summary_frame,
     summary_text,
@@ -20,13 +34,18 @@ from .render import (
 
 __all__ = [
     "COLUMNS",
+    "COMPARISON_COLUMNS",
     "ReportFiles",
     "RunData",
     "aggregate",
     "build_report",
     "cells_frame",
+    "comparison_frames",
+    "comparisons",
+    "comparisons_text",
     "load_run",
     "method_summary",
+    "paired_vs",
     "pareto_front",
     "reuse_frame",
     "reuse_gain",

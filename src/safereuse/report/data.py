@@ -10,6 +10,10 @@ over seeds and a 95 % interval for the mean that counts both seed and image vari
 per-seed rates, its standard error widened by the binomial variance of the audited images, which
 every seed shares; one seed → that cell's Wilson interval). A Wilson interval of the counts pooled
 over seeds would be too narrow: the seeds reuse the same images and differ by more than binomial noise.
+
+Comparisons (:func:`paired_vs`, :func:`comparisons`) take one method minus a reference seed by seed
+(:func:`safereuse.metrics.seed_difference`), mark the differences whose interval excludes 0 and say
+how many seeds would resolve the others (:func:`safereuse.metrics.seeds_to_resolve`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import SafeReuseError
-from ..metrics import CI_NONE, seed_difference, seed_interval
+from ..metrics import CI_NONE, seed_difference, seed_interval, seeds_to_resolve
 from ..runner.ledger import LEDGER_FILE, Ledger
 from ..runner.rundir import read_run_spec
 
@@ -338,50 +342,247 @@ def method_summary(data: RunData) -> pd.DataFrame:
 REUSE_METHOD, SCRATCH_METHOD = "finetune", "retrain"
 
 
-def acc_vs_retrain(data: RunData, scratch: str = SCRATCH_METHOD) -> pd.DataFrame:
-    """Each method's test accuracy minus retraining's, seed by seed, per scenario.
+#: Rate columns of the records a paired comparison can take, each with its denominator column. ``acc``
+#: is one figure per cell; the others are one per (cell, defect).
+DENOMINATORS = {"acc": "n_test", "dir": "n", "asr": "asr_n", "rob": "rob_n"}
 
-    Seeds are paired (seed ``s`` of both methods shares the few-shot sample and the test images);
-    the interval is :func:`~safereuse.metrics.seed_difference`'s. The reference is the first label
-    of method ``scratch`` in the scenario; scenarios without one have no rows.
+
+def _count(rate: Any, n: Any) -> tuple[int, int] | None:
+    """One seed's ``(k, n)`` from a rate in percent and its denominator; None where either is missing."""
+    if rate is None or n is None:
+        return None
+    r, m = float(rate), float(n)
+    if not (math.isfinite(r) and math.isfinite(m)) or m <= 0:
+        return None
+    return round(r * int(m) / 100), int(m)
+
+
+def paired_vs(data: RunData, reference: str, column: str = "acc", z: float = 1.96) -> pd.DataFrame:
+    """Each method's rate minus a reference method's, seed by seed, per scenario (and per defect).
+
+    Seeds are paired (seed ``s`` of both methods shares the student's training sample and the test
+    images); the interval is :func:`~safereuse.metrics.seed_difference`'s, from each seed's counts
+    (the rate and its denominator of :data:`DENOMINATORS`), so each seed's binomial variance counts.
+    The reference is the first label of method ``reference`` in the scenario; scenarios without one
+    have no rows, and so do defects the reference was not audited on.
+
+    Args:
+        data: the run.
+        reference: the reference *method* (e.g. ``"finetune"`` or ``"retrain"``).
+        column: a key of :data:`DENOMINATORS`: ``"acc"`` (one row per scenario × label) or a
+            per-defect rate, ``"dir"``, ``"asr"``, ``"rob"`` (one row per scenario × label × defect).
+        z: normal quantile of the interval's level (1.96 → 95 %).
+
+    Returns:
+        One row per scenario × label (× defect; the reference's label excluded): ``scenario, label,
+        method, defect`` (None for ``acc``), ``seeds`` (paired seeds used), ``diff_mean, diff_std,
+        diff_ci_low, diff_ci_high`` (percentage points), ``ci_method``, ``image_var`` (points², see
+        :class:`~safereuse.metrics.SeedDifference`), ``ref_label`` (the reference's label) and
+        ``value_mean, ref_mean`` (percent, means over the paired seeds).
+
+    Raises:
+        SafeReuseError: ``column`` is not a rate the records hold.
+
+    Example (scenario ``s``: remos's DIR 10 / 20 % of 100 images against fine-tune's 30 / 40 %):
+
+        >>> import pandas as pd
+        >>> recs = pd.DataFrame({"cell_id": list("abcd"), "scenario": "s", "status": "done",
+        ...     "method": ["finetune", "finetune", "remos", "remos"], "seed": [0, 1, 0, 1],
+        ...     "defect": "penultimate", "dir": [30.0, 40.0, 10.0, 20.0], "n": 100})
+        >>> recs["label"] = recs["method"]
+        >>> r = paired_vs(RunData(Path("."), {}, "", [], recs), "finetune", "dir").iloc[0]
+        >>> r["label"], r["defect"], int(r["seeds"])
+        ('remos', 'penultimate', 2)
+        >>> [round(float(r[c]), 1) for c in ("diff_mean", "diff_std", "diff_ci_low", "diff_ci_high")]
+        [-20.0, 0.0, -94.9, 54.9]
+    """
+    if column not in DENOMINATORS:
+        raise SafeReuseError(
+            f"cannot compare {column!r}: not a rate of the records",
+            fix=f"use one of {', '.join(DENOMINATORS)}",
+        )
+    n_col = DENOMINATORS[column]
+    recs = data.records
+    per_cell = column == "acc"
+    rows = recs.drop_duplicates("cell_id") if per_cell else recs[recs["defect"].notna()]
+    done = rows[rows["status"] == "done"]
+    groups = ["label"] if per_cell else ["defect", "label"]
+    out = []
+    for sc, g in done.groupby("scenario", sort=False):
+        ref = g[g["method"] == reference]
+        if ref.empty:
+            continue
+        ref_label = ref["label"].iloc[0]
+        ref = ref[ref["label"] == ref_label]
+        for key, m in g[g["label"] != ref_label].groupby(groups, sort=False):
+            defect, label = (None, key[0]) if per_cell else key
+            r = ref if per_cell else ref[ref["defect"] == defect]
+            m, r = m.drop_duplicates("seed").set_index("seed"), r.drop_duplicates("seed").set_index("seed")
+            seeds = [s for s in m.index if s in r.index]
+            a = [_count(m.at[s, column], m.at[s, n_col]) for s in seeds]
+            b = [_count(r.at[s, column], r.at[s, n_col]) for s in seeds]
+            used = [s for s, x, y in zip(seeds, a, b, strict=True) if x and y]
+            if not used:
+                continue
+            d = seed_difference(a, b, z)
+            out.append(
+                {
+                    "scenario": sc,
+                    "label": label,
+                    "method": m["method"].iloc[0],
+                    "defect": defect,
+                    "seeds": d.seeds,
+                    "diff_mean": d.mean,
+                    "diff_std": d.std,
+                    "diff_ci_low": d.ci_low,
+                    "diff_ci_high": d.ci_high,
+                    "ci_method": d.method,
+                    "image_var": d.image_var,
+                    "ref_label": ref_label,
+                    "value_mean": float(m.loc[used, column].astype(float).mean()),
+                    "ref_mean": float(r.loc[used, column].astype(float).mean()),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def acc_vs_retrain(data: RunData, scratch: str = SCRATCH_METHOD) -> pd.DataFrame:
+    """Each method's test accuracy minus retraining's, seed by seed, per scenario
+    (:func:`paired_vs` on ``acc``).
 
     Returns:
         One row per scenario × method label (the reference excluded): ``scenario, label, method,
         seeds, gain_mean, gain_std, gain_ci_low, gain_ci_high`` (percentage points) and
         ``acc_mean, ref_acc_mean`` (percent, over the paired seeds).
     """
-    cells = data.records.drop_duplicates("cell_id")
-    done = cells[(cells["status"] == "done") & cells["acc"].notna() & cells["n_test"].notna()]
-    out = []
-    for sc, g in done.groupby("scenario", sort=False):
-        ref = g[g["method"] == scratch]
-        if ref.empty:
-            continue
-        ref = ref[ref["label"] == ref["label"].iloc[0]].drop_duplicates("seed").set_index("seed")
-        for label, m in g[g["label"] != ref["label"].iloc[0]].groupby("label", sort=False):
-            m = m.drop_duplicates("seed").set_index("seed")
-            seeds = [s for s in m.index if s in ref.index]
-            if not seeds:
-                continue
-            d = seed_difference(
-                [_counts(m.loc[[s], "acc"], m.loc[[s], "n_test"])[0] for s in seeds],
-                [_counts(ref.loc[[s], "acc"], ref.loc[[s], "n_test"])[0] for s in seeds],
-            )
-            out.append(
-                {
-                    "scenario": sc,
-                    "label": label,
-                    "method": m["method"].iloc[0],
-                    "seeds": d.seeds,
-                    "gain_mean": d.mean,
-                    "gain_std": d.std,
-                    "gain_ci_low": d.ci_low,
-                    "gain_ci_high": d.ci_high,
-                    "acc_mean": float(m.loc[seeds, "acc"].mean()),
-                    "ref_acc_mean": float(ref.loc[seeds, "acc"].mean()),
-                }
-            )
-    return pd.DataFrame(out)
+    df = paired_vs(data, scratch, "acc")
+    names = {f"diff_{s}": f"gain_{s}" for s in ("mean", "std", "ci_low", "ci_high")}
+    names |= {"value_mean": "acc_mean", "ref_mean": "ref_acc_mean"}
+    cols = ["scenario", "label", "method", "seeds", *names]
+    return df[cols].rename(columns=names) if not df.empty else df
+
+
+#: The most seeds :func:`comparisons` considers when it says how many would resolve a difference.
+MAX_SEEDS = 100
+#: Marks of a resolved difference: its interval wholly below / above 0.
+BELOW, ABOVE = "▼", "▲"
+#: Columns of :func:`comparisons` (and of the report's ``comparisons.csv``).
+COMPARISON_COLUMNS = [
+    "scenario",
+    "label",
+    "method",
+    "ref_label",
+    "metric",
+    "defect",
+    "compared",
+    "seeds",
+    "diff_mean",
+    "diff_std",
+    "diff_ci_low",
+    "diff_ci_high",
+    "ci_method",
+    "image_var",
+    "resolved",
+    "mark",
+    "seeds_to_resolve",
+    "verdict",
+    "value_mean",
+    "ref_mean",
+]
+
+
+def _verdict(seeds: int, resolved: bool, mark: str, needed: int | None, mean: float, image_var: float,
+             max_seeds: int, z: float) -> str:  # fmt: skip
+    if resolved:
+        return f"{mark} resolved"
+    if seeds < 2:
+        return "one seed: run ≥ 2 to estimate the seed spread"
+    if needed is not None:
+        return f"needs ≈ {needed} seeds"
+    if mean == 0:
+        return "not resolvable at this effect size (no difference observed)"
+    floor = z * math.sqrt(image_var) if math.isfinite(image_var) else math.nan
+    if math.isfinite(mean) and floor >= abs(mean):  # more seeds cannot help, more test inputs can
+        return f"not resolvable at this effect size (below the test-set noise, ± {floor:.1f} pt)"
+    return f"not resolvable at this effect size (> {max_seeds} seeds)"
+
+
+def comparisons(
+    data: RunData, reference: str = REUSE_METHOD, max_seeds: int = MAX_SEEDS, z: float = 1.96
+) -> pd.DataFrame:
+    """What is resolved: each method minus ``reference`` on ACC and on every audited defect's DIR,
+    per scenario, paired by seed (:func:`paired_vs`), with a mark where the 95 % interval excludes 0
+    and, from the observed spread, how many seeds would resolve a difference of the observed size
+    (:func:`~safereuse.metrics.seeds_to_resolve`).
+
+    Args:
+        data: the run.
+        reference: the reference method (its first label in each scenario); default fine-tune.
+        max_seeds: the most seeds worth suggesting.
+        z: normal quantile of the level (1.96 → 95 %).
+
+    Returns:
+        One row per scenario × label × compared figure (ACC first, then the defects in the run's
+        order), columns :data:`COMPARISON_COLUMNS`: :func:`paired_vs`'s plus ``metric`` (``acc`` or
+        ``dir``), ``compared`` (``ACC`` or ``DIR <defect>``), ``resolved`` (the interval excludes 0),
+        ``mark`` (``▼`` below, ``▲`` above, empty), ``seeds_to_resolve`` (None with fewer than 2
+        seeds or beyond ``max_seeds``) and ``verdict`` (``▼ resolved``, ``needs ≈ N seeds``, ``not
+        resolvable at this effect size (...)``).
+
+    Example (3 seeds, 1,000 images each: remos's DIR 10 / 12 / 14 % against fine-tune's 40 / 44 / 48 %
+    is resolved; its ACC, 70 / 80 / 75 % against 80 % each time, differs by −5 ± 5 points, which
+    about 14 seeds would resolve):
+
+        >>> import pandas as pd
+        >>> recs = pd.DataFrame({"cell_id": list("abcdef"), "scenario": "s", "status": "done",
+        ...     "method": ["finetune"] * 3 + ["remos"] * 3, "seed": [0, 1, 2] * 2, "n_test": 1000,
+        ...     "acc": [80.0, 80.0, 80.0, 70.0, 80.0, 75.0], "defect": "pgd", "n": 1000,
+        ...     "dir": [40.0, 44.0, 48.0, 10.0, 12.0, 14.0]})
+        >>> recs["label"] = recs["method"]
+        >>> c = comparisons(RunData(Path("."), {}, "", [], recs))
+        >>> for r in c.itertuples():
+        ...     print(r.compared, round(r.diff_mean, 1), r.mark, r.seeds_to_resolve, r.verdict)
+        ACC -5.0  14 needs ≈ 14 seeds
+        DIR pgd -32.0 ▼ 2 ▼ resolved
+    """
+    order = {d: i for i, d in enumerate(data.defects)}
+    parts = [paired_vs(data, reference, metric, z).assign(metric=metric) for metric in ("acc", "dir")]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    df = pd.concat(parts, ignore_index=True)
+    df["compared"] = [
+        "ACC" if m == "acc" else f"DIR {d}" for m, d in zip(df["metric"], df["defect"], strict=True)
+    ]
+    sc_order = {s: i for i, s in enumerate(data.scenarios or list(dict.fromkeys(df["scenario"])))}
+    lab_order = {lab: i for i, lab in enumerate(data.labels or list(dict.fromkeys(df["label"])))}
+    key = [
+        (
+            sc_order.get(sc, len(sc_order)),
+            lab_order.get(lab, len(lab_order)),
+            -1 if m == "acc" else order.get(d, 0),
+        )
+        for sc, lab, m, d in zip(df["scenario"], df["label"], df["metric"], df["defect"], strict=True)
+    ]
+    df = df.iloc[sorted(range(len(df)), key=key.__getitem__)].reset_index(drop=True)
+    resolved = (df["diff_ci_low"] > 0) | (df["diff_ci_high"] < 0)
+    marks = [
+        BELOW if hi < 0 else ABOVE if lo > 0 else ""
+        for lo, hi in zip(df["diff_ci_low"], df["diff_ci_high"], strict=True)
+    ]
+    needed = [
+        seeds_to_resolve(m, sd, v, z=z, max_seeds=max_seeds) if s >= 2 else None
+        for m, sd, v, s in zip(df["diff_mean"], df["diff_std"], df["image_var"], df["seeds"], strict=True)
+    ]
+    verdicts = [
+        _verdict(int(s), bool(r), mk, n, float(m), float(v), max_seeds, z)
+        for s, r, mk, n, m, v in zip(
+            df["seeds"], resolved, marks, needed, df["diff_mean"], df["image_var"], strict=True
+        )
+    ]
+    out = df.assign(resolved=resolved, mark=marks, verdict=verdicts)
+    out["seeds_to_resolve"] = pd.Series(needed, dtype=object)
+    return out[COMPARISON_COLUMNS]
 
 
 def reuse_gain(data: RunData) -> pd.DataFrame:
@@ -429,14 +630,21 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 __all__ = [
     "COLUMNS",
+    "DENOMINATORS",
     "REUSE_METHOD",
     "SCRATCH_METHOD",
     "RunData",
+    "ABOVE",
+    "BELOW",
+    "COMPARISON_COLUMNS",
+    "MAX_SEEDS",
     "acc_vs_retrain",
     "aggregate",
+    "comparisons",
     "defect_labels",
     "load_run",
     "method_summary",
+    "paired_vs",
     "pareto_front",
     "reuse_gain",
 ]

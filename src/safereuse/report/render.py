@@ -1,4 +1,5 @@
-"""Write ``report.md``, ``results.csv``, ``report.html`` (self-contained) and ``figures/*.png``."""
+"""Write ``report.md``, ``results.csv``, ``comparisons.csv``, ``report.html`` (self-contained) and
+``figures/*.png``."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ from .. import __version__
 from ..errors import SafeReuseError
 from ..utils import atomic_path
 from .data import (
+    ABOVE,
+    BELOW,
+    MAX_SEEDS,
     REUSE_METHOD,
     SCRATCH_METHOD,
     RunData,
     acc_vs_retrain,
     aggregate,
+    comparisons,
     load_run,
     method_summary,
     reuse_gain,
@@ -32,12 +37,13 @@ from .plots import colors, method_bars, robustness_figure, tradeoff_figure
 
 @dataclass
 class ReportFiles:
-    """Paths of a written report."""
+    """Paths of a written report (``comparisons``: the paired comparisons against fine-tune)."""
 
     markdown: Path
     html: Path
     csv: Path
     figures: list[Path]
+    comparisons: Path | None = None
 
 
 def _f(v: Any, digits: int = 1) -> str:
@@ -133,6 +139,109 @@ _REUSE_NOTE = (
 )
 
 
+def _signed_ci(lo: Any, hi: Any) -> str:
+    ok = _f(lo) != "-" and _f(hi) != "-"
+    return f" [{float(lo):+.1f}, {float(hi):+.1f}]" if ok else ""
+
+
+def comparison_frames(
+    data: RunData, comp: pd.DataFrame | None = None
+) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """Per scenario, each method minus fine-tune: one row per method label, one column per compared
+    figure (``ACC``, ``DIR <defect>``); a cell reads ``mean ± std [low, high] · verdict`` in points
+    (:func:`~safereuse.report.data.comparisons`).
+
+    Args:
+        data: the run.
+        comp: :func:`~safereuse.report.data.comparisons` of ``data`` (computed when None).
+
+    Returns:
+        ``(scenario, table, resolved)`` per scenario with a fine-tune reference; ``resolved`` is a
+        boolean frame of the table's shape, True in the cells whose interval excludes 0.
+
+    Example:
+        >>> import pandas as pd
+        >>> recs = pd.DataFrame({"cell_id": list("abcd"), "scenario": "s", "status": "done",
+        ...     "method": ["finetune", "finetune", "remos", "remos"], "seed": [0, 1, 0, 1],
+        ...     "acc": 80.0, "n_test": 1000, "defect": "pgd", "n": 1000, "dir": [40.0, 44.0, 10.0, 14.0]})
+        >>> recs["label"] = recs["method"]
+        >>> [(sc, table, resolved)] = comparison_frames(RunData(Path("."), {}, "", [], recs))
+        >>> table.iloc[0]["DIR pgd − finetune pt"], resolved.values.tolist()
+        ('-30.0 ± 0.0 [-53.7, -6.3] · ▼ resolved', [[False, False, False, True]])
+    """
+    comp = comparisons(data) if comp is None else comp
+    out: list[tuple[str, pd.DataFrame, pd.DataFrame]] = []
+    if comp.empty:
+        return out
+    for sc, g in comp.groupby("scenario", sort=False):
+        ref = g["ref_label"].iloc[0]
+        figs = list(dict.fromkeys(g["compared"]))
+        rows, marks = [], []
+        for label, m in g.groupby("label", sort=False):
+            row: dict[str, Any] = {"method": label, "seeds": int(m["seeds"].max())}
+            mark = {"method": False, "seeds": False}
+            for fig in figs:
+                col = f"{fig} − {ref} pt"
+                r = m[m["compared"] == fig]
+                if r.empty:
+                    row[col], mark[col] = "-", False
+                    continue
+                r = r.iloc[0]
+                row[col] = (
+                    f"{float(r['diff_mean']):+.1f} ± {_f(r['diff_std'])}"
+                    f"{_signed_ci(r['diff_ci_low'], r['diff_ci_high'])} · {r['verdict']}"
+                )
+                mark[col] = bool(r["resolved"])
+            rows.append(row)
+            marks.append(mark)
+        out.append((str(sc), pd.DataFrame(rows), pd.DataFrame(marks)))
+    return out
+
+
+_COMPARE_NOTE = (
+    "Each method minus fine-tune (the first fine-tune label of the scenario), in percentage points, "
+    "paired by seed (seed s of both students shares the training sample and the test images): mean "
+    "± std of the per-seed differences [95% interval: Student's t with S−1 degrees of freedom, its "
+    "squared standard error s²/S plus both rates' binomial variance of one seed, not divided by S "
+    "because every seed is scored on the same images; safereuse.metrics.seed_difference]. "
+    f"{BELOW} resolved: the interval lies wholly below 0 (the method's rate is lower: for DIR, it "
+    f"inherits less); {ABOVE} resolved: wholly above 0. Resolved cells are in bold. Otherwise, 'needs "
+    "≈ N seeds' is the fewest seeds whose interval would exclude 0 if the mean difference and the "
+    "spreads stayed as observed (safereuse.metrics.seeds_to_resolve): at N a repeat resolves it about "
+    "half the time, so run a few more; with 2 or 3 seeds the spread is itself a rough estimate. 'Not "
+    f"resolvable at this effect size' means more than {MAX_SEEDS} seeds, or an effect no larger than "
+    "the test set's own binomial noise, which more seeds do not shrink (more test inputs would). With "
+    "one seed there is no seed spread to measure: the interval is 1.96 × the binomial term alone, too "
+    "narrow for a decision. Every row is also in comparisons.csv."
+)
+
+
+def comparisons_text(run: str | Path | RunData) -> str:
+    """The per-scenario comparisons against fine-tune (:func:`comparison_frames`), for the terminal.
+
+    Args:
+        run: a run directory or its loaded :class:`~safereuse.report.data.RunData`.
+
+    Returns:
+        One aligned table per scenario, headed by the scenario's name.
+
+    Example:
+        >>> import pandas as pd
+        >>> recs = pd.DataFrame({"cell_id": list("abcd"), "scenario": "s", "status": "done",
+        ...     "method": ["finetune", "finetune", "remos", "remos"], "seed": [0, 1, 0, 1],
+        ...     "acc": [80.0, 82.0, 70.0, 72.0], "n_test": 1000, "defect": None, "n": 0, "dir": None})
+        >>> recs["label"] = recs["method"]
+        >>> print(comparisons_text(RunData(Path("."), {}, "", [], recs)))  # doctest: +NORMALIZE_WHITESPACE
+        s
+        method  seeds  ACC − finetune pt
+        ------  -----  --------------------------------------------
+        remos   2      -10.0 ± 0.0 [-34.1, +14.1] · needs ≈ 3 seeds
+    """
+    data = run if isinstance(run, RunData) else load_run(run)
+    parts = [f"{sc}\n{text_table(t)}" for sc, t, _ in comparison_frames(data)]
+    return "\n\n".join(parts) if parts else "(no fine-tune reference to compare with)"
+
+
 def text_table(df: pd.DataFrame) -> str:
     """A plain aligned text table (for the terminal)."""
     if df.empty:
@@ -162,13 +271,25 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(out) + "\n"
 
 
-def _html_table(df: pd.DataFrame, cls: str = "") -> str:
+def _md_marked(df: pd.DataFrame, marked: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the ``marked`` cells in bold (markdown)."""
+    return df.where(~marked.astype(bool).to_numpy(), df.map(lambda v: f"**{v}**"))
+
+
+def _html_table(df: pd.DataFrame, cls: str = "", marked: pd.DataFrame | None = None) -> str:
     if df.empty:
         return "<p><em>(none)</em></p>"
+    flags = marked.astype(bool).to_numpy() if marked is not None else None
+
+    def td(i: int, j: int, v: Any) -> str:
+        hit = flags is not None and flags[i, j]
+        text = html.escape(str(v))
+        return f"<td class='resolved'><strong>{text}</strong></td>" if hit else f"<td>{text}</td>"
+
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-        for row in df.itertuples(index=False)
+        "<tr>" + "".join(td(i, j, v) for j, v in enumerate(row)) + "</tr>"
+        for i, row in enumerate(df.itertuples(index=False))
     )
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -208,6 +329,7 @@ th{background:#eef3f9}tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;border:1px solid #ddd;margin:6px 0 14px}
 pre{background:#f6f8fa;border:1px solid #ddd;padding:10px;overflow-x:auto;font-size:.8em}
 .meta{color:#555;font-size:.9em}.failed td{background:#fff0f0 !important}
+td.resolved{background:#eaf5ea !important}
 """
 
 
@@ -305,9 +427,18 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
     csv_path = out / "results.csv"
     with atomic_path(csv_path) as tmp:
         data.records.to_csv(tmp, index=False)
+    comp = comparisons(data)
+    comp_path = out / "comparisons.csv"
+    with atomic_path(comp_path) as tmp:
+        comp.to_csv(tmp, index=False)
+    compared = comparison_frames(data, comp)
 
     # report.md
     md = [f"# safereuse report: {name}\n", meta + "\n", f"\n{notes}\n", "\n## Summary\n", _md_table(summary)]
+    if compared:
+        md += [f"\n## Against {REUSE_METHOD}: what is resolved\n", f"\n{_COMPARE_NOTE}\n"]
+        for sc, table, marked in compared:
+            md += [f"\n### {sc}\n\n", _md_table(_md_marked(table, marked))]
     reuse = reuse_frame(data)
     if len(reuse):
         md += ["\n## What reuse buys\n", f"\n{_REUSE_NOTE}\n\n", _md_table(reuse)]
@@ -341,6 +472,13 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
         "<h2>Summary</h2>",
         _html_table(summary, "summary"),
     ]
+    if compared:
+        parts += [
+            f"<h2>Against {REUSE_METHOD}: what is resolved</h2>",
+            f"<p>{html.escape(_COMPARE_NOTE)}</p>",
+        ]
+        for sc, table, marked in compared:
+            parts += [f"<h3>{html.escape(sc)}</h3>", _html_table(table, "compare", marked)]
     if len(reuse):
         parts += ["<h2>What reuse buys</h2>", f"<p>{html.escape(_REUSE_NOTE)}</p>"]
         parts.append(_html_table(reuse, "reuse"))
@@ -373,13 +511,15 @@ def build_report(rundir: str | Path, out: str | Path | None = None) -> ReportFil
     html_path = out / "report.html"
     with atomic_path(html_path) as tmp:
         tmp.write_text("\n".join(parts))
-    return ReportFiles(md_path, html_path, csv_path, fig_paths)
+    return ReportFiles(md_path, html_path, csv_path, fig_paths, comp_path)
 
 
 __all__ = [
     "ReportFiles",
     "build_report",
     "cells_frame",
+    "comparison_frames",
+    "comparisons_text",
     "reuse_frame",
     "summary_frame",
     "summary_text",

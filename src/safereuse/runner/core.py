@@ -18,6 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..data.text import TEXT_DATASETS
+from ..defects import DEFECTS
 from ..errors import SafeReuseError
 from ..registry import EXPERIMENTS
 from ..utils import atomic_path
@@ -26,6 +28,7 @@ from .ledger import LEDGER_FILE, TEACHER_FAILED, Ledger, failure_cause
 from .rundir import TEACHERS, read_run_spec, run_lock, write_run_spec
 from .select import SelectionPhase
 from .spec import Cell, LoadedSpec, expand, teacher_key
+from .worker import craft_key
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,18 @@ def run(
     )
 
 
+def _craft_groups(todo: list[Cell]) -> dict[str, list[Cell]]:
+    """The cells whose audits craft sets on their teacher, by :func:`~.worker.craft_key` (grid order)."""
+    groups: dict[str, list[Cell]] = {}
+    for c in todo:
+        if c.config.get("task", "cell") != "cell":
+            continue
+        names = [d["name"] for d in c.config["defects"]]
+        if any(n in DEFECTS and DEFECTS.get(n).crafted_on_teacher for n in names):
+            groups.setdefault(craft_key(c.config), []).append(c)
+    return groups
+
+
 def _schedule(
     todo: list[Cell],
     ex: Executor,
@@ -300,7 +315,10 @@ def _schedule(
     data_dir: str | None,
     progress: bool,
 ) -> None:
-    """Keep ``ex.capacity`` tasks in flight: missing teachers first, then cells whose teacher exists."""
+    """Keep ``ex.capacity`` tasks in flight: missing teachers first, then the sets crafted on each
+    teacher (one ``craft`` task per :func:`~.worker.craft_key`, as soon as the teacher exists), then
+    cells whose teacher exists — a cell whose crafted sets are still being made waits while other
+    cells can run, so no worker sits on the crafting lock."""
     base = {
         "rundir": str(rundir.resolve()), "device": device, "data_dir": data_dir, "threads": ex.threads,
         # a spawned worker imports the modules that registered the experiment kinds (it names none)
@@ -312,10 +330,26 @@ def _schedule(
         key = teacher_key(c.config["teacher"])
         by_teacher.setdefault(key, []).append(c)
         recipes[key] = c.config["teacher"]
+    groups = _craft_groups(todo)
+    group_of = {c.id: g for g, cs in groups.items() for c in cs}
     missing = [k for k in by_teacher if not (rundir / TEACHERS / k / "manifest.json").is_file()]
-    teacher_queue = list(missing)
-    ready: list[Cell] = [c for k, cs in by_teacher.items() if k not in missing for c in cs]
-    ready.sort(key=lambda c: c.order)
+    # text teachers first: they fine-tune a transformer, the longest task of a grid (--quick: 115 s
+    # against 7 s for an image teacher), and the text cells wait for them at the end of the run
+    teacher_queue = sorted(missing, key=lambda k: recipes[k]["data"]["name"] not in TEXT_DATASETS)
+    craft_queue: list[str] = []  # craft keys whose teacher exists, not yet submitted
+    crafting: set[str] = set()  # craft keys queued or in flight: their cells wait if others can run
+
+    def teacher_ready(key: str) -> None:
+        new = [g for g, cs in groups.items() if teacher_key(cs[0].config["teacher"]) == key]
+        craft_queue.extend(new)
+        crafting.update(new)
+        ready.extend(by_teacher[key])
+        ready.sort(key=lambda c: c.order)
+
+    ready: list[Cell] = []
+    for k in by_teacher:
+        if k not in missing:
+            teacher_ready(k)
     in_flight: dict[Any, tuple[str, Any]] = {}
     bar = tqdm(
         total=len(todo), desc="cells", unit="cell", disable=not progress, file=sys.stderr, dynamic_ncols=True
@@ -329,9 +363,19 @@ def _schedule(
         bar.update(1)
         bar.set_postfix_str(f"{n_failed} failed" if n_failed else "", refresh=False)
 
+    def next_cell() -> Cell:
+        for i, cell in enumerate(ready):
+            if group_of.get(cell.id) not in crafting:
+                return ready.pop(i)
+        return ready.pop(0)  # only cells whose sets are being crafted: they wait on the lock
+
+    def can_wait() -> bool:
+        """Hold back the cells waiting for crafted sets while other tasks keep the workers busy."""
+        return bool(in_flight) and all(group_of.get(c.id) in crafting for c in ready)
+
     try:
-        while teacher_queue or ready or in_flight:
-            while len(in_flight) < ex.capacity and (teacher_queue or ready):
+        while teacher_queue or craft_queue or ready or in_flight:
+            while len(in_flight) < ex.capacity and (teacher_queue or craft_queue or ready):
                 if teacher_queue:
                     key = teacher_queue.pop(0)
                     h = ex.submit("teacher", {**base, "recipe": recipes[key]})
@@ -339,8 +383,14 @@ def _schedule(
                     bar.set_description_str(
                         f"cells (training {len(missing)} teacher{'s' * (len(missing) > 1)})"
                     )
+                elif craft_queue:
+                    g = craft_queue.pop(0)
+                    h = ex.submit("craft", {**base, "config": groups[g][0].config})
+                    in_flight[h] = ("craft", g)
+                elif can_wait():
+                    break
                 else:
-                    cell = ready.pop(0)
+                    cell = next_cell()
                     ledger.mark_running(cell.id)
                     task = cell.config.get("task", "cell")  # "experiment" for an experiment spec's cells
                     h = ex.submit(task, {**base, "id": cell.id, "config": cell.config})
@@ -349,14 +399,15 @@ def _schedule(
                 what, obj = in_flight.pop(h)
                 if what == "teacher":
                     if result.get("status") == "done":
-                        ready.extend(by_teacher[obj])
-                        ready.sort(key=lambda c: c.order)
+                        teacher_ready(obj)
                     else:
                         for cell in by_teacher[obj]:
                             ledger.mark_running(cell.id)
                             finish(cell, {**result, "error": f"{TEACHER_FAILED}{result.get('error')}"})
                     if not teacher_queue and not any(w == "teacher" for w, _ in in_flight.values()):
                         bar.set_description_str("cells")
+                elif what == "craft":
+                    crafting.discard(obj)  # done or failed: its cells craft what is missing themselves
                 else:
                     finish(obj, result)
     finally:

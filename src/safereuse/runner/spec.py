@@ -99,7 +99,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import teacher_fit
+from ..config import arch_student_fit, student_params, teacher_fit
 from ..data import DATASETS, DataSpec, check_max_len, parse_classes
 from ..data.text import TEXT_DATASETS
 from ..defects import DEFECTS
@@ -750,7 +750,8 @@ def _scoped_method_points(
 ) -> list[tuple[str, dict[str, Any], dict[str, Any], set[str] | None]]:
     """:func:`_method_points` plus the scenarios each point runs on (None: all)."""
     out: list[tuple[str, dict[str, Any], dict[str, Any], set[str] | None]] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
+    archs = sorted({sc.teacher.arch for sc in loaded.spec.scenarios})
     for i, m in enumerate(loaded.spec.methods):
         loc = ("methods", i)
         scope = _scope(loaded, loc, m.scenarios)
@@ -774,12 +775,55 @@ def _scoped_method_points(
                 point = _check_params(loaded, loc + ("params",), cls, point, f"method {name!r}")
                 obj = _instantiate(loaded, loc + ("name",), cls, point)
                 resolved = obj.config() if hasattr(obj, "config") else dict(point)
-                key = config_hash([name, resolved])
-                if key in seen:
-                    continue  # "all" plus an explicit entry: one cell, not two
-                seen.add(key)
+                # the same point on every teacher architecture of the spec (its student defaults)
+                key = config_hash([name, resolved, [arch_config(name, point, resolved, a) for a in archs]])
+                if key in seen:  # "all" plus an explicit entry: one cell, not two; on both's scenarios
+                    j = seen[key]
+                    old = out[j][3]
+                    out[j] = (*out[j][:3], None if old is None or scope is None else old | scope)
+                    continue
+                seen[key] = len(out)
                 out.append((name, point, _jsonable(resolved), scope))
     return out
+
+
+def arch_config(name: str, given: dict[str, Any], resolved: dict[str, Any], arch: str) -> dict[str, Any]:
+    """A method point's resolved config on a teacher of ``arch``: the method's defaults < the
+    architecture's student defaults < ``given`` (:func:`safereuse.config.student_params`, as
+    :func:`safereuse.api.transfer` resolves them).
+
+    Args:
+        name: the method's registry name.
+        given: the point's parameters as the spec gives them.
+        resolved: the method's config under ``given`` alone (returned as it is when ``arch`` has no
+            student defaults: every image model).
+        arch: the teacher's architecture.
+
+    Returns:
+        The config the student is trained with (JSON values).
+
+    Example:
+        >>> from safereuse.methods import ReMoS
+        >>> arch_config("remos", {}, ReMoS().config(), "resnet8")["ratio"]
+        0.2
+        >>> arch_config("remos", {}, ReMoS().config(), "minilm")["ratio"]
+        0.1
+    """
+    if not arch_student_fit(arch, name):
+        return resolved  # image models: exactly the method's defaults
+    cls = METHODS.get(name)
+    return _jsonable(cls(**student_params(arch, name, given, cls)).config())
+
+
+def _label_config(
+    loaded: LoadedSpec, name: str, given: dict[str, Any], resolved: dict[str, Any], scope: set[str] | None
+) -> dict[str, Any]:
+    """A point's config as its label shows it: :func:`arch_config` on the teachers of its scenarios
+    (a key whose value differs between those architectures shows them all, ``0.01/3e-05``)."""
+    archs = sorted({sc.teacher.arch for sc in loaded.spec.scenarios if scope is None or sc.name in scope})
+    cfgs = [arch_config(name, given, resolved, a) for a in archs] or [resolved]
+    same = {k for k in cfgs[0] if all(c.get(k) == cfgs[0][k] for c in cfgs)}
+    return {k: cfgs[0][k] if k in same else "/".join(_short(c.get(k)) for c in cfgs) for k in cfgs[0]}
 
 
 def _scope(loaded: LoadedSpec, loc: tuple[Any, ...], scenarios: list[str] | None) -> set[str] | None:
@@ -868,7 +912,8 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
         {"v", "scenario", "seed",
          "teacher": teacher_recipe(...),
          "student": {"data": DataSpec dict with seed = cell seed},
-         "method": {"name", "params" (as given), "config" (resolved, defaults included)},
+         "method": {"name", "params" (as given), "config" (resolved, defaults included: the
+                    method's, under the teacher architecture's student defaults: arch_config)},
          "defects": [{"name", "params" (resolved)}, ...],     # backdoors only where the teacher has one
          "audit": {"max_samples", "batch_size"}}
 
@@ -879,7 +924,8 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
     if spec.experiment is not None:
         return expand_experiment(loaded)
     scoped = _scoped_method_points(loaded)
-    methods = [p[:3] for p in scoped]
+    # labelled by what runs: the configs on the teachers of each point's scenarios
+    methods = [(n, g, _label_config(loaded, n, g, r, sc)) for n, g, r, sc in scoped]
     labels = method_labels(methods, [p[3] for p in scoped])
     # with a select: section every student trains on the pool minus the holdout, in both phases
     holdout = spec.select.holdout if spec.select is not None else 0
@@ -902,7 +948,11 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
                     "seed": seed,
                     "teacher": teacher_recipe(sc.teacher, seed),
                     "student": {"data": _data_dict(sc.student, seed, holdout)},
-                    "method": {"name": name, "params": _jsonable(given), "config": resolved},
+                    "method": {
+                        "name": name,
+                        "params": _jsonable(given),
+                        "config": arch_config(name, given, resolved, sc.teacher.arch),
+                    },
                     "defects": cell_defects,
                     "audit": {"max_samples": spec.audit.max_samples, "batch_size": spec.audit.batch_size},
                 }
@@ -916,21 +966,28 @@ def expand(loaded: LoadedSpec) -> list[Cell]:
 
 def expand_experiment(loaded: LoadedSpec) -> list[Cell]:
     """The cells of an experiment spec: one per seed × scenario (task ``experiment``), the kind's
-    resolved parameters (its dataclass fields) in the config."""
+    resolved parameters (its dataclass fields) in the config. A kind with a ``split()`` method (it
+    returns ``[(label, params), ...]``, parts of its parameters) gets one cell per part as well, so an
+    interrupted run redoes at most one part."""
     spec = loaded.spec
     assert spec.experiment is not None
     kind, params = spec.experiment.kind, dict(spec.experiment.params)
     exp = EXPERIMENTS.create(kind, **params)
+    split = getattr(exp, "split", None)
+    parts = [(kind, params, exp)]
+    if callable(split):
+        parts = [(label, part, EXPERIMENTS.create(kind, **part)) for label, part in split()]
     cells = []
     for seed in spec.seeds:
         for sc in spec.scenarios:
-            config = json.loads(json.dumps({
-                "v": CELL_VERSION, "task": "experiment", "scenario": sc.name, "seed": seed,
-                "teacher": teacher_recipe(sc.teacher, seed),
-                "method": {"name": kind, "params": params, "config": asdict(exp)},
-                "defects": [], "audit": {},
-            }, default=json_default))  # fmt: skip
-            cells.append(Cell(config_hash(config, 12), config, len(cells), kind))
+            for label, part, one in parts:
+                config = json.loads(json.dumps({
+                    "v": CELL_VERSION, "task": "experiment", "scenario": sc.name, "seed": seed,
+                    "teacher": teacher_recipe(sc.teacher, seed),
+                    "method": {"name": kind, "params": part, "config": asdict(one)},
+                    "defects": [], "audit": {},
+                }, default=json_default))  # fmt: skip
+                cells.append(Cell(config_hash(config, 12), config, len(cells), label))
     return cells
 
 
@@ -947,6 +1004,7 @@ __all__ = [
     "Spec",
     "StudentCfg",
     "TeacherCfg",
+    "arch_config",
     "bundled_spec",
     "check_experiment",
     "check_registries",

@@ -11,7 +11,9 @@ Artifacts are cached in the run directory by content:
 - ``students/<student key>/`` — the key hashes the teacher key, the student data, the method's
   resolved configuration and the seed.
 - ``defects/`` — crafted defect sets (:mod:`safereuse.defects.cache`, keyed by model + data + defect);
-  sets crafted on a teacher are made under a lock per teacher × student data, so each is made once.
+  sets crafted on a teacher are made under a lock per teacher × student data, so each is made once —
+  by a ``craft`` task (:func:`run_craft`) the driver runs as soon as the teacher exists, while the
+  students train.
 
 Each artifact is written by the API under a file lock (``locks/``) and atomically, and reused when
 present, so concurrent cells, a re-run, or a worker orphaned by a killed run never build one twice
@@ -21,6 +23,7 @@ or see a half-written one.
 from __future__ import annotations
 
 import importlib
+import json
 import time
 import traceback
 from collections.abc import Callable
@@ -32,7 +35,7 @@ import torch
 from .. import api
 from ..artifacts import load_model
 from ..data import DataSpec, load_data
-from ..defects import DEFECTS, audit
+from ..defects import audit, precraft
 from ..errors import SafeReuseError
 from ..registry import EXPERIMENTS
 from ..utils import config_hash
@@ -65,6 +68,40 @@ def _ready(path: Path) -> bool:
 
 def _data_spec(data: dict[str, Any], data_dir: str | None) -> DataSpec:
     return DataSpec(**data, data_dir=data_dir)
+
+
+_MEMO: dict[tuple[str, ...], Any] = {}
+_MEMO_SIZE = 4
+
+
+def _memo(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+    """A worker process's last few loaded teachers and datasets (a pool worker runs many cells of
+    one teacher and student task: loading them again costs up to a second per cell, a MiniLM most).
+
+    Only what no step changes is kept: a method transfers from a deep copy of the teacher, and the
+    audit restores every flag and device it touches; datasets are read, never written.
+    """
+    if key in _MEMO:
+        _MEMO[key] = _MEMO.pop(key)  # most recently used last
+        return _MEMO[key]
+    value = make()
+    _MEMO[key] = value
+    while len(_MEMO) > _MEMO_SIZE:
+        del _MEMO[next(iter(_MEMO))]
+    return value
+
+
+def _load_teacher(t_dir: Path) -> Any:
+    """The teacher artifact in ``t_dir`` on the CPU, loaded once per worker process (and again when
+    its manifest is rewritten)."""
+    stamp = str((t_dir / "manifest.json").stat().st_mtime_ns)
+    return _memo(("teacher", str(t_dir.resolve()), stamp), lambda: load_model(t_dir, device="cpu"))
+
+
+def _load_bundle(data: dict[str, Any], data_dir: str | None) -> Any:
+    """A cell's dataset (its DataSpec dict), loaded once per worker process."""
+    key = ("data", json.dumps(data, sort_keys=True, default=str), str(data_dir))
+    return _memo(key, lambda: load_data(_data_spec(data, data_dir)))
 
 
 def _set_threads(payload: dict[str, Any]) -> None:
@@ -110,7 +147,7 @@ def ensure_student(payload: dict[str, Any], t_dir: Path) -> tuple[Path, bool]:
         if _ready(out):
             return out, True
         api.transfer(
-            t_dir,
+            _load_teacher(t_dir),
             _data_spec(cfg["student"]["data"], payload.get("data_dir")),
             cfg["method"]["name"],
             cfg["method"]["params"],
@@ -123,46 +160,57 @@ def ensure_student(payload: dict[str, Any], t_dir: Path) -> tuple[Path, bool]:
         return out, False
 
 
+def craft_key(cell_config: dict[str, Any]) -> str:
+    """Key of the sets a cell's audit crafts on its teacher: teacher × student data × audit options.
+
+    Cells with the same key share those sets; the runner crafts them once (:func:`run_craft`) under
+    the lock ``locks/craft-<key>.lock``.
+    """
+    return config_hash(
+        [teacher_key(cell_config["teacher"]), cell_config["student"]["data"], cell_config["audit"]], 16
+    )
+
+
+def _craft_lock(payload: dict[str, Any]) -> Callable[[], Any]:
+    path = Path(payload["rundir"]) / LOCKS / f"craft-{craft_key(payload['config'])}.lock"
+    return lambda: file_lock(path)
+
+
+def _audit_bundle(payload: dict[str, Any]) -> Any:
+    """The cell's audited data: the student's dataset (its holdout view for a selection cell)."""
+    cfg = payload["config"]
+    bundle = _load_bundle(cfg["student"]["data"], payload.get("data_dir"))
+    if cfg["audit"].get("split") == "holdout":  # a selection cell (runner.select): never the test split
+        bundle = bundle.holdout_view()
+    return bundle
+
+
 def _audit(payload: dict[str, Any], teacher: Any, student: Any, bundle: Any) -> dict[str, Any]:
     """The cell's audit as a dict (:meth:`AuditReport.to_dict`), rows in the spec's defect order.
 
     Sets crafted on the teacher are the same for every cell of a scenario (same teacher, same test
-    images): those defects are audited under a lock per teacher × student data, so one cell crafts
-    them while the others wait for the cache instead of crafting them twice side by side. Which
-    defects those are, each defect class declares (``crafted_on_teacher``); the others (crafted on
-    each student, or planted) run outside the lock.
+    images): they are crafted (or read from the cache) under a lock per teacher × student data, so
+    one cell crafts them while the others wait for the cache instead of crafting them twice side by
+    side. Only the crafting holds the lock (:attr:`~safereuse.defects.probe.ProbeContext.craft_lock`);
+    probing the student, and defects crafted on the student or planted, run outside it — in one
+    audit, so the student's clean predictions are made once.
     """
+    return audit(teacher, student, bundle, **_audit_args(payload)).to_dict()
+
+
+def _audit_args(payload: dict[str, Any]) -> dict[str, Any]:
+    """The defects and audit settings of a cell's (or craft task's) config, as ``audit`` and
+    ``precraft`` take them: both must craft under the same keys, so one place builds them."""
     cfg = payload["config"]
-    rundir = Path(payload["rundir"])
-    specs = [(d["name"], d["params"]) for d in cfg["defects"]]
-    shared = [i for i, (n, _) in enumerate(specs) if DEFECTS.get(n).crafted_on_teacher]
-    own = [i for i in range(len(specs)) if i not in shared]
-
-    def run_audit(idx: list[int]) -> dict[str, Any]:
-        return audit(
-            teacher,
-            student,
-            bundle,
-            [specs[i] for i in idx],
-            cache_dir=rundir / DEFECT_CACHE,
-            max_samples=cfg["audit"]["max_samples"],
-            batch_size=cfg["audit"]["batch_size"],
-            device=payload.get("device", "auto"),
-            seed=cfg["seed"],
-        ).to_dict()
-
-    parts: list[tuple[list[int], dict[str, Any]]] = []
-    if shared:
-        key = config_hash([teacher_key(cfg["teacher"]), cfg["student"]["data"], cfg["audit"]], 16)
-        with file_lock(rundir / LOCKS / f"craft-{key}.lock"):
-            parts.append((shared, run_audit(shared)))
-    if own:
-        parts.append((own, run_audit(own)))
-    rows: list[Any] = [None] * len(specs)
-    for idx, rep in parts:
-        for i, row in zip(idx, rep["rows"], strict=True):
-            rows[i] = row
-    return {**parts[0][1], "rows": rows}
+    return {
+        "defects": [(d["name"], d["params"]) for d in cfg["defects"]],
+        "cache_dir": Path(payload["rundir"]) / DEFECT_CACHE,
+        "max_samples": cfg["audit"]["max_samples"],
+        "batch_size": cfg["audit"]["batch_size"],
+        "device": payload.get("device", "auto"),
+        "seed": cfg["seed"],
+        "craft_lock": _craft_lock(payload),
+    }
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -189,6 +237,28 @@ def run_teacher(payload: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - recorded in the ledger, the run goes on
         return _failure(exc)
     return {"status": "done", "path": str(path), "cached": cached, "seconds": time.perf_counter() - t0}
+
+
+def run_craft(payload: dict[str, Any]) -> dict[str, Any]:
+    """Task: craft on a cell's teacher the sets every audit of its group will read (:func:`craft_key`),
+    before the group's students are trained (:func:`safereuse.defects.precraft`).
+
+    Args:
+        payload: ``{"rundir", "config" (any cell of the group), "device", "data_dir", "threads"}``.
+
+    Returns:
+        ``{"status": "done", "crafted": [defect names], "seconds"}`` or a failure (the cells then craft
+        the sets themselves).
+    """
+    t0 = time.perf_counter()
+    cfg = payload["config"]
+    try:
+        _set_threads(payload)
+        t_dir, _ = ensure_teacher({**payload, "recipe": cfg["teacher"]})
+        crafted = precraft(_load_teacher(t_dir), _audit_bundle(payload), **_audit_args(payload))
+    except Exception as exc:  # noqa: BLE001 - the cells craft what is missing themselves
+        return _failure(exc)
+    return {"status": "done", "crafted": crafted, "seconds": time.perf_counter() - t0}
 
 
 def _on_teacher(
@@ -225,19 +295,15 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
         The ledger result: ``{"status": "done", "metrics", "artifacts", "timings"}`` or
         ``{"status": "failed", "error", "traceback", "timings"}``.
     """
-    cfg = payload["config"]
 
     def body(t_dir: Path, timings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         t0 = time.perf_counter()
         s_dir, s_cached = ensure_student(payload, t_dir)
         timings.update(student=time.perf_counter() - t0, student_cached=s_cached)
         t0 = time.perf_counter()
-        teacher = load_model(t_dir, device="cpu")
+        teacher = _load_teacher(t_dir)
         student = load_model(s_dir, device="cpu")
-        bundle = load_data(_data_spec(cfg["student"]["data"], payload.get("data_dir")))
-        if cfg["audit"].get("split") == "holdout":  # a selection cell (runner.select): never the test split
-            bundle = bundle.holdout_view()
-        report = _audit(payload, teacher, student, bundle)
+        report = _audit(payload, teacher, student, _audit_bundle(payload))
         timings["audit"] = time.perf_counter() - t0
         tm, sm = teacher.manifest, student.manifest
         backdoor = tm.get("backdoor") or {}
@@ -293,12 +359,12 @@ def run_experiment(payload: dict[str, Any]) -> dict[str, Any]:
     return _on_teacher(payload, body)
 
 
-TASKS = {"teacher": run_teacher, "cell": run_cell, "experiment": run_experiment}
+TASKS = {"teacher": run_teacher, "craft": run_craft, "cell": run_cell, "experiment": run_experiment}
 """The task functions executors dispatch to, by task name."""
 
 
 def run_task(task: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Dispatch for executors: ``task`` is ``teacher`` or ``cell``.
+    """Dispatch for executors: ``task`` is a name of :data:`TASKS`.
 
     Raises:
         SafeReuseError: an unknown task name.
@@ -314,10 +380,12 @@ def run_task(task: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "TASKS",
+    "craft_key",
     "ensure_student",
     "ensure_teacher",
     "file_lock",
     "run_cell",
+    "run_craft",
     "run_experiment",
     "run_kind",
     "run_task",

@@ -67,8 +67,10 @@ __all__ = [
     "binarize",
     "mask_scores",
     "search_masks",
+    "SELECTION_RULES",
     "select_epoch",
     "selection_key",
+    "selection_rule",
 ]
 
 
@@ -544,29 +546,56 @@ def mask_scores(
 
 
 # -- the search ------------------------------------------------------------------------------------
-def selection_key(record: dict[str, float], reference_acc: float) -> tuple:
-    """Sort key of an epoch under SeaM's rule (smaller is better; see :func:`select_epoch`).
+def selection_key(record: dict[str, float], reference_acc: float, max_acc_drop: float | None = None) -> tuple:
+    """Sort key of an epoch under SeaM's rule and its guard (smaller is better; see :func:`select_epoch`).
 
     Example:
         >>> selection_key({"val_acc": 0.95, "rho": 0.1004}, 0.9)
         (0, 100, -0.95)
         >>> selection_key({"val_acc": 0.5, "rho": 0.25}, 0.9)
         (1, -0.25)
+        >>> selection_key({"val_acc": 0.5, "rho": 0.25}, 0.9, max_acc_drop=0.01)  # below the guard
+        (2, -0.5)
     """
     acc, rho = record["val_acc"], record["rho"]
     if acc >= reference_acc:
         return (0, int(rho * 1000), -acc)
-    return (1, -(acc - rho))
+    if max_acc_drop is None or acc >= reference_acc - max_acc_drop:
+        return (1, -(acc - rho))
+    return (2, -acc)
 
 
-def select_epoch(history: Sequence[dict[str, float]], reference_acc: float) -> int:
+#: What each first element of :func:`selection_key` means, as the manifests report it.
+SELECTION_RULES = ("reference reached", "fallback", "guard")
+
+
+def selection_rule(record: dict[str, float], reference_acc: float, max_acc_drop: float | None = None) -> str:
+    """Which branch of :func:`select_epoch` an epoch was kept by (one of :data:`SELECTION_RULES`).
+
+    Example:
+        >>> selection_rule({"val_acc": 0.85, "rho": 0.1}, 0.9, 0.01)
+        'guard'
+    """
+    return SELECTION_RULES[selection_key(record, reference_acc, max_acc_drop)[0]]
+
+
+def select_epoch(
+    history: Sequence[dict[str, float]], reference_acc: float, max_acc_drop: float | None = None
+) -> int:
     """The index of the epoch SeaM keeps: among epochs with ``val_acc ≥ reference_acc`` the smallest
     ρ at 0.1 % resolution (``int(ρ·1000)``), ties to the higher accuracy (then the earlier epoch);
-    when none reaches the reference, the best ``val_acc − ρ``.
+    when none reaches the reference, SeaM's fallback, the best ``val_acc − ρ`` — with a guard
+    (``max_acc_drop``, ours): the fallback only considers epochs within ``max_acc_drop`` of the
+    reference, and when none is, the most accurate epoch is kept (the fallback alone can trade any
+    accuracy for a smaller ρ: ``0.60 − 0.01`` beats ``0.85 − 0.30``).
 
     Args:
         history: per-epoch records with ``val_acc`` and ``rho`` (fractions).
         reference_acc: the original model's validation accuracy on the target problem.
+        max_acc_drop: the guard (fraction; None: SeaM's rule unguarded).
+
+    Returns:
+        An index into ``history``.
 
     Example:
         >>> h = [{"val_acc": 0.90, "rho": 1.0}, {"val_acc": 0.95, "rho": 0.1004},
@@ -575,10 +604,13 @@ def select_epoch(history: Sequence[dict[str, float]], reference_acc: float) -> i
         (2, 2, 2)
         >>> select_epoch(h[:2] + [{"val_acc": 0.95, "rho": 0.1001}], 0.9)  # same int(ρ·1000): earlier
         1
+        >>> g = [{"val_acc": 0.85, "rho": 0.30}, {"val_acc": 0.60, "rho": 0.01}]
+        >>> select_epoch(g, 0.9), select_epoch(g, 0.9, max_acc_drop=0.1), select_epoch(g, 0.9, 0.01)
+        (1, 0, 0)
     """
     if not history:
         raise SafeReuseError("the mask search ran no epoch", fix="set epochs >= 1")
-    return min(range(len(history)), key=lambda i: (selection_key(history[i], reference_acc), i))
+    return min(range(len(history)), key=lambda i: (selection_key(history[i], reference_acc, max_acc_drop), i))
 
 
 @dataclass
@@ -593,6 +625,8 @@ class SearchResult:
         history: per epoch ``{"epoch", "phase", "loss", "val_acc", "rho"}`` (and ``"flops"``, the
             kept FLOPs fraction of the masked layers, when the scores know them).
         seconds: wall time; ``resumed_from``: epochs restored from a checkpoint.
+        rule: the branch of :func:`select_epoch` that kept the epoch (:data:`SELECTION_RULES`;
+            ``"stop"`` when ``stop_removed`` ended the search).
     """
 
     masks: Masks
@@ -603,6 +637,7 @@ class SearchResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from: int = 0
+    rule: str = "reference reached"
 
 
 def _accuracy(forward: Callable[[torch.Tensor], torch.Tensor], x, y, batch: int, dev) -> float:
@@ -630,6 +665,7 @@ def search_masks(
     batch_size: int = 64,
     head_every: int | None = 5,
     reference_acc: float = 1.0,
+    max_acc_drop: float | None = None,
     stop_removed: float | None = None,
     head_params: Sequence[nn.Parameter] | None = None,
     seed: int = 0,
@@ -660,6 +696,7 @@ def search_masks(
             5-epoch cycle); the others train scores and head together with a second Adam. None: no
             head-only epochs (indirect reuse).
         reference_acc: the original model's validation accuracy (selection, :func:`select_epoch`).
+        max_acc_drop: the selection's guard (:func:`select_epoch`; None: SeaM's rule unguarded).
         stop_removed: stop at the first epoch whose removed fraction ``1 − ρ`` reaches this and keep
             it (indirect reuse's prune threshold); otherwise the selection rule decides.
         head_params: the parameters the head phase trains (default: ``head``'s).
@@ -702,7 +739,7 @@ def search_masks(
     ckpt = _SearchCheckpoint(Path(checkpoint_dir), {
         "epochs": epochs, "lr_mask": lr_mask, "lr_head": lr_head, "alpha": alpha, "batch_size": batch_size,
         "head_every": head_every, "stop_removed": stop_removed, "seed": seed, "n": n,
-        "scores": scores.describe(), "flops_weight": flops_weight,
+        "scores": scores.describe(), "flops_weight": flops_weight, "max_acc_drop": max_acc_drop,
     }) if checkpoint_dir else None  # fmt: skip
     start = 0
     if ckpt is not None and ckpt.exists():
@@ -753,7 +790,8 @@ def search_masks(
                 if (
                     reached
                     or best is None
-                    or selection_key(history[i], ref) < selection_key(history[best[0]], ref)
+                    or selection_key(history[i], ref, max_acc_drop)
+                    < selection_key(history[best[0]], ref, max_acc_drop)
                 ):
                     best = (
                         i,
@@ -790,6 +828,7 @@ def search_masks(
         history=history,
         seconds=time.perf_counter() - t0,
         resumed_from=start,
+        rule="stop" if stop_removed is not None else selection_rule(rec, ref, max_acc_drop),
     )
 
 

@@ -111,6 +111,9 @@ class WordAttack(TransferredAttack):
     def probe(self, ctx: Any) -> Any:  # noqa: D102 - see TransferredAttack.probe
         return super().probe(subset_context(ctx, self.max_samples))
 
+    def precraft(self, ctx: Any) -> None:  # noqa: D102 - see Defect.precraft
+        super().precraft(subset_context(ctx, self.max_samples))
+
     def _synonyms(self, word: str) -> list[str]:
         if self.synonym_fn is not None:
             return [s for s in self.synonym_fn(word) if s != word][: self.max_synonyms]
