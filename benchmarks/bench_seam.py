@@ -6,7 +6,7 @@
    channel count, so channels coupled by residual adds agree); :func:`safereuse.slicing.materialize`
    removes them with Torch-Pruning. Latency of the dense original and of the materialised model,
    2 threads, batch 1 and 64, measured alternately in the same run (``torch.utils.benchmark``,
-   :func:`safereuse.metrics.latency_ms`); speed-up = dense / materialised median. Target: ≥ 2×.
+   :func:`safereuse.metrics.latency_rounds`); speed-up = dense / materialised median. Target: ≥ 2×.
 2. **Weight masks, unstructured.** The same models with 90 % of their conv / linear weights (head
    excluded) zeroed in place, as SeaM's paper-style ``weight`` masks leave them: dense PyTorch does
    not skip zeros, so expect ≈ 1× — reported beside the sparsity-aware FLOP count
@@ -48,7 +48,7 @@ from torch import nn
 
 from safereuse.artifacts import load_model
 from safereuse.data import load_data
-from safereuse.metrics import latency_ms, sparse_flops
+from safereuse.metrics import latency_rounds, sparse_flops
 from safereuse.models import create_model
 from safereuse.slicing import apply_reset, materialize
 from safereuse.slicing.maskparam import mask_scores, search_masks
@@ -107,10 +107,7 @@ def _alternate(
     models: dict[str, nn.Module], x: torch.Tensor, rounds: int
 ) -> dict[str, dict[str, dict[int, float]]]:
     """Best and median ms per batch of each model, measured round-robin so all see the same load."""
-    runs: dict[str, list[dict[int, float]]] = {k: [] for k in models}
-    for _ in range(rounds):
-        for k, m in models.items():
-            runs[k].append(latency_ms(m, x, BATCHES, threads=THREADS, min_run_time=0.5))
+    runs = latency_rounds(models, x, BATCHES, threads=THREADS, round_time=0.5, rounds=rounds)
     return {
         k: {
             "best": {b: min(r[b] for r in rs) for b in BATCHES},

@@ -15,7 +15,6 @@ Run: ``python benchmarks/demo_design_check.py runs/i26/batch16 [--holdout 1000]`
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -39,12 +38,7 @@ def main() -> None:
     run = load_run(args.rundir)
     cells = run.records.drop_duplicates("cell_id")
     cells = cells[cells["status"] == "done"]
-    spec = json.loads((args.rundir / "spec.json").read_text())
-    students = (
-        {sc["name"]: sc["student"] for sc in spec["spec"]["scenarios"]}
-        if "spec" in spec
-        else {sc["name"]: sc["student"] for sc in spec["scenarios"]}
-    )
+    students = {sc["name"]: sc["student"] for sc in run.spec["spec"]["scenarios"]}
     holdouts = {}
     rows = []
     for _, c in cells.iterrows():

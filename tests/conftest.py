@@ -31,6 +31,22 @@ def digits_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def teacher(digits_teacher_dir: Path):
+    """The digits teacher, loaded (a module's tests share it; a module may define its own)."""
+    from safereuse.artifacts import load_model
+
+    return load_model(digits_teacher_dir).model
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    """Digits 0-4, the data the digits teacher was trained on."""
+    from safereuse.data import DataSpec, load_data
+
+    return load_data(DataSpec("digits", classes=[0, 1, 2, 3, 4]))
+
+
 @pytest.fixture(scope="session")
 def digits_student_dir(digits_teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finetuned student of ``digits_teacher_dir`` on digits 5-9 (10 images per class)."""

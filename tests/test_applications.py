@@ -17,19 +17,8 @@ from safereuse.applications.synapses import select_synapses, weight_masks_of
 from safereuse.applications.tree import TreeArrays
 from safereuse.artifacts import load_model
 from safereuse.cli import main
-from safereuse.data import DataSpec, load_data
 from safereuse.errors import SafeReuseError
 from safereuse.metrics import roc_auc
-
-
-@pytest.fixture(scope="module")
-def teacher(digits_teacher_dir):
-    return load_model(digits_teacher_dir).model
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return load_data(DataSpec("digits", classes=[0, 1, 2, 3, 4]))
 
 
 # -- tree ------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from safereuse.artifacts import load_model
 from safereuse.data import load_data
 from safereuse.errors import SafeReuseError
 from safereuse.methods import METHODS, Delta, DeltaR, MagPrune, Renofeation
@@ -28,11 +27,6 @@ def student_data():
 def no_val_data():
     """Without a validation split ``fit`` returns the last epoch, so runs compare like for like."""
     return load_data("digits", classes=[5, 6, 7], train_size=10, per_class=True, val_fraction=0.0)
-
-
-@pytest.fixture(scope="module")
-def teacher(digits_teacher_dir):
-    return load_model(digits_teacher_dir).model
 
 
 def _train_mode_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:

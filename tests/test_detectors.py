@@ -20,9 +20,7 @@ from safereuse.applications.detect import (
 )
 from safereuse.applications.evaluation import DEFAULT_DETECTORS
 from safereuse.applications.scored import Mahalanobis, ScoreDetector, SliceKNN, head_inputs
-from safereuse.artifacts import load_model
 from safereuse.cli import main
-from safereuse.data import DataSpec, load_data
 from safereuse.errors import SafeReuseError
 
 #: name → (kind, what it is trained on, small parameters for a fast test)
@@ -34,16 +32,6 @@ DETECTOR_TABLE: dict[str, tuple[str, str, dict]] = {
     "effectivepath-tree": ("tree", "benign inputs only", {"max_depth": 6}),
     "effectivepath": ("score", "FGSM", {}),
 }
-
-
-@pytest.fixture(scope="module")
-def teacher(digits_teacher_dir):
-    return load_model(digits_teacher_dir).model
-
-
-@pytest.fixture(scope="module")
-def bundle():
-    return load_data(DataSpec("digits", classes=[0, 1, 2, 3, 4]))
 
 
 def test_every_registered_detector_has_a_row_and_the_defaults_exist():

@@ -24,17 +24,22 @@ ARCHS = {
 }
 
 
-def _model(arch: str) -> tuple[nn.Module, torch.Tensor]:
-    kwargs, size = ARCHS[arch]
-    torch.manual_seed(0)
-    model = create_model(arch, **kwargs).eval()
-    with torch.no_grad():  # trained-looking BN: a masked channel then outputs a non-zero constant
+def _trained_looking_bn(model: nn.Module) -> None:
+    """Random BatchNorm statistics and affines (at init they are 0 / 1, which hides a BN left ungated)."""
+    with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
+
+
+def _model(arch: str) -> tuple[nn.Module, torch.Tensor]:
+    kwargs, size = ARCHS[arch]
+    torch.manual_seed(0)
+    model = create_model(arch, **kwargs).eval()
+    _trained_looking_bn(model)  # a masked channel then outputs a non-zero constant
     x = torch.rand(4, model.input_spec.channels, size, size, generator=torch.Generator().manual_seed(1))
     return model, x
 
@@ -397,13 +402,7 @@ def _residual_model(arch: str) -> tuple[nn.Module, torch.Tensor]:
                 m.bias.uniform_(0.1, 0.5)
     if arch == "minilm":
         return model, torch.randint(1, 100, (4, 12), generator=gen)
-    with torch.no_grad():  # trained-looking BN: an ungated BN would emit a non-zero constant
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
+    _trained_looking_bn(model)  # an ungated BN would emit a non-zero constant
     spec = model.input_spec
     return model, torch.rand(4, spec.channels, *spec.size, generator=gen)
 

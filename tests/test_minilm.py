@@ -22,6 +22,7 @@ from safereuse.methods import METHODS, ReMoS
 from safereuse.models import create_model, last_k_parameters
 from safereuse.models.minilm import MINILM_CONFIG, TEXT_FIT, MiniLM
 from safereuse.slicing import coverage_profile, slice_layers
+from text_helpers import ids
 
 TINY = {
     "hidden_size": 16,
@@ -40,15 +41,6 @@ def tiny(seed: int = 0, num_classes: int = 2) -> MiniLM:
     m = create_model("minilm", num_classes=num_classes, pretrained=False, config=TINY)
     assert isinstance(m, MiniLM)
     return m.eval()
-
-
-def ids(rows: list[list[int]], length: int) -> torch.Tensor:
-    """[CLS]=1 … [SEP]=2 then padding 0 to ``length``."""
-    out = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, r in enumerate(rows):
-        seq = [1, *r, 2]
-        out[i, : len(seq)] = torch.tensor(seq)
-    return out
 
 
 def toy_bundle(seed: int = 0, n: int = 48, vocab: tuple[int, int] = (3, 100), length: int = 12):

@@ -30,6 +30,7 @@ from safereuse.models import create_model, untrained_kwargs
 from safereuse.models.hf_encoder import TEXT_FIT, HFEncoder
 from safereuse.models.mpnet import MPNET_NAME, MPNET_PARTS, MPNET_VERSION, mpnet_dir, mpnet_member
 from safereuse.slicing import slice_layers
+from text_helpers import ids
 
 TINY = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
 VOCAB = {**TINY, "vocab_size": 30522}  # the shared vocabulary: real sentences fit
@@ -43,14 +44,6 @@ def tiny(seed: int = 0, config: dict[str, Any] | None = None) -> HFEncoder:
     m = create_model("mpnet", num_classes=2, pretrained=False, config=config or {**TINY, "vocab_size": 100})
     assert isinstance(m, HFEncoder) and m.model_type == "mpnet"
     return m.eval()
-
-
-def ids(rows: list[list[int]], length: int) -> torch.Tensor:
-    out = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, r in enumerate(rows):
-        seq = [1, *r, 2]
-        out[i, : len(seq)] = torch.tensor(seq)
-    return out
 
 
 # -- the model ---------------------------------------------------------------------------------------

@@ -34,11 +34,6 @@ def student_data():
     return load_data("digits", classes=[5, 6, 7], train_size=10, per_class=True)
 
 
-@pytest.fixture(scope="module")
-def teacher(digits_teacher_dir):
-    return load_model(digits_teacher_dir).model
-
-
 # -- coverage profile ------------------------------------------------------------------------------
 
 

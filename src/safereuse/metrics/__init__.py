@@ -31,6 +31,7 @@ from .cost import (
     flops,
     latency,
     latency_ms,
+    latency_rounds,
     sparse_flops,
 )
 from .detection import detection_summary, f1, roc_auc
@@ -88,6 +89,7 @@ __all__ = [
     "flops",
     "latency",
     "latency_ms",
+    "latency_rounds",
     "mean_std",
     "rate",
     "robust_accuracy",

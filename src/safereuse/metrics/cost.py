@@ -10,7 +10,7 @@ non-zero weights) and :func:`latency_ms` (per batch size), and :func:`compare_co
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,6 +288,44 @@ def latency_ms(
         torch.set_num_threads(before)
 
 
+def latency_rounds(
+    models: Mapping[str, nn.Module],
+    example_input: torch.Tensor,
+    batch_sizes: Sequence[int] = (1, 64),
+    *,
+    threads: int = 2,
+    round_time: float = 0.1,
+    rounds: int = 5,
+) -> dict[str, list[dict[int, float]]]:
+    """:func:`latency_ms` of several models, round-robin: every round times each model once, so a
+    burst of load on a shared machine hits all of them alike instead of one.
+
+    Args:
+        models: name → module.
+        example_input: an input batch (gives the per-sample shape and the device).
+        batch_sizes: the batch sizes to time.
+        threads: intra-op CPU threads for every measurement.
+        round_time: seconds of measurement per model, batch size and round.
+        rounds: rounds (≥ 1).
+
+    Returns:
+        ``{name: [one {batch size: median ms} per round]}``.
+
+    Example:
+        >>> r = latency_rounds({"a": nn.Linear(4, 2)}, torch.zeros(1, 4), (1,), round_time=0.01, rounds=2)
+        >>> len(r["a"]), sorted(r["a"][0])
+        (2, [1])
+    """
+    if rounds < 1:
+        raise SafeReuseError(f"latency rounds must be >= 1 (got {rounds})", fix="e.g. rounds=5")
+    runs: dict[str, list[dict[int, float]]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for key, model in models.items():
+            lat = latency_ms(model, example_input, batch_sizes, threads=threads, min_run_time=round_time)
+            runs[key].append(lat)
+    return runs
+
+
 def compare_cost(
     original: nn.Module,
     reduced: nn.Module,
@@ -330,17 +368,12 @@ def compare_cost(
         >>> c["flops_original"], c["flops_reengineered"], sorted(c["latency_original_ms"])
         (8, 0, ['1'])
     """
-    if rounds < 1:
-        raise SafeReuseError(f"compare_cost needs rounds >= 1 (got {rounds})", fix="e.g. rounds=5")
+    runs = latency_rounds(
+        {"o": original, "r": reduced}, example_input, batch_sizes,
+        threads=threads, round_time=min_run_time / max(rounds, 1), rounds=rounds,
+    )  # fmt: skip
     flops_o = sparse_flops(original, example_input)
     flops_r = sparse_flops(reduced, example_input)
-    per_round = min_run_time / rounds
-    runs: dict[str, list[dict[int, float]]] = {"o": [], "r": []}
-    for _ in range(rounds):
-        for key, model in (("o", original), ("r", reduced)):
-            runs[key].append(
-                latency_ms(model, example_input, batch_sizes, threads=threads, min_run_time=per_round)
-            )
 
     def median(key: str) -> dict[str, float]:
         return {str(b): statistics.median(r[int(b)] for r in runs[key]) for b in batch_sizes}
@@ -363,5 +396,6 @@ __all__ = [
     "flops",
     "latency",
     "latency_ms",
+    "latency_rounds",
     "sparse_flops",
 ]

@@ -604,9 +604,30 @@ def hf_encoder(
     return HFEncoder(num_classes, model_type, config, weights_dir, image_size, train_bf16, defaults)
 
 
-hf_encoder.teacher_fit = TEXT_FIT  # type: ignore[attr-defined]  # read by api.train_teacher
-hf_encoder.student_fit = TEXT_STUDENT_FIT  # type: ignore[attr-defined]  # read by api.transfer
-hf_encoder.student_method_fit = TEXT_STUDENT_METHODS  # type: ignore[attr-defined]
+def with_text_recipes(factory: Any) -> Any:
+    """Attach the text-encoder recipes to a zoo factory, where :mod:`safereuse.config` reads them:
+    ``teacher_fit`` (:data:`TEXT_FIT`, for ``api.train_teacher``), ``student_fit`` and
+    ``student_method_fit`` (:data:`TEXT_STUDENT_FIT`, :data:`TEXT_STUDENT_METHODS`, for
+    ``api.transfer`` through ``config.student_params``).
+
+    Args:
+        factory: a model factory (a function).
+
+    Returns:
+        The same factory.
+
+    Example:
+        >>> f = with_text_recipes(lambda num_classes=2: None)
+        >>> f.teacher_fit is TEXT_FIT, f.student_method_fit["remos"]["ratio"]
+        (True, 0.1)
+    """
+    factory.teacher_fit = TEXT_FIT
+    factory.student_fit = TEXT_STUDENT_FIT
+    factory.student_method_fit = TEXT_STUDENT_METHODS
+    return factory
+
+
+with_text_recipes(hf_encoder)
 
 
 #: The zoo entry a folder of each kind imports as by default (``hf-encoder`` takes any of them).
@@ -660,6 +681,7 @@ __all__ = [
     "TEXT_FIT",
     "TEXT_STUDENT_FIT",
     "TEXT_STUDENT_METHODS",
+    "with_text_recipes",
     "HFEncoder",
     "align_vocabulary",
     "encoder_options",

@@ -25,13 +25,12 @@ from ..data.text import minilm_dir
 from ..errors import SafeReuseError
 from .hf_encoder import (
     TEXT_FIT,
-    TEXT_STUDENT_FIT,
-    TEXT_STUDENT_METHODS,
     UNUSED_PREFIXES,
     HFEncoder,
     encoder_options,
     read_hf_config,
     read_hf_weights,
+    with_text_recipes,
 )
 from .registry import MODELS
 
@@ -155,18 +154,13 @@ def minilm(
     return MiniLM(num_classes, config, weights_dir, image_size, train_bf16)
 
 
-minilm.teacher_fit = TEXT_FIT  # type: ignore[attr-defined]  # read by api.train_teacher
-# its students' settings (read by api.transfer through config.student_params); MiniLM's own entry of
-# the validation study docs/results/nlp-select.yaml replaces these when it has run
-minilm.student_fit = TEXT_STUDENT_FIT  # type: ignore[attr-defined]
-minilm.student_method_fit = TEXT_STUDENT_METHODS  # type: ignore[attr-defined]
+# the validation study docs/results/nlp-select.yaml should replace the student recipes when it has run
+with_text_recipes(minilm)
 
 
 __all__ = [
     "MINILM_CONFIG",
     "TEXT_FIT",
-    "TEXT_STUDENT_FIT",
-    "TEXT_STUDENT_METHODS",
     "MiniLM",
     "minilm",
     "read_bert_config",

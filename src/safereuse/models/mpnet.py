@@ -34,7 +34,7 @@ from typing import Any
 
 from ..data.sources import cache_dir
 from ..errors import SafeReuseError
-from .hf_encoder import TEXT_FIT, TEXT_STUDENT_FIT, TEXT_STUDENT_METHODS, HFEncoder, on_meta
+from .hf_encoder import HFEncoder, on_meta, with_text_recipes
 from .registry import MODELS
 
 #: The folder's name inside the joined zip and in the cache.
@@ -146,11 +146,8 @@ def create_mpnet(
     return HFEncoder(num_classes, "mpnet", config, weights_dir, image_size, train_bf16, MPNET_CONFIG)
 
 
-create_mpnet.teacher_fit = TEXT_FIT  # type: ignore[attr-defined]  # read by api.train_teacher
-# its students' settings (read by api.transfer through config.student_params): MiniLM's evidence until
-# an MPNet run of the validation study docs/results/nlp-select.yaml chooses its own
-create_mpnet.student_fit = TEXT_STUDENT_FIT  # type: ignore[attr-defined]
-create_mpnet.student_method_fit = TEXT_STUDENT_METHODS  # type: ignore[attr-defined]
+# MiniLM's student recipes until an MPNet run of docs/results/nlp-select.yaml chooses its own
+with_text_recipes(create_mpnet)
 
 
 __all__ = [
